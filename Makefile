@@ -1,0 +1,94 @@
+# Thin wrapper over `python -m lmsys_arena`; every target first makes .venv (see `make setup`).
+#   make folds train infer                    # xgb on input/lmsys-chatbot-arena, else the bundled input/sample
+#   make train MODEL=lgbm EXTRA=../shared/data/lmsys-arena-subset/extra_arena33k.csv
+#   make score RUN=xgb ; make check SUB=submissions/xgb.csv ; make test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+DATA ?= $(if $(wildcard input/lmsys-chatbot-arena/train.csv),input/lmsys-chatbot-arena,input/sample)
+EXTRA ?=
+MODEL ?= xgb
+RUN ?= $(notdir $(basename $(MODEL)))
+FOLDS ?= 5
+SEED ?= 42
+PARAMS ?=
+STUDY ?= $(RUN)
+TRIALS ?= 20
+STORAGE ?=
+WORKERS ?= 1
+GPUS ?= 1
+BACKBONE ?=
+ONLY_FOLDS ?=
+FRESH ?=
+SUB ?= submissions/$(RUN).csv
+RUNS ?=
+NAME ?=
+SET ?=
+
+# CPU machines get xgboost-cpu (plain xgboost pulls ~700 MB of CUDA libraries)
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+XGBOOST_PKG ?= $(if $(HAS_CUDA),xgboost,xgboost-cpu)
+TORCH_PKG ?= torch==2.13.0
+
+DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA))
+MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
+	$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
+LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena,$(PY) -m lmsys_arena)
+
+.PHONY: setup folds train infer score check test tune best ensemble kernels kernel-datasets check-kernels push clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PKG)
+	$(PY) -m pip install -q $(XGBOOST_PKG) -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP)
+
+folds: $(STAMP)
+	$(PY) -m lmsys_arena folds --data $(DATA) --folds $(FOLDS) --seed $(SEED)
+
+train: $(STAMP)
+	$(LAUNCH) train $(DATA_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
+		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh)
+
+infer: $(STAMP)
+	$(PY) -m lmsys_arena infer --run $(RUN) $(if $(filter-out input/sample,$(DATA)),--data $(DATA))
+
+score: $(STAMP)
+	$(PY) -m lmsys_arena score --run $(RUN)
+
+check: $(STAMP)
+	$(PY) -m lmsys_arena check --sub $(SUB) --data $(DATA)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+tune: $(STAMP)
+	$(PY) -m lmsys_arena tune $(DATA_ARGS) $(MODEL_ARGS) --study $(STUDY) --trials $(TRIALS) --seed $(SEED) \
+		--workers $(WORKERS) $(if $(STORAGE),--storage $(STORAGE))
+
+best: $(STAMP)
+	$(PY) -m lmsys_arena best --study $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
+
+ensemble: $(STAMP)
+	$(PY) -m lmsys_arena ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME))
+
+kernels: $(STAMP)
+	$(PY) -m lmsys_arena kernels --runs $(RUNS) $(if $(NAME),--name $(NAME))
+
+kernel-datasets: $(STAMP)
+	$(PY) -m lmsys_arena kernel-datasets $(if $(RUNS),--runs $(RUNS))
+
+check-kernels: $(STAMP)
+	$(PY) -m lmsys_arena check-kernels
+
+push: $(STAMP)
+	$(PY) -m lmsys_arena push
+
+clean-venv:
+	rm -rf $(VENV)
