@@ -70,6 +70,7 @@ class RunSpec:
     folds_file: str | None = None
     seed: int = 42
     skip_bad: bool = False
+    max_rows: int | None = None  # row budget (tuning): a seeded sample of train rows, taken before the fold split
 
     def competition(self) -> Competition:
         return Competition(Path(self.data))
@@ -97,14 +98,17 @@ def train_run(cfg: dict, run_dir: str | Path, spec: RunSpec, *, only_folds: list
     Returns the metrics dict.
     """
     run_dir = Path(run_dir)
-    full_cfg = {**cfg, "run": {"data": spec.data, "extra": spec.extra, "folds_file": str(spec.resolved_folds_file()),
-                               "seed": spec.seed, "skip_bad": spec.skip_bad}}
+    full_cfg = run_config(cfg, spec)
     _check_or_reset_run_dir(run_dir, full_cfg, fresh)
 
     comp = spec.competition()
     train = comp.train(skip_bad=spec.skip_bad)
     fold_of = read_folds(spec.resolved_folds_file(), train)
     extra = load_extra(spec.extra, train, skip_bad=spec.skip_bad) if spec.extra else train.iloc[:0]
+    if spec.max_rows and spec.max_rows < len(train):
+        keep = np.sort(np.random.default_rng(spec.seed).choice(len(train), spec.max_rows, replace=False))
+        train, fold_of = train.iloc[keep].reset_index(drop=True), fold_of.iloc[keep].reset_index(drop=True)
+        log.info("row budget: %d of the train rows (seeded sample, same folds; extra rows kept)", spec.max_rows)
     n_folds = int(fold_of.max()) + 1
     folds = only_folds if only_folds is not None else list(range(n_folds))
     bad = [f for f in folds if f < 0 or f >= n_folds]
@@ -144,6 +148,15 @@ def train_run(cfg: dict, run_dir: str | Path, spec: RunSpec, *, only_folds: list
         _merge_metrics(run_dir, metrics)
     log.info("run %s: OOF log loss %.5f over %d rows (folds %s)", run_dir.name, metrics["oof_logloss"], len(oof), folds)
     return metrics
+
+
+def run_config(cfg: dict, spec: RunSpec) -> dict:
+    """The resolved config stored in ``config.json`` (its hash decides whether a run dir can resume)."""
+    run = {"data": spec.data, "extra": spec.extra, "folds_file": str(spec.resolved_folds_file()),
+           "seed": spec.seed, "skip_bad": spec.skip_bad}
+    if spec.max_rows:  # only when set, so runs written before this option keep their hash
+        run["max_rows"] = spec.max_rows
+    return {**cfg, "run": run}
 
 
 def _fold_loss(frame: pd.DataFrame) -> float:
