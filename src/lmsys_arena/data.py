@@ -1,23 +1,34 @@
 """Load Kaggle LMSYS arena CSVs into one tidy frame.
 
-One loader for train, test and external files. Each row becomes:
+One loader for train, test and external files::
 
-    id          str    as written in the file (ints or hex strings, never reformatted)
+    python -c "from lmsys_arena.data import load_battles; print(load_battles('input/sample/train.csv'))"
+
+Each row becomes:
+
+    id          str    as written in the file (ints or hex strings, never reformatted: "007" stays "007")
     prompt      list[str]  one item per turn (JSON null -> "")
     response_a  list[str]
     response_b  list[str]
     model_a, model_b  str ("" when the file has no such column, e.g. test.csv)
     label       int8   0 = A wins, 1 = B wins, 2 = tie, -1 = unlabelled (test)
+    source      str    "train", "test", "extra" or the file stem
 
-Bad input raises :class:`DataError` naming the file, the row id (and CSV line) and the
-column. With ``skip_bad=True`` bad rows are dropped, counted and reported instead; nothing
-is ever dropped silently.
+Text cells are JSON lists of strings/nulls. ``\\ud83d\\ude00``-style escapes are joined into
+one character; lone surrogates (``\\ud83d`` alone, which cannot be encoded as UTF-8) become
+U+FFFD. A cell that does not start with ``[`` is taken as one plain-text turn (counted).
+
+Bad input raises :class:`DataError` naming the file, the row id (and CSV record) and the
+column: missing column, empty or duplicate id, a ``[...]`` cell that is not a JSON list of
+strings, an empty cell, winner columns that are not one-hot. With ``skip_bad=True`` bad
+rows are dropped, counted and reported instead; nothing is ever dropped silently.
+``lenient_text=True`` (used for test files, where a failed load means a failed Kaggle
+submission) takes any unparsable text cell as one plain-text turn instead, counted.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +40,12 @@ log = logging.getLogger(__name__)
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 CLASS_NAMES = ("winner_model_a", "winner_model_b", "winner_tie")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+PROGRESS_MIN_ROWS = 20_000  # show a tqdm bar (rows/s, ETA) for files at least this long
+_scan_once = json.decoder.JSONDecoder().scan_once  # the C scanner: no per-call wrapper overhead
 
 
 class DataError(ValueError):
-    """Bad input: the message names the file, row id, CSV line and column."""
+    """Bad input: the message names the file, row id, CSV record and column."""
 
 
 @dataclass
@@ -57,62 +69,88 @@ class LoadReport:
 
 
 def fix_surrogates(text: str) -> str:
-    """Join UTF-16 surrogate pairs left by JSON ``\\ud83d\\ude00`` escapes; replace lone ones."""
-    if not _SURROGATE.search(text):
+    """Join UTF-16 surrogate pairs left as two characters; replace lone ones with U+FFFD."""
+    try:
+        text.encode("utf-8")
         return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _decode_list(cell: str) -> list:
+    """``cell`` (starting with optional whitespace and ``[``) as one JSON value; ValueError otherwise."""
+    start = len(cell) - len(cell.lstrip()) if cell[:1] != "[" else 0
+    try:
+        value, end = _scan_once(cell, start)
+    except StopIteration:
+        raise ValueError("unparsable JSON list") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"unparsable JSON list ({e.msg} at char {e.pos})") from None
+    except RecursionError:
+        raise ValueError("unparsable JSON list (nested too deeply)") from None
+    if end != len(cell) and not cell[end:].isspace():
+        raise ValueError(f"unparsable JSON list (extra data at char {end})")
+    return value
 
 
 def parse_turns(cell: str) -> tuple[list[str], bool]:
     """Decode one Kaggle text cell into turns. Returns (turns, was_plain_text).
 
-    A cell that starts with ``[`` must be a JSON list of strings/nulls; anything else is
-    taken as a single plain-text turn. Raises ValueError with the reason otherwise.
+    A cell that starts with ``[`` must be a non-empty JSON list of strings/nulls; anything
+    else non-empty is taken as a single plain-text turn. Raises ValueError with the reason.
     """
-    stripped = cell.lstrip()
-    if not stripped.startswith("["):
+    if cell[:1] != "[" and not cell.lstrip().startswith("["):
         if cell == "":
             raise ValueError("empty cell")
-        return [fix_surrogates(cell)], True
-    try:
-        value = json.loads(stripped)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"unparsable JSON list ({e.msg} at char {e.pos})") from None
-    if not isinstance(value, list):
+        return [cell], True
+    value = _decode_list(cell)
+    if type(value) is list and len(value) == 1 and type(value[0]) is str:  # the common case, fast
+        if "\\ud" in cell or "\\uD" in cell:
+            value = [fix_surrogates(value[0])]
+        return value, False
+    if type(value) is not list:
         raise ValueError(f"JSON value is a {type(value).__name__}, expected a list")
     if not value:
         raise ValueError("empty JSON list")
-    turns = []
     for i, item in enumerate(value):
-        if item is None:
-            turns.append("")
-        elif isinstance(item, str):
-            turns.append(fix_surrogates(item))
+        if type(item) is not str:
+            if item is None:
+                value[i] = ""
+            else:
+                raise ValueError(f"turn {i} is a {type(item).__name__}, expected a string or null")
+    if "\\u" in cell and ("\\ud" in cell or "\\uD" in cell):  # only escapes can carry surrogates
+        value = [fix_surrogates(t) for t in value]
+    return value, False
+
+
+def _labels(raw: pd.DataFrame) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
+    """Class index per row from the one-hot winner columns, plus {row: (column, reason)} for bad rows."""
+    text = raw[list(LABEL_COLUMNS)].apply(lambda s: s.str.strip())
+    num = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    is_num = np.isfinite(num)
+    onehot = is_num.all(axis=1) & np.isin(num, (0.0, 1.0)).all(axis=1) & (np.nansum(num, axis=1) == 1)
+    labels = np.where(onehot, np.argmax(np.nan_to_num(num), axis=1), -1).astype(np.int8)
+    bad = {}
+    for i in np.flatnonzero(~onehot):
+        values = dict(zip(LABEL_COLUMNS, text.iloc[i].tolist()))
+        not_num = [c for c, ok in zip(LABEL_COLUMNS, is_num[i]) if not ok]
+        if not_num:
+            bad[int(i)] = (not_num[0], f"{values[not_num[0]]!r} is not a number")
         else:
-            raise ValueError(f"turn {i} is a {type(item).__name__}, expected a string or null")
-    return turns, False
-
-
-def _label(row_values: list[str]) -> int:
-    try:
-        ints = [int(float(v)) if v.strip() != "" else None for v in row_values]
-        floats = [float(v) for v in row_values]
-    except ValueError:
-        raise ValueError(f"winner columns {row_values} are not numbers") from None
-    if None in ints or any(f not in (0.0, 1.0) for f in floats) or sum(ints) != 1:
-        raise ValueError(f"winner columns {dict(zip(LABEL_COLUMNS, row_values))} are not one-hot")
-    return ints.index(1)
+            bad[int(i)] = ("winner_model_a/winner_model_b/winner_tie", f"winner columns {values} are not one-hot")
+    return labels, bad
 
 
 def load_battles(path: str | Path, *, skip_bad: bool = False, require_labels: bool | None = None,
-                 source: str | None = None) -> pd.DataFrame:
+                 source: str | None = None, lenient_text: bool = False) -> pd.DataFrame:
     """Read a Kaggle-format CSV (train, test or external rows) into the tidy frame above.
 
     ``require_labels``: True demands winner columns, False ignores them, None uses them
     when present. ``source`` fills a ``source`` column (default: the file stem).
+    The :class:`LoadReport` is in ``df.attrs["load_report"]``.
     """
     path = Path(path)
-    df, report = _load(path, skip_bad=skip_bad, require_labels=require_labels)
+    df, report = _load(path, skip_bad=skip_bad, require_labels=require_labels, lenient_text=lenient_text)
     df["source"] = source or path.stem
     log.info(report.summary())
     if report.skipped:
@@ -124,79 +162,119 @@ def load_battles(path: str | Path, *, skip_bad: bool = False, require_labels: bo
     return df
 
 
-def _load(path: Path, *, skip_bad: bool, require_labels: bool | None) -> tuple[pd.DataFrame, LoadReport]:
+def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV: {e}") from None
-    report = LoadReport(path=str(path), rows_read=len(raw))
-    required = ["id", *TEXT_COLUMNS]
-    has_labels = all(c in raw.columns for c in LABEL_COLUMNS)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _required_columns(raw: pd.DataFrame, path: Path, require_labels: bool | None) -> bool:
+    """Check the header; returns whether labels are read."""
     if require_labels is None:
         require_labels = any(c in raw.columns for c in LABEL_COLUMNS)
-    if require_labels:
-        required += LABEL_COLUMNS
+    required = ["id", *TEXT_COLUMNS, *(LABEL_COLUMNS if require_labels else ())]
     missing = [c for c in required if c not in raw.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
+    return require_labels
 
-    ids = raw["id"].str.strip().to_numpy()
-    texts = {c: raw[c].to_numpy() for c in TEXT_COLUMNS}
-    labels_raw = raw[list(LABEL_COLUMNS)].to_numpy() if (require_labels and has_labels) else None
 
-    keep = np.ones(len(raw), dtype=bool)
-    out = {c: [None] * len(raw) for c in TEXT_COLUMNS}
-    labels = np.full(len(raw), -1, dtype=np.int8)
-    seen: dict[str, int] = {}
+def _id_problems(ids: pd.Series) -> dict[int, tuple[str, str]]:
+    bad = {int(i): ("id", "empty id") for i in np.flatnonzero((ids == "").to_numpy())}
+    dup = ids.duplicated(keep="first").to_numpy() & (ids != "").to_numpy()
+    if dup.any():
+        first = {v: i for i, v in reversed(list(enumerate(ids.to_numpy())))}
+        for i in np.flatnonzero(dup):
+            bad.setdefault(int(i), ("id", f"duplicate id (first at CSV record {first[ids.iat[i]] + 2})"))
+    return bad
 
-    def bad(i: int, column: str, reason: str) -> None:
-        msg = f"{path.name} row id={ids[i]!r} (CSV record {i + 2}) column '{column}': {reason}"
-        if not skip_bad:
-            raise DataError(msg)
-        report.skipped.append(msg)
-        keep[i] = False
 
-    for i in range(len(raw)):
-        if ids[i] == "":
-            bad(i, "id", "empty id")
-            continue
-        if ids[i] in seen:
-            bad(i, "id", f"duplicate id (first at CSV record {seen[ids[i]] + 2})")
-            continue
-        seen[ids[i]] = i
-        ok = True
-        for c in TEXT_COLUMNS:
-            try:
-                turns, plain = parse_turns(texts[c][i])
-            except ValueError as e:
-                bad(i, c, str(e))
-                ok = False
-                break
-            report.plain_text_cells += plain
-            out[c][i] = turns
-        if not ok:
-            continue
-        if labels_raw is not None:
-            try:
-                labels[i] = _label(list(labels_raw[i]))
-            except ValueError as e:
-                bad(i, "winner_model_a/winner_model_b/winner_tie", str(e))
+def _parse_texts(raw: pd.DataFrame, report: LoadReport, lenient: bool, skip: set[int]):
+    """Turn lists per text column, plus {row: (column, reason)} for cells that fail to parse."""
+    n = len(raw)
+    out = {c: [None] * n for c in TEXT_COLUMNS}
+    bad: dict[int, tuple[str, str]] = {}
+    cells = [raw[c].to_numpy() for c in TEXT_COLUMNS]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n, unit="rows", desc=f"parse {Path(report.path).name}", disable=n < PROGRESS_MIN_ROWS,
+               mininterval=0.5)
+    step = 4096
+    for start in range(0, n, step):
+        for i in range(start, min(start + step, n)):
+            if i in skip:
                 continue
-        n = max(len(out[c][i]) for c in TEXT_COLUMNS)
-        if any(len(out[c][i]) != n for c in TEXT_COLUMNS):
-            report.padded_turns += 1
-            for c in TEXT_COLUMNS:
-                out[c][i] = out[c][i] + [""] * (n - len(out[c][i]))
+            for c, col in zip(TEXT_COLUMNS, cells):
+                try:
+                    turns, plain = parse_turns(col[i])
+                except ValueError as e:
+                    if not lenient:
+                        bad[i] = (c, str(e))
+                        break
+                    turns, plain = [fix_surrogates(col[i])], True
+                if plain:
+                    report.plain_text_cells += 1
+                out[c][i] = turns
+        bar.update(min(step, n - start))
+    bar.close()
+    return out, bad
 
+
+def _pad_turns(out: dict, keep: np.ndarray, report: LoadReport) -> None:
+    """Give prompt/response_a/response_b the same number of turns (missing turns are '')."""
+    cols = [out[c] for c in TEXT_COLUMNS]
+    for i in np.flatnonzero(keep):
+        p, a, b = cols[0][i], cols[1][i], cols[2][i]
+        if len(p) == len(a) == len(b):
+            continue
+        report.padded_turns += 1
+        m = max(len(p), len(a), len(b))
+        for col in cols:
+            col[i] = col[i] + [""] * (m - len(col[i]))
+
+
+def _load(path: Path, *, skip_bad: bool, require_labels: bool | None,
+          lenient_text: bool = False) -> tuple[pd.DataFrame, LoadReport]:
+    raw = _read_csv(path)
+    report = LoadReport(path=str(path), rows_read=len(raw))
+    with_labels = _required_columns(raw, path, require_labels)
+    ids = raw["id"].str.strip()
+    bad = _id_problems(ids)
+    out, text_bad = _parse_texts(raw, report, lenient_text, skip=set(bad))
+    for i, problem in text_bad.items():
+        bad.setdefault(i, problem)
+    labels = np.full(len(raw), -1, dtype=np.int8)
+    if with_labels:
+        labels, label_bad = _labels(raw)
+        for i, problem in label_bad.items():
+            bad.setdefault(i, problem)
+
+    def message(i: int) -> str:
+        column, reason = bad[i]
+        return f"{path.name} row id={ids.iat[i]!r} (CSV record {i + 2}) column '{column}': {reason}"
+
+    if bad and not skip_bad:
+        first = min(bad)
+        more = f" (and {len(bad) - 1} more bad rows; --skip-bad / SKIP_BAD=1 drops them)" if len(bad) > 1 else ""
+        raise DataError(message(first) + more)
+    report.skipped = [message(i) for i in sorted(bad)]
+    keep = np.ones(len(raw), dtype=bool)
+    keep[list(bad)] = False
+    _pad_turns(out, keep, report)
     df = pd.DataFrame({
-        "id": ids,
-        "model_a": raw["model_a"].to_numpy() if "model_a" in raw.columns else "",
-        "model_b": raw["model_b"].to_numpy() if "model_b" in raw.columns else "",
+        "id": ids.to_numpy(dtype=object),
+        "model_a": raw["model_a"].to_numpy(dtype=object) if "model_a" in raw.columns else "",
+        "model_b": raw["model_b"].to_numpy(dtype=object) if "model_b" in raw.columns else "",
         **{c: out[c] for c in TEXT_COLUMNS},
         "label": labels,
-    })[keep].reset_index(drop=True)
+    })
+    if not keep.all():
+        df = df[keep].reset_index(drop=True)
     report.rows_kept = len(df)
     return df, report
 
@@ -242,18 +320,30 @@ class Competition:
         return load_battles(self.train_csv, skip_bad=skip_bad, require_labels=True, source="train")
 
     def test(self, skip_bad: bool = False) -> pd.DataFrame:
-        return load_battles(self.test_csv, skip_bad=skip_bad, require_labels=False, source="test")
+        """Test rows; odd text cells never fail here (a failed load is a failed Kaggle submission)."""
+        return load_battles(self.test_csv, skip_bad=skip_bad, require_labels=False, source="test", lenient_text=True)
+
+
+def _text_key(d: pd.DataFrame) -> pd.Series:
+    return pd.Series([json.dumps([p, a, b]) for p, a, b in zip(d["prompt"], d["response_a"], d["response_b"])],
+                     index=d.index)
 
 
 def load_extra(path: str | Path, train: pd.DataFrame, skip_bad: bool = False) -> pd.DataFrame:
-    """External train-only rows; rows whose id or (prompt, response_a, response_b) already occur
-    in ``train`` are dropped (and counted) so they cannot leak into a validation fold."""
+    """External train-only rows (never validated on).
+
+    Rows whose (prompt, response_a, response_b) already occur in ``train`` are dropped and
+    counted; an id that collides with a train id (different battle, other numbering) gets an
+    ``extra-`` prefix so ids stay unique within a training frame. The runner also drops, per
+    fold, extra rows whose prompt is in that fold's validation rows.
+    """
     extra = load_battles(path, skip_bad=skip_bad, require_labels=True, source="extra")
-
-    def key(d: pd.DataFrame) -> pd.Series:
-        return d["prompt"].map(tuple).astype(str) + d["response_a"].map(tuple).astype(str) + d["response_b"].map(tuple).astype(str)
-
-    dup = extra["id"].isin(set(train["id"])) | key(extra).isin(set(key(train)))
+    dup = _text_key(extra).isin(set(_text_key(train)))
     if dup.any():
-        log.info("extra: dropped %d rows already present in train (same id or same texts)", int(dup.sum()))
-    return extra[~dup].reset_index(drop=True)
+        log.info("extra: dropped %d rows whose texts are already in train", int(dup.sum()))
+    extra = extra[~dup].reset_index(drop=True)
+    clash = extra["id"].isin(set(train["id"])).to_numpy()
+    if clash.any():
+        extra.loc[clash, "id"] = "extra-" + extra.loc[clash, "id"]
+        log.info("extra: %d ids also used in train renamed with an 'extra-' prefix", int(clash.sum()))
+    return extra

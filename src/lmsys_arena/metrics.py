@@ -10,14 +10,23 @@ EPS = np.finfo(np.float64).eps
 
 
 def log_loss(labels, probs) -> float:
-    """Multi-class log loss exactly as Kaggle (sklearn ``log_loss``): rows renormalised to sum
-    to 1, then clipped to [eps, 1 - eps] with eps = float64 machine epsilon."""
+    """Multi-class log loss exactly as Kaggle scores this competition (sklearn ``log_loss`` with
+    ``eps="auto"``, as sklearn <= 1.4 computed it): probabilities clipped to [eps, 1 - eps] with
+    eps = float64 machine epsilon, then each row divided by its sum, then the mean of
+    -log p[label]. So unnormalised rows are fine and an all-zero row scores log(3).
+    (sklearn >= 1.5 no longer renormalises; on normalised rows the two agree.)"""
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels).astype(np.int64)
     if p.ndim != 2 or p.shape[0] != y.shape[0]:
         raise ValueError(f"probs shape {p.shape} does not match {y.shape[0]} labels")
-    p = p / p.sum(axis=1, keepdims=True)
+    if len(y) == 0:
+        raise ValueError("log loss of zero rows")
+    if y.min() < 0 or y.max() >= p.shape[1]:
+        raise ValueError(f"labels must be in 0..{p.shape[1] - 1}, got {y.min()}..{y.max()}")
+    if not np.isfinite(p).all():
+        raise ValueError("probabilities contain NaN or inf")
     p = np.clip(p, EPS, 1 - EPS)
+    p = p / p.sum(axis=1, keepdims=True)
     return float(-np.mean(np.log(p[np.arange(len(y)), y])))
 
 
@@ -57,20 +66,21 @@ def validate_submission(sub: pd.DataFrame, test_ids, *, name: str = "submission"
     if len(missing) or len(extra):
         raise SubmissionError(f"{name}: ids differ from test ids: {len(missing)} missing (e.g. "
                               f"{list(missing[:3])}), {len(extra)} unexpected (e.g. {list(extra[:3])})")
-    vals = sub[list(CLASS_NAMES)]
-    try:
-        p = vals.to_numpy(dtype=np.float64)
-    except (TypeError, ValueError):
-        raise SubmissionError(f"{name}: non-numeric probabilities") from None
-    bad_rows = ~np.isfinite(p).all(axis=1)
-    if bad_rows.any():
-        i = int(np.argmax(bad_rows))
-        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r} has a non-finite probability")
-    neg = (p < 0).any(axis=1)
-    if neg.any():
-        i = int(np.argmax(neg))
-        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r} has a negative probability")
-    off = np.abs(p.sum(axis=1) - 1) > 1e-6
+    p = sub[list(CLASS_NAMES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    _first_bad(~np.isfinite(p), ids, name, "is not a finite number")
+    _first_bad(p < 0, ids, name, "is negative")
+    sums = p.sum(axis=1)
+    off = np.abs(sums - 1) > 1e-6
     if off.any():
         i = int(np.argmax(off))
-        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r} probabilities sum to {p[i].sum():.9f}, not 1")
+        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r}: probabilities sum to {sums[i]:.9f}, not 1 "
+                              f"(tolerance 1e-6; {int(off.sum())} such rows)")
+
+
+def _first_bad(mask: np.ndarray, ids: pd.Series, name: str, what: str) -> None:
+    rows = mask.any(axis=1)
+    if rows.any():
+        i = int(np.argmax(rows))
+        col = CLASS_NAMES[int(np.argmax(mask[i]))]
+        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r} column '{col}' {what} "
+                              f"({int(rows.sum())} such rows)")
