@@ -1,46 +1,168 @@
-"""Feature GBDT family (XGBoost or LightGBM), one model per fold with early stopping."""
+"""Feature GBDT family: XGBoost or LightGBM on :mod:`lmsys_arena.features`, one model per fold.
+
+    make folds train infer MODEL=xgb            # or MODEL=lgbm
+    make train MODEL=lgbm SET="num_boost_round=50 params.learning_rate=0.1"
+
+Config keys (``configs/xgb.yaml``, ``configs/lgbm.yaml``):
+
+    backend               xgboost | lightgbm
+    swap_augment          train on every row twice, also as B|A with the label swapped
+    tta                   predict p(x) and unswap(p(swap(x))) and average them (runner.unswap_average)
+    num_boost_round       upper bound on trees (per class)
+    early_stopping_rounds stop when the fold's validation log loss has not improved for this many rounds
+    threads               0 = all cores
+    log_every             log the validation loss every N rounds (0 = off)
+    params                passed to the backend as is (learning rate, depth, sampling, ...)
+
+The swapped rows come from :func:`features.swap_features` (a column permutation/negation), so
+neither augmentation nor TTA computes features twice. Fold files: ``model.json`` (xgboost) or
+``model.txt`` (lightgbm), both truncated to the best iteration, and ``gbdt.json`` (backend,
+best iteration, feature names).
+"""
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.features import build_features, swap_features
+from lmsys_arena.features import FEATURE_NAMES, build_features, swap_features
+from lmsys_arena.io import read_json, write_json
 from lmsys_arena.runner import unswap_average
 
+log = logging.getLogger(__name__)
 
-def _features(cfg, df):
-    return build_features(df)
+BACKENDS = ("xgboost", "lightgbm")
+
+
+def _threads(cfg: dict) -> int:
+    return int(cfg.get("threads", 0) or os.cpu_count() or 1)
+
+
+def _backend(cfg: dict) -> str:
+    b = cfg.get("backend", "xgboost")
+    if b not in BACKENDS:
+        raise ValueError(f"gbdt backend {b!r} unknown; use one of {BACKENDS}")
+    return b
+
+
+def features(cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+    return build_features(df, use_cache=cfg.get("feature_cache", True))
+
+
+def swap_labels(y: np.ndarray) -> np.ndarray:
+    return np.where(y == 2, 2, 1 - y).astype(y.dtype)
 
 
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
-    import xgboost as xgb
-
-    Xtr, Xva = _features(cfg, train), _features(cfg, valid)
-    ytr = train["label"].to_numpy()
-    if cfg.get("swap_augment", False):
+    fold_dir = Path(fold_dir)
+    Xtr, Xva = features(cfg, train), features(cfg, valid)
+    ytr, yva = train["label"].to_numpy().astype(np.int32), valid["label"].to_numpy().astype(np.int32)
+    if cfg.get("swap_augment", True):
         Xtr = pd.concat([Xtr, swap_features(Xtr)], ignore_index=True)
-        ytr = np.concatenate([ytr, np.where(ytr == 2, 2, 1 - ytr)])
-    params = {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss", "seed": seed,
-              "nthread": cfg.get("threads", 0) or None, **cfg.get("params", {})}
-    dtr, dva = xgb.DMatrix(Xtr, label=ytr), xgb.DMatrix(Xva, label=valid["label"].to_numpy())
-    booster = xgb.train(params, dtr, num_boost_round=cfg.get("num_boost_round", 1000), evals=[(dva, "valid")],
-                        early_stopping_rounds=cfg.get("early_stopping_rounds", 100), verbose_eval=False)
-    booster.save_model(fold_dir / "model.json")
-    return predict(cfg, valid, fold_dir, booster=booster)
+        ytr = np.concatenate([ytr, swap_labels(ytr)])
+    backend = _backend(cfg)
+    fit = _fit_xgboost if backend == "xgboost" else _fit_lightgbm
+    model, best_iter = fit(cfg, Xtr, ytr, Xva, yva, fold_dir, seed)
+    write_json(fold_dir / "gbdt.json", {"backend": backend, "best_iteration": best_iter, "features": list(Xtr.columns),
+                                        "train_rows": len(Xtr), "valid_rows": len(Xva)})
+    log.info("%s: %s stopped at %d rounds (%d train rows incl. swaps)", fold_dir.name, backend, best_iter + 1, len(Xtr))
+    return _predict_logits(cfg, model, Xva)
 
 
-def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path, booster=None) -> np.ndarray:
-    import xgboost as xgb
+def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
+    fold_dir = Path(fold_dir)
+    meta = read_json(fold_dir / "gbdt.json")
+    if meta["features"] != FEATURE_NAMES:
+        raise RuntimeError(f"{fold_dir} was trained on other features (features.py changed): retrain with FRESH=1")
+    return _predict_logits(cfg, _load(meta["backend"], fold_dir), features(cfg, df))
 
-    if booster is None:
-        booster = xgb.Booster()
-        booster.load_model(fold_dir / "model.json")
-    X = _features(cfg, df)
-    rng = (0, booster.best_iteration + 1)
-    logit = np.log(np.clip(booster.predict(xgb.DMatrix(X), iteration_range=rng), 1e-15, 1))
-    if cfg.get("tta", False):
-        logit_sw = np.log(np.clip(booster.predict(xgb.DMatrix(swap_features(X)), iteration_range=rng), 1e-15, 1))
+
+def _predict_logits(cfg: dict, model, X: pd.DataFrame) -> np.ndarray:
+    logit = np.log(np.clip(_proba(model, X), 1e-15, 1))
+    if cfg.get("tta", True):
+        logit_sw = np.log(np.clip(_proba(model, swap_features(X)), 1e-15, 1))
         return unswap_average(logit, logit_sw)
     return logit
+
+
+# ------------------------------------------------------------------------------------------ backends
+
+
+def _fit_xgboost(cfg, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
+    import xgboost as xgb
+
+    params = {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss", "tree_method": "hist",
+              "nthread": _threads(cfg), "seed": seed, "verbosity": 1, **cfg.get("params", {})}
+    dtr = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=params.get("max_bin", 256))
+    dva = xgb.DMatrix(Xva, label=yva)
+    every = int(cfg.get("log_every", 0))
+    callbacks = [_xgb_log(every)] if every else []
+    booster = xgb.train(params, dtr, num_boost_round=int(cfg.get("num_boost_round", 3000)), evals=[(dva, "valid")],
+                        early_stopping_rounds=int(cfg.get("early_stopping_rounds", 100)), verbose_eval=False,
+                        callbacks=callbacks)
+    best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
+    booster = booster[: best + 1]  # keep only the trees up to the best round
+    booster.save_model(fold_dir / "model.json")
+    return booster, best
+
+
+def _fit_lightgbm(cfg, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
+    import lightgbm as lgb
+
+    params = {"objective": "multiclass", "num_class": 3, "metric": "multi_logloss", "num_threads": _threads(cfg),
+              "seed": seed, "verbosity": -1, "deterministic": True, "force_row_wise": True, **cfg.get("params", {})}
+    dtr = lgb.Dataset(Xtr, label=ytr, free_raw_data=True)
+    dva = lgb.Dataset(Xva, label=yva, reference=dtr)
+    every = int(cfg.get("log_every", 0))
+    callbacks = [lgb.early_stopping(int(cfg.get("early_stopping_rounds", 100)), verbose=False)]
+    if every:
+        callbacks.append(_lgb_log(every))
+    booster = lgb.train(params, dtr, num_boost_round=int(cfg.get("num_boost_round", 3000)), valid_sets=[dva],
+                        valid_names=["valid"], callbacks=callbacks)
+    best = max(int(booster.best_iteration or booster.current_iteration()), 1) - 1
+    booster.save_model(str(fold_dir / "model.txt"), num_iteration=best + 1)
+    return booster, best
+
+
+def _load(backend: str, fold_dir: Path):
+    if backend == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(fold_dir / "model.json")
+        return booster
+    import lightgbm as lgb
+
+    return lgb.Booster(model_file=str(fold_dir / "model.txt"))
+
+
+def _proba(model, X: pd.DataFrame) -> np.ndarray:
+    if type(model).__module__.startswith("xgboost"):
+        import xgboost as xgb
+
+        return model.predict(xgb.DMatrix(X))
+    return model.predict(X, num_iteration=model.best_iteration or None)
+
+
+def _lgb_log(every: int):
+    def cb(env):
+        if (env.iteration + 1) % every == 0 and env.evaluation_result_list:
+            _, name, value, _ = env.evaluation_result_list[0][:4]
+            log.info("round %d: valid %s %.5f", env.iteration + 1, name, value)
+    return cb
+
+
+def _xgb_log(every: int):
+    """An xgboost TrainingCallback that logs the validation loss every ``every`` rounds."""
+    import xgboost as xgb
+
+    class Log(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log):
+            if (epoch + 1) % every == 0:
+                log.info("round %d: valid mlogloss %.5f", epoch + 1, evals_log["valid"]["mlogloss"][-1])
+            return False
+
+    return Log()
