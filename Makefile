@@ -27,13 +27,17 @@ SUB ?= submissions/$(RUN).csv
 RUNS ?=
 NAME ?=
 SET ?=
+SKIP_BAD ?=
 
-# CPU machines get xgboost-cpu (plain xgboost pulls ~700 MB of CUDA libraries)
+# CPU machines get torch's CPU build and xgboost-cpu: PyPI's plain torch and xgboost pull GBs of CUDA
+# wheels (nvidia-*). torch is installed first so nothing later re-resolves it.
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 XGBOOST_PKG ?= $(if $(HAS_CUDA),xgboost,xgboost-cpu)
-TORCH_PKG ?= torch==2.13.0
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA))
+BAD_ARGS := $(if $(SKIP_BAD),--skip-bad)
+DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA)) $(BAD_ARGS)
 MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
 	$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
 LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena,$(PY) -m lmsys_arena)
@@ -43,27 +47,38 @@ LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalo
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PKG)
+ifeq ($(HAS_CUDA),1)
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+else
+	@# a local/mirrored CPU wheel first (no network to the torch index needed), else the torch CPU index
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)+cpu 2>/dev/null \
+		|| $(PY) -m pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url $(TORCH_CPU_INDEX)
+endif
 	$(PY) -m pip install -q $(XGBOOST_PKG) -e '.[dev]'
+ifneq ($(HAS_CUDA),1)
+	@if $(PY) -m pip list 2>/dev/null | grep -i '^nvidia-'; then \
+		echo "error: CUDA wheels (above) were pulled on a machine without CUDA: a dependency asks for plain torch/xgboost"; \
+		exit 1; fi
+endif
 	@touch $@
 
 setup: $(STAMP)
 
 folds: $(STAMP)
-	$(PY) -m lmsys_arena folds --data $(DATA) --folds $(FOLDS) --seed $(SEED)
+	$(PY) -m lmsys_arena folds --data $(DATA) --folds $(FOLDS) --seed $(SEED) $(BAD_ARGS)
 
 train: $(STAMP)
 	$(LAUNCH) train $(DATA_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
 		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh)
 
 infer: $(STAMP)
-	$(PY) -m lmsys_arena infer --run $(RUN) $(if $(filter-out input/sample,$(DATA)),--data $(DATA))
+	$(PY) -m lmsys_arena infer --run $(RUN) $(if $(filter command line environment,$(origin DATA)),--data $(DATA))
 
 score: $(STAMP)
 	$(PY) -m lmsys_arena score --run $(RUN)
 
 check: $(STAMP)
-	$(PY) -m lmsys_arena check --sub $(SUB) --data $(DATA)
+	$(PY) -m lmsys_arena check --sub $(SUB) --data $(DATA) $(BAD_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest tests

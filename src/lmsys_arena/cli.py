@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a submission CSV against the test ids")
     p.add_argument("--sub", required=True)
-    p.add_argument("--data", default=None)
+    _data_args(p)
 
     p = sub.add_parser("tune", help="create or resume an Optuna study")
     _data_args(p)
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _resolve_data(args) -> str:
     from lmsys_arena.runner import default_data_dir
 
-    return str(args.data) if args.data else str(default_data_dir())
+    return Path(args.data).as_posix() if args.data else default_data_dir().as_posix()
 
 
 def _resolve_config(args) -> dict:
@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         from lmsys_arena.data import DataError
         from lmsys_arena.metrics import SubmissionError
 
-        if isinstance(e, (DataError, SubmissionError, FileNotFoundError, ValueError, RuntimeError)) \
+        if isinstance(e, (DataError, SubmissionError, OSError, ValueError, KeyError, RuntimeError)) \
                 and args.log_level.upper() != "DEBUG":
-            log.error("%s: %s", type(e).__name__, e)
+            log.error("%s: %s (--log-level DEBUG shows the traceback)", type(e).__name__, e)
             sys.exit(2)
         raise
 
@@ -165,8 +165,9 @@ def _dispatch(args) -> None:
         from lmsys_arena.metrics import validate_submission
 
         comp = Competition(Path(_resolve_data(args)))
-        validate_submission(pd.read_csv(args.sub, dtype={"id": str}), comp.test()["id"], name=args.sub)
-        print(f"{args.sub}: valid submission for {comp.test_csv}")
+        sub = pd.read_csv(args.sub, dtype={"id": str})
+        validate_submission(sub, comp.test(skip_bad=args.skip_bad)["id"], name=args.sub)
+        print(f"{args.sub}: valid submission ({len(sub)} rows) for {comp.test_csv}")
     elif cmd in ("tune", "best"):
         from lmsys_arena import tune
 

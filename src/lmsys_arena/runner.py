@@ -12,6 +12,7 @@ A family is a module with two functions::
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lmsys_arena.config import config_hash
-from lmsys_arena.data import CLASS_NAMES, Competition, load_extra
+from lmsys_arena.data import CLASS_NAMES, Competition, load_extra, prompt_key
 from lmsys_arena.folds import folds_path, read_folds
 from lmsys_arena.io import read_json, write_csv, write_json, write_parquet
 from lmsys_arena.metrics import accuracy, log_loss, log_softmax, softmax, validate_submission
@@ -114,6 +115,7 @@ def train_run(cfg: dict, run_dir: str | Path, spec: RunSpec, *, only_folds: list
     bad = [f for f in folds if f < 0 or f >= n_folds]
     if bad:
         raise ValueError(f"folds {bad} not in the folds file (0..{n_folds - 1})")
+    extra_keys = prompt_key(extra) if len(extra) else None
     fam = family_module(cfg)
     log.info("run %s: family %s, %d train rows (+%d extra, train-only), folds %s", run_dir.name, cfg["family"],
              len(train), len(extra), folds)
@@ -127,8 +129,8 @@ def train_run(cfg: dict, run_dir: str | Path, spec: RunSpec, *, only_folds: list
         else:
             fold_dir.mkdir(parents=True, exist_ok=True)
             is_valid = (fold_of == f).to_numpy()
-            tr = pd.concat([train[~is_valid], extra], ignore_index=True)
             va = train[is_valid].reset_index(drop=True)
+            tr = pd.concat([train[~is_valid], _extra_for_fold(extra, extra_keys, va, f)], ignore_index=True)
             t0 = time.time()
             logits = fam.fit_fold(cfg, tr, va, fold_dir, spec.seed + f)
             frame = frame_from_logits(va["id"], logits, fold=f, label=va["label"].to_numpy())
@@ -156,7 +158,22 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
            "seed": spec.seed, "skip_bad": spec.skip_bad}
     if spec.max_rows:  # only when set, so runs written before this option keep their hash
         run["max_rows"] = spec.max_rows
-    return {**cfg, "run": run}
+    # the folds file's content, so re-running `make folds` with other FOLDS/SEED refuses to mix splits
+    return {**cfg, "run": run, "folds_sha1": _file_sha1(spec.resolved_folds_file())}
+
+
+def _file_sha1(path: Path) -> str | None:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+
+
+def _extra_for_fold(extra: pd.DataFrame, extra_keys: pd.Series | None, valid: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """Extra (train-only) rows for one fold, without those whose prompt is in the fold's validation rows."""
+    if extra_keys is None:
+        return extra
+    leak = extra_keys.isin(set(prompt_key(valid))).to_numpy()
+    if leak.any():
+        log.info("fold %d: %d extra rows share a prompt with the validation fold: left out", fold, int(leak.sum()))
+    return extra[~leak]
 
 
 def _fold_loss(frame: pd.DataFrame) -> float:
@@ -166,8 +183,10 @@ def _fold_loss(frame: pd.DataFrame) -> float:
 def _check_or_reset_run_dir(run_dir: Path, full_cfg: dict, fresh: bool) -> None:
     cfg_file = run_dir / "config.json"
     if run_dir.exists() and fresh:
-        log.info("--fresh: removing %s", run_dir)
-        shutil.rmtree(run_dir)
+        if is_main_process():
+            log.info("--fresh: removing %s", run_dir)
+            shutil.rmtree(run_dir)
+        barrier()
     if cfg_file.exists():
         old = read_json(cfg_file)
         if config_hash(old) != config_hash(full_cfg):
@@ -189,6 +208,7 @@ def _diff(a: dict, b: dict) -> str:
 def load_run_config(run_dir: str | Path) -> tuple[dict, RunSpec]:
     cfg = read_json(Path(run_dir) / "config.json")
     cfg.pop("config_hash", None)
+    cfg.pop("folds_sha1", None)
     spec = RunSpec(**cfg.pop("run"))
     return cfg, spec
 
@@ -202,7 +222,9 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
     fam = family_module(cfg)
     fold_dirs = sorted((d for d in run_dir.glob("fold*") if (d / "valid.parquet").exists()), key=lambda d: int(d.name[4:]))
     if not fold_dirs:
-        raise FileNotFoundError(f"{run_dir} has no trained folds: run `make train` first")
+        raise FileNotFoundError(f"{run_dir} has no trained folds: run `make train RUN={run_dir.name}` first")
+    log.info("%s: averaging %d fold models (%s) over %d test rows from %s", run_dir.name, len(fold_dirs),
+             ", ".join(d.name for d in fold_dirs), len(test), comp.test_csv)
     probs = []
     for d in fold_dirs:
         t0 = time.time()
