@@ -80,15 +80,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ensemble", help="fit simplex blend weights on OOF; apply to test; write a run + submission")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--name", default="blend")
-    p.add_argument("--no-temperature", action="store_true")
+    p.add_argument("--space", choices=["logprob", "prob"], default="logprob",
+                   help="blend log-probabilities (weighted geometric mean, default) or probabilities")
+    p.add_argument("--no-temperature", action="store_true", help="do not fit a temperature")
+    p.add_argument("--common-rows", action="store_true",
+                   help="blend on the OOF rows all runs share (e.g. an LLM run trained on fold 0 only)")
 
-    p = sub.add_parser("kernels", help="build kernels/<name>/ for the given runs")
+    p = sub.add_parser("kernels", help="build kernels/<name>/ for the given runs (one kernel per run)")
     p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None, help="kernel name (one run only; default: the run name)")
+    p.add_argument("--budget-hours", type=float, default=8.5, help="LLM time guard from kernel start")
+    p.add_argument("--model-source", action="append", default=[], metavar="RUN=OWNER/MODEL/FRAMEWORK/VARIATION/VER",
+                   help="Kaggle model handle for an LLM run's backbone")
+    p.add_argument("--llm-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every LLM run in the kernel (e.g. 8-bit weights)")
+    p.add_argument("--fallback", default=None, help="GBDT run for rows the LLM does not reach in time")
+    p.add_argument("--public", action="store_true")
+    p.add_argument("--machine-shape", default="NvidiaTeslaT4", help="Kaggle accelerator (NvidiaTeslaT4 = T4 x2)")
     p = sub.add_parser("kernel-datasets", help="build the code+wheels and artefacts dataset folders")
-    p.add_argument("--runs", nargs="*", default=None)
-    sub.add_parser("check-kernels", help="validate every kernel offline, incl. a local simulated run")
-    sub.add_parser("push", help="kaggle datasets version/create + kaggle kernels push")
+    p.add_argument("--names", nargs="*", default=None, help="kernels to package (default: all in kernels/)")
+    p.add_argument("--wheels", choices=["full", "minimal"], default="full",
+                   help="full: package + dependency wheels for Kaggle; minimal: the package wheel only")
+    p = sub.add_parser("check-kernels", help="validate every kernel offline, incl. a local simulated run")
+    p.add_argument("--names", nargs="*", default=None)
+    p.add_argument("--data", default=None, help="competition folder for the simulation (default: input/sample "
+                   "unless input/lmsys-chatbot-arena exists)")
+    p.add_argument("--no-sim", action="store_true", help="skip the simulated run")
+    p.add_argument("--no-wheel-check", action="store_true", help="skip the empty-venv offline install")
+    p = sub.add_parser("push", help="kaggle datasets version/create + kaggle kernels push")
+    p.add_argument("--names", nargs="*", default=None)
+    p.add_argument("--message", default=None, help="dataset version notes")
     return ap
 
 

@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""Kaggle kernel entry script: offline install, GBDT + LLM inference, blend, /kaggle/working/submission.csv.
+
+`make kernels` copies this file verbatim as the kernel's code file; everything kernel-specific is read
+from ``kernel_plan.json`` in the kernel's artefacts dataset. It runs on Kaggle (T4 x2, internet off) and,
+for `make check-kernels`, in a local simulation of the /kaggle folders:
+
+    LMSYS_KAGGLE_INPUT=/tmp/sim/input LMSYS_KAGGLE_WORKING=/tmp/sim/working LMSYS_KERNEL_SIM=1 python <this file>
+
+Steps:
+1. (stdlib only) find ``kernel_plan.json`` and the code dataset under the input root; install the wheels with
+   ``pip --no-index`` (our package with ``--no-deps``, then ``requirements-kernel.txt`` from the wheelhouse; a
+   simulation installs only our wheel, into a temporary folder);
+2. log ``torch.cuda.device_count()``; GBDT runs predict first (seconds), then LLM runs (the family's predict
+   spreads rows over every visible GPU) under the time guard: ``LMSYS_DEADLINE`` = start + budget
+   (``budget_hours`` in the plan, default 8.5 h; env ``LMSYS_KERNEL_BUDGET_H`` overrides). Rows the LLM did
+   not reach come back as NaN logits; an LLM crash counts as all rows unreached;
+3. the plan's blend tree is applied with the saved weights; a member missing on a row drops out of that
+   row's blend (the remaining weights renormalised), so unfinished rows get the GBDT-only prediction. Rows
+   still missing take the ``fallback`` run, then the training class prior;
+4. the submission is validated against test.csv's ids and written; ``kernel_report.json`` beside it says
+   what ran, how long, and how many rows were filled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PLAN_FILE = "kernel_plan.json"
+REQUIREMENTS_FILE = "requirements-kernel.txt"
+PACKAGE_WHEEL_GLOB = "lmsys_arena-*.whl"
+DEFAULT_BUDGET_HOURS = 8.5
+
+log = logging.getLogger("kernel")
+
+
+# --------------------------------------------------------------------------- stage 1: stdlib only
+
+def input_root() -> Path:
+    return Path(os.environ.get("LMSYS_KAGGLE_INPUT", "/kaggle/input"))
+
+
+def working_dir() -> Path:
+    return Path(os.environ.get("LMSYS_KAGGLE_WORKING", "/kaggle/working"))
+
+
+def find_files(root: Path, name: str) -> list[Path]:
+    """Files called ``name`` (a glob pattern) under ``root``, following symlinks (datasets may be linked)."""
+    import fnmatch
+
+    hits = []
+    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+        hits += [Path(dirpath) / f for f in files if fnmatch.fnmatch(f, name)]
+    return sorted(hits)
+
+
+def find_one(root: Path, name: str, what: str) -> Path:
+    hits = find_files(root, name)
+    if not hits:
+        raise FileNotFoundError(f"no {name} under {root}: is the {what} dataset attached to the kernel?")
+    if len(hits) > 1:
+        log.warning("several %s under %s, using %s", name, root, hits[0])
+    return hits[0]
+
+
+def _pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--disable-pip-version-check", "-q", *args]
+    log.info("$ %s", " ".join(cmd))
+    subprocess.run(cmd, check=True)
+
+
+def install(code_dir: Path, simulate: bool) -> None:
+    """Install the package wheel (+ what Kaggle lacks from the wheelhouse) without internet."""
+    wheels = sorted(code_dir.glob(PACKAGE_WHEEL_GLOB))
+    if not wheels:
+        raise FileNotFoundError(f"{code_dir}: no {PACKAGE_WHEEL_GLOB}; rebuild with `make kernel-datasets`")
+    if simulate:  # leave the developer's environment alone: our wheel only, into a temporary folder
+        target = Path(tempfile.mkdtemp(prefix="lmsys_kernel_site_"))
+        _pip("--no-deps", "--target", str(target), str(wheels[-1]))
+        sys.path.insert(0, str(target))
+        return
+    _pip("--no-deps", "--find-links", str(code_dir), str(wheels[-1]))
+    req = code_dir / REQUIREMENTS_FILE
+    if not req.exists():
+        return
+    try:
+        _pip("--find-links", str(code_dir), "-r", str(req))
+    except subprocess.CalledProcessError:  # one unsatisfiable line must not cost the others
+        log.error("installing %s failed as a whole; trying each requirement alone", req)
+        for line in req.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                try:
+                    _pip("--find-links", str(code_dir), line.strip())
+                except subprocess.CalledProcessError:
+                    log.error("could not install %s offline; the image's version stays", line.strip())
+
+
+# --------------------------------------------------------------------------- stage 2: needs lmsys_arena
+
+def gpu_summary() -> dict:
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None, "cuda_devices": 0}
+    n = torch.cuda.device_count()
+    names = [torch.cuda.get_device_name(i) for i in range(n)]
+    log.info("torch %s, %d CUDA device(s) %s", torch.__version__, n, names)
+    if 0 < n < 2:
+        log.warning("only %d GPU visible: LLM inference will take about twice as long as on T4 x2", n)
+    return {"torch": torch.__version__, "cuda_devices": n, "devices": names}
+
+
+def find_competition_dir(root: Path, slug: str) -> Path:
+    direct = root / slug
+    if (direct / "test.csv").exists():
+        return direct
+    for test in find_files(root, "test.csv"):
+        if (test.parent / "sample_submission.csv").exists():
+            return test.parent
+    raise FileNotFoundError(f"no {slug}/test.csv under {root}: add the competition as a data source")
+
+
+def find_backbone(root: Path, spec: dict, artefacts: Path) -> str | None:
+    """Local path of an LLM run's backbone on this machine (None: the config's own value stays)."""
+    kind = spec.get("kind", "none")
+    if kind == "bundled":
+        return str(artefacts / spec["path"])
+    if kind == "model_source":
+        owner, model, framework, variation, version = spec["handle"].split("/")
+        for cand in (root / model / framework / variation / version, root / "models" / owner / model / framework
+                     / variation / version):
+            if cand.exists():
+                return str(cand)
+        for cfg in find_files(root, "config.json"):
+            parts = cfg.parent.parts
+            if variation in parts and framework in parts:
+                return str(cfg.parent)
+        raise FileNotFoundError(f"backbone {spec['handle']} not found under {root}: add it as a model source")
+    return None
+
+
+def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_overrides: dict):
+    """Fold-averaged log-probabilities of one trained run; rows no fold reached stay NaN."""
+    import numpy as np
+
+    from lmsys_arena.config import apply_overrides
+    from lmsys_arena.ensemble import fold_average_logprobs
+    from lmsys_arena.io import read_json
+    from lmsys_arena.runner import family_module
+
+    run_dir = artefacts / "runs" / run
+    cfg = read_json(run_dir / "config.json")
+    cfg.pop("config_hash", None)
+    cfg.pop("run", None)
+    if cfg["family"] == "llm":
+        backbone = find_backbone(root, info.get("backbone", {}), artefacts)
+        if backbone:
+            cfg["backbone"] = backbone
+        cfg = apply_overrides(cfg, llm_overrides)
+    fam = family_module(cfg)
+    per_fold = []
+    for f in info["folds"]:
+        t0 = time.time()
+        logits = np.asarray(fam.predict(cfg, test, run_dir / f"fold{f}"), dtype=np.float64)
+        done = np.isfinite(logits).all(axis=1)
+        log.info("%s fold %d: %d/%d rows in %.1fs", run, f, int(done.sum()), len(test), time.time() - t0)
+        per_fold.append(logits)
+    return fold_average_logprobs(per_fold)
+
+
+def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: float) -> dict:
+    import numpy as np
+
+    from lmsys_arena.data import Competition
+    from lmsys_arena.deadline import deadline_passed
+    from lmsys_arena.ensemble import evaluate_tree, frame_from_logprobs
+    from lmsys_arena.runner import write_submission
+
+    t_start = time.time()
+    report = {"plan": plan["name"], **gpu_summary(), "runs": {}}
+    comp = Competition(find_competition_dir(root, plan.get("competition", "lmsys-chatbot-arena")))
+    test = comp.test()
+    log.info("test: %d rows from %s", len(test), comp.test_csv)
+
+    leaves = {r: i for r, i in plan["runs"].items() if i["family"] != "blend"}
+    order = sorted(leaves, key=lambda r: leaves[r]["family"] == "llm")  # GBDT first: the fallback is ready early
+    os.environ["LMSYS_DEADLINE"] = str(deadline)
+    preds = {}
+    for r in order:
+        t0 = time.time()
+        info = leaves[r]
+        if info["family"] == "llm" and deadline_passed():
+            log.warning("%s: time budget used up before it started; its rows fall back", r)
+            preds[r] = np.full((len(test), 3), np.nan)
+        else:
+            try:
+                preds[r] = predict_leaf(r, info, test, artefacts, root, plan.get("llm_overrides", {}))
+            except Exception:
+                if info["family"] != "llm":
+                    raise
+                log.exception("%s: LLM inference failed; its rows fall back", r)
+                preds[r] = np.full((len(test), 3), np.nan)
+        done = int(np.isfinite(preds[r]).all(axis=1).sum())
+        report["runs"][r] = {"family": info["family"], "rows_done": done, "seconds": round(time.time() - t0, 1)}
+
+    logp = evaluate_tree(plan["root"], plan["runs"], preds)
+    missing = ~np.isfinite(logp).all(axis=1)
+    filled_from = None
+    if missing.any() and plan.get("fallback") in preds:
+        filled_from = plan["fallback"]
+        fb = evaluate_tree(filled_from, plan["runs"], preds)
+        logp[missing] = fb[missing]
+        missing = ~np.isfinite(logp).all(axis=1)
+    if missing.any():
+        filled_from = (filled_from or "") + "+prior"
+        logp[missing] = np.log(np.asarray(plan["prior"], dtype=np.float64))
+    report["rows_filled"] = int((~np.isfinite(evaluate_tree(plan["root"], plan["runs"], preds)).all(axis=1)).sum())
+    report["filled_from"] = filled_from
+    frame = frame_from_logprobs(test["id"], logp)
+    write_submission(frame, working / "submission.csv", test["id"])
+    report["seconds"] = round(time.time() - t_start, 1)
+    (working / "kernel_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("wrote %s (%d rows; %d rows filled from %s) in %.1fs", working / "submission.csv", len(frame),
+             report["rows_filled"], filled_from, report["seconds"])
+    return report
+
+
+def main() -> None:
+    t0 = time.time()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    root, working = input_root(), working_dir()
+    working.mkdir(parents=True, exist_ok=True)
+    plan_path = find_one(root, PLAN_FILE, "artefacts")
+    plan = json.loads(plan_path.read_text())
+    budget_h = float(os.environ.get("LMSYS_KERNEL_BUDGET_H") or plan.get("budget_hours", DEFAULT_BUDGET_HOURS))
+    deadline = t0 + budget_h * 3600
+    log.info("plan %s from %s; LLM time budget %.2f h (until %s)", plan["name"], plan_path, budget_h,
+             time.strftime("%H:%M:%S", time.localtime(deadline)))
+    code_dir = find_one(root, PACKAGE_WHEEL_GLOB, "code").parent
+    install(code_dir, simulate=os.environ.get("LMSYS_KERNEL_SIM") == "1")
+    os.chdir(working)  # caches (features) land in the writable folder
+    run_plan(plan, plan_path.parent, root, working, deadline)
+
+
+if __name__ == "__main__":
+    main()
