@@ -256,7 +256,7 @@ def _load(path: Path, *, skip_bad: bool, require_labels: bool | None,
 
     def message(i: int) -> str:
         column, reason = bad[i]
-        return f"{path.name} row id={ids.iat[i]!r} (CSV record {i + 2}) column '{column}': {reason}"
+        return f"{path} row id={ids.iat[i]!r} (CSV record {i + 2}) column '{column}': {reason}"
 
     if bad and not skip_bad:
         first = min(bad)
