@@ -160,8 +160,8 @@ def _dispatch(args) -> None:
         from lmsys_arena.folds import folds_path, make_folds, write_folds
 
         comp = Competition(Path(_resolve_data(args)))
-        folds = make_folds(comp.train(skip_bad=args.skip_bad), k=args.folds, seed=args.seed)
-        write_folds(folds, folds_path(comp.name))
+        train = comp.train(skip_bad=args.skip_bad)
+        write_folds(make_folds(train, k=args.folds, seed=args.seed), folds_path(comp.name), labels=train["label"])
     elif cmd == "train":
         from lmsys_arena.runner import RunSpec, format_metrics, train_run
 

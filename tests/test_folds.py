@@ -1,0 +1,90 @@
+"""Folds: prompt-grouped, stratified, seeded, byte-identical on re-run; extra rows get no fold.
+
+    .venv/bin/python -m pytest tests/test_folds.py
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmsys_arena.cli import main
+from lmsys_arena.data import Competition, prompt_key
+from lmsys_arena.folds import make_folds, read_folds, write_folds
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "input" / "sample"
+
+
+@pytest.fixture(scope="module")
+def train():
+    df = Competition(SAMPLE).train()
+    # make prompt groups matter: 300 rows share 30 prompts (the sample alone has only 8 repeated prompts)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(df), 300, replace=False)
+    df.loc[rows, "prompt"] = pd.Series([df.at[rows[i % 30], "prompt"] for i in range(300)], index=rows)
+    return df
+
+
+def test_no_prompt_straddles_folds(train):
+    folds = make_folds(train, k=5, seed=42)
+    assert folds["id"].tolist() == train["id"].tolist()
+    assert set(folds["fold"]) == set(range(5))
+    per_prompt = folds.groupby(prompt_key(train).to_numpy())["fold"].nunique()
+    assert per_prompt.max() == 1
+    assert (prompt_key(train).value_counts() >= 10).sum() == 30  # the shared prompts exist
+
+
+def test_label_proportions_per_fold(train):
+    folds = make_folds(train, k=5, seed=42)
+    overall = np.bincount(train["label"], minlength=3) / len(train)
+    for f in range(5):
+        labels = train["label"][folds["fold"] == f]
+        share = np.bincount(labels, minlength=3) / len(labels)
+        assert np.abs(share - overall).max() <= 0.02, (f, share, overall)
+    sizes = folds["fold"].value_counts()
+    assert sizes.max() - sizes.min() <= 0.05 * len(train)
+
+
+def test_seeded_and_deterministic_bytes(train, tmp_path):
+    write_folds(make_folds(train, k=5, seed=7), tmp_path / "a.csv")
+    write_folds(make_folds(train, k=5, seed=7), tmp_path / "b.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    write_folds(make_folds(train, k=5, seed=8), tmp_path / "c.csv")
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+    back = pd.read_csv(tmp_path / "a.csv", dtype={"id": str})
+    assert list(back.columns) == ["id", "fold"] and back["id"].tolist() == train["id"].tolist()
+
+
+def test_cli_folds_rerun_identical_and_extra_gets_no_fold(workdir, sample_dir):
+    data = workdir / "input" / "mini"
+    data.mkdir(parents=True)
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        shutil.copy(sample_dir / name, data / name)
+    main(["folds", "--data", str(data), "--folds", "4", "--seed", "3"])
+    first = (workdir / "folds" / "mini.csv").read_bytes()
+    main(["folds", "--data", str(data), "--folds", "4", "--seed", "3"])
+    assert (workdir / "folds" / "mini.csv").read_bytes() == first
+    folds = pd.read_csv(workdir / "folds" / "mini.csv", dtype={"id": str})
+    train_ids = pd.read_csv(data / "train.csv", dtype=str)["id"]
+    extra_ids = pd.read_csv(sample_dir / "extra.csv", dtype=str)["id"]
+    assert folds["id"].tolist() == train_ids.tolist()
+    assert not set(extra_ids) & set(folds["id"])
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3]
+
+
+def test_read_folds_refuses_stale_file(train, tmp_path):
+    write_folds(make_folds(train.iloc[:-5], k=3, seed=1), tmp_path / "f.csv")
+    with pytest.raises(ValueError, match="no fold for 5 train ids.*re-run"):
+        read_folds(tmp_path / "f.csv", train)
+    with pytest.raises(FileNotFoundError, match="make folds"):
+        read_folds(tmp_path / "missing.csv", train)
+    fold_of = read_folds(tmp_path / "f.csv", train.iloc[:-5])
+    assert fold_of.between(0, 2).all()
+
+
+def test_too_few_prompts():
+    df = pd.DataFrame({"id": ["1", "2"], "prompt": [["a"], ["a"]], "label": [0, 1]})
+    with pytest.raises(ValueError, match="at least 3 distinct prompts"):
+        make_folds(df, k=3)
