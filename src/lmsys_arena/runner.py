@@ -189,6 +189,7 @@ def _check_or_reset_run_dir(run_dir: Path, full_cfg: dict, fresh: bool) -> None:
         barrier()
     if cfg_file.exists():
         old = read_json(cfg_file)
+        old.pop("config_hash", None)
         if config_hash(old) != config_hash(full_cfg):
             raise RuntimeError(f"{run_dir} was trained with a different config; use another RUN name, "
                                f"or FRESH=1 to retrain from scratch (diff: {_diff(old, full_cfg)})")

@@ -1,0 +1,247 @@
+"""The fold loop and the CLI end to end: resume, config-change refusal, extra rows, infer, score, check.
+
+Runner tests use a tiny deterministic "toy" family defined here (fast, counts its fits); the
+last tests run the real CLI (folds -> train xgb -> infer -> score -> check) on 300 sample rows.
+
+    .venv/bin/python -m pytest tests/test_e2e.py
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmsys_arena import runner
+from lmsys_arena.cli import main
+from lmsys_arena.data import prompt_key
+from lmsys_arena.folds import make_folds, write_folds
+from lmsys_arena.metrics import log_loss, softmax, validate_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---- the toy family: class prior of the train rows + a response-length signal ----------------------
+
+FITS: list[dict] = []  # one entry per fit_fold call
+FAIL_AT: list[int] = []  # fit_fold raises for these folds (a simulated kill)
+
+
+def _length_logit(df):
+    la = df["response_a"].map(lambda t: sum(map(len, t))).to_numpy(dtype=float)
+    lb = df["response_b"].map(lambda t: sum(map(len, t))).to_numpy(dtype=float)
+    return np.tanh((la - lb) / 1000.0)
+
+
+def fit_fold(cfg, train, valid, fold_dir, seed):
+    fold = int(Path(fold_dir).name[4:])
+    if fold in FAIL_AT:
+        raise KeyboardInterrupt(f"killed in fold {fold}")
+    FITS.append({"fold": fold, "train_ids": set(train["id"]), "valid_ids": set(valid["id"])})
+    prior = (np.bincount(train["label"], minlength=3) + 1.0) / (len(train) + 3.0)
+    (Path(fold_dir) / "toy.json").write_text(json.dumps({"prior": prior.tolist()}))
+    return predict(cfg, valid, fold_dir)
+
+
+def predict(cfg, df, fold_dir):
+    prior = np.array(json.loads((Path(fold_dir) / "toy.json").read_text())["prior"])
+    s = _length_logit(df) * cfg["w"]
+    return np.log(prior)[None, :] + np.stack([s, -s, np.zeros_like(s)], axis=1)
+
+
+TOY = {"family": "toy", "name": "toy", "w": 0.5}
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    monkeypatch.setitem(runner.FAMILIES, "toy", __name__)
+    FITS.clear()
+    FAIL_AT.clear()
+    yield
+    FAIL_AT.clear()
+
+
+@pytest.fixture
+def mini(workdir, sample_dir):
+    """input/mini: the first 300 sample train rows + the official test rows, folds/mini.csv (3 folds)."""
+    data = workdir / "input" / "mini"
+    data.mkdir(parents=True)
+    pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).head(300).to_csv(data / "train.csv", index=False)
+    for name in ("test.csv", "sample_submission.csv"):
+        shutil.copy(sample_dir / name, data / name)
+    main(["folds", "--data", str(data), "--folds", "3", "--seed", "42"])
+    return data
+
+
+def spec(data, **kw):
+    return runner.RunSpec(data=str(data), **kw)
+
+
+def fits_of(fold):
+    return [f for f in FITS if f["fold"] == fold]
+
+
+# ---- runner ---------------------------------------------------------------------------------------
+
+def test_resume_after_kill_gives_same_oof(toy, mini, workdir):
+    clean = runner.train_run(TOY, workdir / "runs" / "clean", spec(mini))
+    FITS.clear()
+    FAIL_AT.append(2)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train_run(TOY, workdir / "runs" / "killed", spec(mini))
+    killed = workdir / "runs" / "killed"
+    assert (killed / "fold0" / "valid.parquet").exists() and (killed / "fold1" / "valid.parquet").exists()
+    assert not (killed / "fold2" / "valid.parquet").exists() and not (killed / "oof.parquet").exists()
+    FAIL_AT.clear()
+    FITS.clear()
+    resumed = runner.train_run(TOY, killed, spec(mini))
+    assert [f["fold"] for f in FITS] == [2]  # done folds were not retrained
+    a = pd.read_parquet(workdir / "runs" / "clean" / "oof.parquet")
+    b = pd.read_parquet(killed / "oof.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert resumed["oof_logloss"] == clean["oof_logloss"]
+    assert sorted(a["id"]) == sorted(pd.read_csv(mini / "train.csv", dtype=str)["id"])
+    assert list(a.columns) == ["id", "fold", "label", *runner.PROB_COLS, *runner.LOGIT_COLS]
+    assert np.allclose(a[runner.PROB_COLS].sum(axis=1), 1)
+    assert log_loss(a["label"], a[runner.PROB_COLS].to_numpy()) == pytest.approx(clean["oof_logloss"])
+
+
+def test_only_folds_then_rest(toy, mini, workdir):
+    run = workdir / "runs" / "toy"
+    m0 = runner.train_run(TOY, run, spec(mini), only_folds=[1])
+    assert m0["rows"] == len(pd.read_parquet(run / "fold1" / "valid.parquet")) and list(m0["folds"]) == [1]
+    FITS.clear()
+    runner.train_run(TOY, run, spec(mini))
+    assert [f["fold"] for f in FITS] == [0, 2]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["rows"] == 300 and set(saved["folds"]) == {"0", "1", "2"}
+
+
+def test_config_change_refused_until_fresh(toy, mini, workdir):
+    run = workdir / "runs" / "toy"
+    runner.train_run(TOY, run, spec(mini))
+    with pytest.raises(RuntimeError, match=r"different config.*FRESH=1.*w: 0.5 -> 0.25"):
+        runner.train_run({**TOY, "w": 0.25}, run, spec(mini))
+    with pytest.raises(RuntimeError, match=r"run.seed: 42 -> 7"):
+        runner.train_run(TOY, run, spec(mini, seed=7))
+    FITS.clear()
+    runner.train_run({**TOY, "w": 0.25}, run, spec(mini), fresh=True)
+    assert [f["fold"] for f in FITS] == [0, 1, 2]
+    assert json.loads((run / "config.json").read_text())["w"] == 0.25
+
+
+def test_new_folds_file_refused(toy, mini, workdir):
+    run = workdir / "runs" / "toy"
+    runner.train_run(TOY, run, spec(mini))
+    main(["folds", "--data", str(mini), "--folds", "3", "--seed", "43"])
+    with pytest.raises(RuntimeError, match="folds_sha1"):
+        runner.train_run(TOY, run, spec(mini))
+
+
+def test_extra_rows_train_only_and_no_prompt_leak(toy, mini, workdir, sample_dir):
+    extra = pd.read_csv(sample_dir / "extra.csv", dtype=str, keep_default_na=False).head(40)
+    train = pd.read_csv(mini / "train.csv", dtype=str, keep_default_na=False)
+    extra.loc[0, "prompt"] = train.loc[0, "prompt"]  # an extra battle on a train prompt
+    extra.to_csv(workdir / "extra.csv", index=False)
+    runner.train_run(TOY, workdir / "runs" / "toy", spec(mini, extra="extra.csv"))
+    folds = pd.read_csv(workdir / "folds" / "mini.csv", dtype={"id": str})
+    leak_fold = int(folds.loc[folds["id"] == train.loc[0, "id"], "fold"].iloc[0])
+    extra_ids = set(extra["id"])
+    for fit in FITS:
+        assert not fit["valid_ids"] & extra_ids
+        expect = extra_ids - {extra.loc[0, "id"]} if fit["fold"] == leak_fold else extra_ids
+        assert fit["train_ids"] & extra_ids == expect
+    oof = pd.read_parquet(workdir / "runs" / "toy" / "oof.parquet")
+    assert set(oof["id"]) == set(train["id"])
+
+
+def test_infer_averages_folds_and_writes_valid_submission(toy, mini, workdir):
+    run = workdir / "runs" / "toy"
+    runner.train_run(TOY, run, spec(mini))
+    frame = runner.infer_run(run)
+    test = pd.read_csv(mini / "test.csv", dtype=str)
+    from lmsys_arena.data import Competition
+
+    tdf = Competition(mini).test()
+    expect = np.mean([softmax(predict(TOY, tdf, run / f"fold{f}")) for f in range(3)], axis=0)
+    assert np.allclose(frame[runner.PROB_COLS].to_numpy(), expect)
+    sub = pd.read_csv(workdir / "submissions" / "toy.csv", dtype={"id": str})
+    validate_submission(sub, test["id"])
+    assert sub["id"].tolist() == test["id"].tolist()
+    assert (run / "test.parquet").exists()
+
+
+# ---- the real CLI ---------------------------------------------------------------------------------
+
+def test_cli_end_to_end_xgb(mini, workdir, capsys):
+    common = ["--data", str(mini), "--model", "xgb", "--run", "x", "--set", "num_boost_round=25",
+              "--set", "early_stopping_rounds=10", "--set", "params.max_depth=3"]
+    main(["train", *common])
+    run = workdir / "runs" / "x"
+    for f in range(3):
+        assert (run / f"fold{f}" / "valid.parquet").exists()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["num_boost_round"] == 25 and cfg["run"]["data"] == mini.as_posix()
+    main(["infer", "--run", "x"])
+    capsys.readouterr()
+    main(["score", "--run", "x"])
+    out = capsys.readouterr().out
+    oof = pd.read_parquet(run / "oof.parquet")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["oof_logloss"] == pytest.approx(log_loss(oof["label"], oof[runner.PROB_COLS].to_numpy()))
+    assert 0.5 < metrics["oof_logloss"] < 1.2 and len(oof) == 300
+    assert f"OOF log loss {metrics['oof_logloss']:.5f}" in out and out.count("  fold ") == 3
+    main(["check", "--sub", "submissions/x.csv", "--data", str(mini)])
+    assert "valid submission (3 rows)" in capsys.readouterr().out
+    sub = pd.read_csv(workdir / "submissions" / "x.csv", dtype={"id": str})
+    assert sub["id"].tolist() == ["136060", "211333", "1233961"]
+    # a second `train` resumes: nothing retrained, same OOF
+    main(["train", *common])
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "oof.parquet"), oof)
+    # a bad submission fails `check` with exit code 2
+    sub.iloc[:2].to_csv(workdir / "bad.csv", index=False)
+    with pytest.raises(SystemExit) as e:
+        main(["check", "--sub", "bad.csv", "--data", str(mini)])
+    assert e.value.code == 2
+
+
+def test_cli_bad_input_is_one_line_error(workdir, sample_dir):
+    data = workdir / "input" / "bad"
+    data.mkdir(parents=True)
+    lines = (sample_dir / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    raw = pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).head(20)
+    raw.loc[7, "winner_tie"] = "1"  # two winners
+    raw.to_csv(data / "train.csv", index=False)
+    assert lines  # the sample exists
+    proc = subprocess.run([sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data)],
+                          capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert str(data / "train.csv") in errors[0] and f"id={raw.loc[7, 'id']!r}" in errors[0]
+    assert "winner_model_a/winner_model_b/winner_tie" in errors[0] and "not one-hot" in errors[0]
+    proc = subprocess.run([sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data), "--skip-bad",
+                           "--folds", "3"], capture_output=True, text=True, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "kept 19, skipped 1 bad rows" in proc.stderr
+    assert len(pd.read_csv(workdir / "folds" / "bad.csv")) == 19
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_makefile_passes_variables():
+    out = subprocess.run(["make", "-n", "-C", str(ROOT), "folds", "train", "infer", "check", "MODEL=lgbm",
+                          "EXTRA=e.csv", "SEED=3", "FOLDS=4", "SKIP_BAD=1", "DATA=input/x", "ONLY_FOLDS=0,1", "FRESH=1"],
+                         capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if "-m lmsys_arena" in line]
+    folds, train, infer, check = lines
+    assert "folds --data input/x --folds 4 --seed 3 --skip-bad" in folds
+    for flag in ("--data input/x", "--extra e.csv", "--skip-bad", "--model lgbm", "--run lgbm", "--seed 3"):
+        assert flag in train
+    assert "--only-folds 0,1" in out and "--fresh" in out
+    assert "infer --run lgbm --data input/x" in infer
+    assert "check --sub submissions/lgbm.csv --data input/x --skip-bad" in check
+    default = subprocess.run(["make", "-n", "-C", str(ROOT), "infer"], capture_output=True, text=True, check=True).stdout
+    assert "infer --run xgb" in default and "--data" not in default.split("infer --run xgb")[1].splitlines()[0]
