@@ -182,8 +182,11 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     from lmsys_arena.ensemble import evaluate_tree, frame_from_logprobs
     from lmsys_arena.runner import write_submission
 
+    import lmsys_arena
+
     t_start = time.time()
-    report = {"plan": plan["name"], **gpu_summary(), "runs": {}}
+    report = {"plan": plan["name"], "package": str(Path(lmsys_arena.__file__).parent), **gpu_summary(), "runs": {}}
+    log.info("lmsys_arena from %s", report["package"])
     comp = Competition(find_competition_dir(root, plan.get("competition", "lmsys-chatbot-arena")))
     test = comp.test()
     log.info("test: %d rows from %s", len(test), comp.test_csv)

@@ -588,18 +588,20 @@ def check_wheelhouse(code_dir: Path) -> list[str]:
         if r.returncode:
             return [f"offline install into an empty venv failed: {r.stderr.strip()[-800:]}"]
         r = subprocess.run([*pip, "check"], capture_output=True, text=True, env=env)
+        wheelset = read_json(code_dir / "wheelset.json") if (code_dir / "wheelset.json").exists() else {}
+        full = wheelset.get("wheels") == "full"
         problems = []
         for line in r.stdout.splitlines():
-            m = re.search(r"requires ([A-Za-z0-9_.\-]+), which is not installed", line)
-            if m and is_provided(m.group(1)):
-                continue
+            m = re.search(r"^(\S+) \S+ requires ([A-Za-z0-9_.\-]+), which is not installed", line)
+            if m and (is_provided(m.group(2)) or (m.group(1) == "lmsys-arena" and
+                                                  (not full or _req_name(m.group(2)) in TRAIN_ONLY))):
+                continue  # Kaggle provides it / training-only / the minimal set ships our wheel alone
             if line.strip() and "No broken requirements" not in line:
                 problems.append(f"pip check: {line.strip()}")
-        mods = ["lmsys_arena", "lmsys_arena.kernel_entry", "lmsys_arena.ensemble"]
-        wheelset = read_json(code_dir / "wheelset.json") if (code_dir / "wheelset.json").exists() else {}
-        if wheelset.get("wheels") == "full":
-            mods += ["numpy", "pandas", "pyarrow", "sklearn", "scipy", "lightgbm", "xgboost", "yaml", "tqdm",
-                     "transformers", "tokenizers", "safetensors"]
+        mods = ["lmsys_arena", "lmsys_arena.kernel_entry"]
+        if full:
+            mods += ["lmsys_arena.ensemble", "lmsys_arena.gbdt", "numpy", "pandas", "pyarrow", "sklearn", "scipy",
+                     "lightgbm", "xgboost", "yaml", "tqdm", "transformers", "tokenizers", "safetensors"]
         r = subprocess.run([str(py), "-c", f"import {', '.join(mods)}"], capture_output=True, text=True,
                            env={**env, "PYTHONNOUSERSITE": "1"}, cwd=tmp)
         if r.returncode:
@@ -660,15 +662,33 @@ def simulate_kernel(kdir: Path, data: Path, datasets_dir: Path, timeout: int = 6
             return [str(e)], {}
         report = json.loads((work / "kernel_report.json").read_text())
         report["wall_seconds"] = round(secs, 1)
+        if "lmsys_kernel_site_" not in report.get("package", ""):
+            return [f"the simulated run imported lmsys_arena from {report.get('package')}, not from the "
+                    f"dataset's wheel"], report
         report["log_tail"] = r.stderr.strip().splitlines()[-3:]
         return [], report
 
 
-def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, data: Path | None = None,
-                  simulate: bool = True, wheel_check: bool = True, timeout: int = 600) -> list[CheckResult]:
+def simulation_data(kdir: Path, runs_root: Path = Path("runs")) -> Path:
+    """The competition folder to simulate with: the one the kernel's runs were trained on if it is here
+    (its test.csv), else input/lmsys-chatbot-arena, else the bundled input/sample."""
     from lmsys_arena.runner import default_data_dir
 
-    data = Path(data) if data else default_data_dir()
+    plan = read_json(kdir / "kernel_plan.json")
+    for run, info in plan["runs"].items():
+        cfg_file = runs_root / run / "config.json"
+        if info["family"] != "blend" and cfg_file.exists():
+            data = (read_json(cfg_file).get("run") or {}).get("data")
+            if data and (Path(data) / "test.csv").exists():
+                return Path(data)
+    data = default_data_dir()
+    if not (data / "test.csv").exists():
+        raise FileNotFoundError(f"no competition folder to simulate with ({data}/test.csv); pass --data DIR")
+    return data
+
+
+def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, data: Path | None = None,
+                  simulate: bool = True, wheel_check: bool = True, timeout: int = 600) -> list[CheckResult]:
     datasets_dir = out / "datasets"
     results = []
     if wheel_check:
@@ -688,10 +708,11 @@ def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, da
     for kdir in kernel_dirs(names, out):
         res = check_metadata(kdir, datasets_dir)
         if simulate and res.ok:
-            problems, report = simulate_kernel(kdir, data, datasets_dir, timeout=timeout)
+            sim_data = Path(data) if data else simulation_data(kdir)
+            problems, report = simulate_kernel(kdir, sim_data, datasets_dir, timeout=timeout)
             res.problems += problems
             if report:
-                res.notes.append(f"simulated run on {data}: valid submission in {report['wall_seconds']}s "
+                res.notes.append(f"simulated run on {sim_data}: valid submission in {report['wall_seconds']}s "
                                  f"(runs {report['runs']}, {report['rows_filled']} rows filled)")
         results.append(res)
     return results
