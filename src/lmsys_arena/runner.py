@@ -72,6 +72,7 @@ class RunSpec:
     seed: int = 42
     skip_bad: bool = False
     max_rows: int | None = None  # row budget (tuning): a seeded sample of train rows, taken before the fold split
+    folds_sha1: str | None = None  # recorded by run_config (the folds file's content); not an input
 
     def competition(self) -> Competition:
         return Competition(Path(self.data))
@@ -159,7 +160,8 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
     if spec.max_rows:  # only when set, so runs written before this option keep their hash
         run["max_rows"] = spec.max_rows
     # the folds file's content, so re-running `make folds` with other FOLDS/SEED refuses to mix splits
-    return {**cfg, "run": run, "folds_sha1": _file_sha1(spec.resolved_folds_file())}
+    run["folds_sha1"] = _file_sha1(spec.resolved_folds_file())
+    return {**cfg, "run": run}
 
 
 def _file_sha1(path: Path) -> str | None:
@@ -209,7 +211,6 @@ def _diff(a: dict, b: dict) -> str:
 def load_run_config(run_dir: str | Path) -> tuple[dict, RunSpec]:
     cfg = read_json(Path(run_dir) / "config.json")
     cfg.pop("config_hash", None)
-    cfg.pop("folds_sha1", None)
     spec = RunSpec(**cfg.pop("run"))
     return cfg, spec
 
@@ -217,6 +218,8 @@ def load_run_config(run_dir: str | Path) -> tuple[dict, RunSpec]:
 def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str | Path | None = None) -> pd.DataFrame:
     """Fold-averaged test predictions -> ``test.parquet`` and a validated submission CSV."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir}/config.json not found: run `make train RUN={run_dir.name}` first")
     cfg, spec = load_run_config(run_dir)
     comp = Competition(Path(data)) if data else spec.competition()
     test = comp.test(skip_bad=spec.skip_bad)
@@ -262,6 +265,8 @@ def score_frame(oof: pd.DataFrame) -> dict:
 
 def score_run(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
+    if not (run_dir / "oof.parquet").exists():
+        raise FileNotFoundError(f"{run_dir}/oof.parquet not found: run `make train RUN={run_dir.name}` first")
     oof = pd.read_parquet(run_dir / "oof.parquet")
     metrics = score_frame(oof)
     _merge_metrics(run_dir, metrics)
