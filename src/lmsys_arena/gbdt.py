@@ -10,6 +10,8 @@ Config keys (``configs/xgb.yaml``, ``configs/lgbm.yaml``):
     tta                   predict p(x) and unswap(p(swap(x))) and average them (runner.unswap_average)
     num_boost_round       upper bound on trees (per class)
     early_stopping_rounds stop when the fold's validation log loss has not improved for this many rounds
+    source_feature        add ``is_extra`` (1 on external rows, 0 on train/test rows) so the trees can
+                          learn the external set's different class balance instead of shifting the priors
     threads               0 = all cores
     log_every             log the validation loss every N rounds (0 = off)
     params                passed to the backend as is (learning rate, depth, sampling, ...)
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.features import FEATURE_NAMES, build_features, swap_features
+from lmsys_arena.features import build_features, swap_features
 from lmsys_arena.io import read_json, write_json
 from lmsys_arena.runner import unswap_average
 
@@ -49,7 +51,11 @@ def _backend(cfg: dict) -> str:
 
 
 def features(cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
-    return build_features(df, use_cache=cfg.get("feature_cache", True))
+    """The cached text features, plus ``is_extra`` (1 for external train-only rows) if ``source_feature``."""
+    X = build_features(df, use_cache=cfg.get("feature_cache", True))
+    if cfg.get("source_feature", False):
+        X["is_extra"] = (df["source"].to_numpy() == "extra").astype(np.float32)
+    return X
 
 
 def swap_labels(y: np.ndarray) -> np.ndarray:
@@ -75,9 +81,10 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
 def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     fold_dir = Path(fold_dir)
     meta = read_json(fold_dir / "gbdt.json")
-    if meta["features"] != FEATURE_NAMES:
+    X = features(cfg, df)
+    if meta["features"] != list(X.columns):
         raise RuntimeError(f"{fold_dir} was trained on other features (features.py changed): retrain with FRESH=1")
-    return _predict_logits(cfg, _load(meta["backend"], fold_dir), features(cfg, df))
+    return _predict_logits(cfg, _load(meta["backend"], fold_dir), X)
 
 
 def _predict_logits(cfg: dict, model, X: pd.DataFrame) -> np.ndarray:
