@@ -161,7 +161,8 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
         run["max_rows"] = spec.max_rows
     # the folds file's content, so re-running `make folds` with other FOLDS/SEED refuses to mix splits
     run["folds_sha1"] = _file_sha1(spec.resolved_folds_file())
-    return {**cfg, "run": run}
+    model_cfg = {k: v for k, v in cfg.items() if k not in ("search_space", "tune")}  # read by `make tune` only
+    return {**model_cfg, "run": run}
 
 
 def _file_sha1(path: Path) -> str | None:

@@ -1,0 +1,249 @@
+"""Optuna studies (lmsys_arena.tune): the search-space language, exact trial counts with two
+workers, resume, pruning of a known-bad region, best.yaml -> PARAMS=best, and a PostgreSQL study
+surviving a SIGKILLed worker.
+
+    .venv/bin/python -m pytest tests/test_tune.py
+    LMSYS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/optuna .venv/bin/python -m pytest tests/test_tune.py
+    .ci/run        # starts a throwaway PostgreSQL cluster and exports that URL
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState as S
+
+from lmsys_arena import cli, tune
+from lmsys_arena.config import CONFIG_DIR, get_dotted, load_config, load_params_file
+from lmsys_arena.data import Competition
+from lmsys_arena.folds import make_folds, write_folds
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+TINY = {  # cheap xgboost: a trial is a few seconds on input/sample
+    "family": "gbdt", "backend": "xgboost", "swap_augment": True, "tta": True, "num_boost_round": 20,
+    "early_stopping_rounds": 10, "threads": 1, "params": {"max_depth": 3, "learning_rate": 0.3},
+}
+
+
+@pytest.fixture
+def project(workdir, sample_dir):
+    """A temp project on input/sample with 3 folds; ``write(name, **sections)`` makes a config file."""
+    write_folds(make_folds(Competition(sample_dir).train(), k=3, seed=0), "folds/sample.csv")
+
+    def write(name: str, **sections) -> str:
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**TINY, "name": name, **sections}))
+        return str(path)
+
+    return write
+
+
+def _tune_argv(sample_dir, model, study, trials, *extra):
+    return ["tune", "--data", str(sample_dir), "--model", model, "--study", study, "--trials", str(trials), *extra]
+
+
+def _states(study) -> dict:
+    out = {s: [] for s in S}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state].append(t)
+    return out
+
+
+# ------------------------------------------------------------------------------------- search space
+def test_shipped_search_spaces_sample_inside_their_bounds():
+    names = [p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")) if "search_space" in (yaml.safe_load(p.read_text()) or {})]
+    assert {"xgb", "lgbm"} <= set(names), names
+    for name in names:
+        cfg = load_config(name)
+        space = tune.parse_search_space(cfg)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(20):
+            over = tune.sample_overrides(study.ask(), space, cfg)
+            assert set(over) == {p.key for p in space}
+            for p in space:
+                v = over[p.key]
+                if p.times:
+                    v = v / over.get(p.times, get_dotted(cfg, p.times))
+                assert (v in p.choices) if p.type == "categorical" else p.low <= v <= p.high, (name, p.key, v)
+        # trial 0 of a new study reproduces the config: every searched key the config sets is enqueued
+        present = {p.name for p in space if get_dotted(cfg, p.key) is not None}
+        assert set(tune.default_params(space, cfg)) == present, name
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ({"params.depth": {"type": "int", "low": 5, "high": 5}}, "low < high"),
+    ({"params.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log scale"),
+    ({"params.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be"),
+    ({"params.lr": {"type": "categorical"}}, "choices"),
+    ({"params.lr": {"type": "float", "low": 0, "high": 1, "hgih": 2}}, "expected a mapping"),
+    ({"parms.lr": {"type": "float", "low": 0, "high": 1}}, "no section 'parms'"),
+    ({"params.a": {"type": "int", "low": 1, "high": 4, "times": "params.nope"}}, "neither searched"),
+])
+def test_bad_search_space_names_the_key(spec, msg):
+    cfg = {**TINY, "name": "bad", "search_space": spec}
+    with pytest.raises(ValueError, match=msg) as e:
+        tune.parse_search_space(cfg)
+    assert list(spec)[0] in str(e.value)
+
+
+def test_ratio_param_times_another_key():
+    cfg = {"family": "llm", "name": "x", "lora": {"r": 16, "alpha": 32},
+           "search_space": {"lora.r": {"type": "categorical", "choices": [8, 16, 32, 64]},
+                            "lora.alpha": {"type": "categorical", "choices": [1, 2], "times": "lora.r"}}}
+    space = tune.parse_search_space(cfg)
+    assert [p.name for p in space] == ["lora.r", "lora.alpha/lora.r"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        over = tune.sample_overrides(study.ask(), space, cfg)
+        assert over["lora.alpha"] in (over["lora.r"], 2 * over["lora.r"]) and isinstance(over["lora.alpha"], int)
+        seen.add(over["lora.alpha"] // over["lora.r"])
+    assert seen == {1, 2}
+    assert tune.default_params(space, cfg) == {"lora.r": 16, "lora.alpha/lora.r": 2}
+
+
+def test_unknown_tune_key_is_an_error():
+    with pytest.raises(ValueError, match="unknown keys \\['fold'\\]"):
+        tune.TuneSettings.from_cfg({"name": "x", "tune": {"fold": [0]}})
+
+
+# ------------------------------------------------------------------------------------- studies on sqlite
+def test_two_workers_finish_exactly_trials_then_resume(project, sample_dir, workdir):
+    space = {"params.max_depth": {"type": "int", "low": 2, "high": 4},
+             "params.learning_rate": {"type": "float", "low": 0.1, "high": 0.5, "log": True}}
+    model = project("two", search_space=space, tune={"pruner": "none", "folds": [0, 1]})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for target in (5, 7):  # 5, then resume the same study up to 7
+        r = subprocess.run([PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, "two", target, "--workers", "2")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        study = optuna.load_study(study_name="two", storage="sqlite:///studies/two.db")
+        st = _states(study)
+        assert len(st[S.COMPLETE]) == target and not st[S.RUNNING] and not st[S.WAITING] and not st[S.FAIL]
+        assert sorted(t.number for t in study.trials) == list(range(target))
+    assert study.trials[0].user_attrs["baseline"] and study.trials[0].params == {"params.max_depth": 3,
+                                                                                 "params.learning_rate": 0.3}
+    assert len({t.user_attrs["worker"] for t in study.trials}) >= 2  # both workers ran trials
+    for t in study.trials:  # each trial is a run folder written by runner.train_run
+        assert (workdir / t.user_attrs["run_dir"] / "fold1" / "valid.parquet").exists()
+    assert study.user_attrs["folds"] == [0, 1] and study.user_attrs["model"] == "two"
+
+
+def test_pruning_best_yaml_and_params_best_reproduce(project, sample_dir, workdir):
+    # a known-bad region: learning rate 1e-6 leaves the model at the prior; with identical good trials
+    # (max_depth fixed) the median pruner can only stop the bad ones
+    space = {"params.learning_rate": {"type": "categorical", "choices": [0.3, 1e-6]}}
+    model = project("prune", search_space=space,
+                    tune={"sampler": "random", "pruner": "median", "prune_startup_trials": 2})
+    cli.main(_tune_argv(sample_dir, model, "prune", 8))
+    study = optuna.load_study(study_name="prune", storage="sqlite:///studies/prune.db")
+    st = _states(study)
+    assert len(st[S.COMPLETE]) + len(st[S.PRUNED]) == 8
+    assert st[S.PRUNED], "the bad region was never pruned"
+    assert all(t.params["params.learning_rate"] == 1e-6 for t in st[S.PRUNED])
+    assert all(len(t.intermediate_values) < 3 for t in st[S.PRUNED])  # stopped before the last fold
+    good = [t.value for t in st[S.COMPLETE] if t.params["params.learning_rate"] == 0.3]
+    assert max(good) - min(good) < 1e-12  # deterministic objective
+
+    cli.main(["best", "--study", "prune"])
+    doc = yaml.safe_load((workdir / "studies/prune.best.yaml").read_text())
+    assert doc["params"] == {"params.learning_rate": 0.3} and doc["trials"] == 8
+    assert doc["pruned"] == len(st[S.PRUNED]) and abs(doc["value"] - study.best_value) < 1e-12
+    for kind in ("history", "importance"):
+        png = workdir / f"studies/prune.{kind}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert load_params_file(workdir / "studies/prune.best.yaml") == {"params.learning_rate": 0.3}
+
+    # make train MODEL=... PARAMS=best STUDY=prune
+    cli.main(["train", "--data", str(sample_dir), "--model", model, "--params", "best", "--study", "prune",
+              "--run", "again"])
+    oof = json.loads((workdir / "runs/again/metrics.json").read_text())["oof_logloss"]
+    assert abs(oof - study.best_value) < 1e-3
+
+
+def test_resume_refuses_another_objective(project, sample_dir):
+    space = {"params.max_depth": {"type": "int", "low": 2, "high": 4}}
+    model = project("obj", search_space=space, tune={"folds": [0]})
+    cli.main(_tune_argv(sample_dir, model, "obj", 1))
+    with pytest.raises(SystemExit):  # the CLI turns the RuntimeError into a one-line error, exit 2
+        cli.main(_tune_argv(sample_dir, model, "obj", 2, "--set", "num_boost_round=30"))
+    cli.main(_tune_argv(sample_dir, model, "obj", 2, "--set", "threads=2"))  # threads do not change results
+
+
+def test_row_budget_samples_train_rows(project, sample_dir):
+    from lmsys_arena.runner import RunSpec, train_run
+
+    cfg = load_config(project("budget"))
+    m = train_run(cfg, "runs/budget", RunSpec(data=str(sample_dir), max_rows=300), only_folds=[0, 1, 2])
+    assert m["rows"] == 300
+    m2 = train_run(cfg, "runs/budget", RunSpec(data=str(sample_dir), max_rows=300))  # resumes: same sample
+    assert m2["oof_logloss"] == m["oof_logloss"]
+
+
+# ------------------------------------------------------------------------------------- PostgreSQL
+def _postgres_url() -> str:
+    url = os.environ.get("LMSYS_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but LMSYS_TEST_POSTGRES_URL is unset: .ci/run should have started PostgreSQL")
+        pytest.skip("LMSYS_TEST_POSTGRES_URL unset (.ci/run starts a throwaway PostgreSQL and sets it)")
+    return url
+
+
+def test_postgres_sigkilled_worker_is_failed_and_retried(project, sample_dir, workdir):
+    url = _postgres_url()
+    study_name = f"kill-{uuid.uuid4().hex[:8]}"
+    # slow enough folds (no early stop) that a kill lands mid-trial; 1 s heartbeats, stale after 3 s
+    model = project("pg", num_boost_round=120, early_stopping_rounds=1000,
+                    search_space={"params.max_depth": {"type": "int", "low": 3, "high": 5}},
+                    tune={"sampler": "random", "pruner": "none", "heartbeat_interval": 1, "grace_period": 3})
+    argv = [PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, study_name, 4, "--storage", url)]
+    url = tune.normalize_url(url)  # the CLI takes plain postgresql:// (psycopg2 underneath)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    logs = [open(workdir / f"worker{i}.log", "w") for i in range(2)]
+    victim, survivor = (subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=env) for f in logs)
+    killed = None
+    deadline = time.time() + 180
+    try:
+        while killed is None and time.time() < deadline and victim.poll() is None:
+            time.sleep(0.2)
+            try:
+                study = optuna.load_study(study_name=study_name, storage=url)
+            except KeyError:  # not created yet
+                continue
+            for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
+                if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.intermediate_values:
+                    os.kill(victim.pid, signal.SIGKILL)  # mid-trial: one fold done, more to go
+                    killed = t.number
+                    break
+        assert killed is not None, "never saw worker 0 mid-trial: " + (workdir / "worker0.log").read_text()[-2000:]
+        survivor.wait(300)
+    finally:
+        for proc in (victim, survivor):
+            if proc.poll() is None:
+                proc.kill()
+        for f in logs:
+            f.close()
+    log = (workdir / "worker1.log").read_text()
+    assert survivor.returncode == 0, log[-3000:]
+    study = optuna.load_study(study_name=study_name, storage=url)
+    st = _states(study)
+    assert len(st[S.COMPLETE]) + len(st[S.PRUNED]) == 4 and not st[S.RUNNING] and not st[S.WAITING]
+    assert [t.number for t in st[S.FAIL]] == [killed]  # heartbeat went stale -> FAIL
+    retries = [t for t in st[S.COMPLETE] if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].params == study.trials[killed].params
+    retry = retries[0].number
+    assert f"resuming trial-{killed}" in log  # the retry took over the dead worker's finished folds
+    assert not (workdir / f"runs/tune-{study_name}/trial-{killed}").exists()
+    assert (workdir / f"runs/tune-{study_name}/trial-{retry}/oof.parquet").exists()
