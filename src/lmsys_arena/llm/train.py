@@ -1,0 +1,294 @@
+"""The LoRA training loop: plain PyTorch (+ DistributedDataParallel under torchrun), resumable.
+
+* Global batch = ``batch_size`` rows per optimizer step, whatever the number of GPUs: each rank
+  takes ``batch_size / world`` rows of it, in micro-batches of ``micro_batch`` rows with gradient
+  accumulation (DDP syncs on the last one), so 1 and N GPUs follow the same trajectory.
+* Length-grouped batches: a seeded shuffle, cut into chunks of 64 batches, each sorted by length,
+  cut into batches whose order is shuffled again; dynamic padding per micro-batch.
+* Swap augmentation: ``none``, ``random`` (each row A/B-swapped with p=0.5, seeded per epoch) or
+  ``both`` (a row and its swapped copy in the same step: twice the sequences).
+* AdamW with a separate head LR, warmup + cosine/linear/constant schedule, grad clipping,
+  bf16/fp16 autocast (fp16 with a GradScaler), optional R-Drop and an EMA of the trainable weights.
+* ``fold_dir/ckpt.pt`` (trainable weights, optimizer, scheduler, RNG, EMA) is written every
+  ``checkpoint_every`` steps; a re-run resumes from it and reproduces the uninterrupted run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmsys_arena.llm.infer import autocast, collate
+
+log = logging.getLogger(__name__)
+CKPT = "ckpt.pt"
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    batch_size: int = 16  # rows per optimizer step, all GPUs together
+    micro_batch: int = 4  # rows per forward pass on one GPU
+    lr: float = 2e-4  # LoRA weights
+    head_lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: float = 0.05  # fraction of the steps
+    schedule: str = "cosine"  # cosine | linear | constant
+    max_grad_norm: float = 1.0
+    swap: str = "random"  # none | random | both
+    rdrop: float = 0.0  # weight of the symmetric KL between two dropout passes (0 = off)
+    ema: float = 0.0  # EMA decay of LoRA + head weights, used for the final model (0 = off)
+    group_by_length: bool = True
+    label_smoothing: float = 0.0
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
+    log_every: int = 50
+
+    def __post_init__(self):
+        if self.swap not in ("none", "random", "both"):
+            raise ValueError(f"train.swap must be none, random or both, got {self.swap!r}")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown train option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- batch plan
+
+def plan_epoch(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[np.ndarray]:
+    """Global batches of row indices for one epoch (the last incomplete batch is dropped)."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    n_full = len(perm) // batch_size
+    if n_full == 0:
+        return [perm]
+    perm = perm[:n_full * batch_size]
+    if not group_by_length:
+        return list(perm.reshape(n_full, batch_size))
+    chunk = batch_size * 64
+    batches = []
+    for s in range(0, len(perm), chunk):
+        part = perm[s:s + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += list(part.reshape(-1, batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def swap_mask(n: int, seed: int, epoch: int, mode: str) -> np.ndarray:
+    if mode != "random":
+        return np.zeros(n, dtype=bool)
+    return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
+
+
+def lr_lambda(total: int, warmup: int, schedule: str):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        if schedule == "constant":
+            return 1.0
+        t = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0))) if schedule == "cosine" else max(0.0, 1 - t)
+    return f
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+# ---------------------------------------------------------------- the loop
+
+class Trainer:
+    def __init__(self, model, cfg: TrainConfig, device: torch.device, dtype: torch.dtype, pad_id: int,
+                 fold_dir: Path, seed: int):
+        self.model, self.cfg, self.device, self.dtype, self.pad_id = model, cfg, device, dtype, pad_id
+        self.fold_dir, self.seed = Path(fold_dir), seed
+        self.rank, self.world, _ = dist_info()
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        head = [p for n, p in self.params.items() if n.startswith("head.")]
+        body = [p for n, p in self.params.items() if not n.startswith("head.")]
+        self.opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+        self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
+        self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
+        self.ddp = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def fit(self, fwd: list[np.ndarray], rev: list[np.ndarray], labels: np.ndarray, stop_after: int | None = None):
+        """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if cfg.batch_size % self.world:
+            raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {self.world} GPUs")
+        lengths = np.fromiter((len(s) for s in fwd), dtype=np.int64, count=len(fwd))
+        per_epoch = max(len(fwd) // cfg.batch_size, 1)
+        total = max(int(math.ceil(cfg.epochs * per_epoch)), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(total, int(cfg.warmup * total), cfg.schedule))
+        step = self._resume(sched)
+        if step:
+            log.info("resuming from %s at step %d/%d", self.fold_dir / CKPT, step, total)
+        self.model.train()
+        bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=self.rank != 0, mininterval=5)
+        t0, rows, toks, loss_avg, plans = time.time(), 0, 0, None, {}
+        while step < total:
+            epoch, k = divmod(step, per_epoch)
+            if epoch not in plans:
+                plans = {epoch: (plan_epoch(lengths, cfg.batch_size, self.seed, epoch, cfg.group_by_length),
+                                 swap_mask(len(fwd), self.seed, epoch, cfg.swap))}
+            batch, flip = plans[epoch][0][k], plans[epoch][1]
+            loss = self._step(batch, fwd, rev, labels, flip)
+            sched.step()
+            step += 1
+            rows += len(batch)
+            toks += int(lengths[batch].sum()) * (2 if cfg.swap == "both" else 1)
+            loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
+            dt = max(time.time() - t0, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_avg:.4f}", rows_s=f"{rows / dt:.1f}", tok_s=f"{toks / dt:.0f}", refresh=False)
+            if step % cfg.log_every == 0 or step == total:
+                log.info("step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)", step, total,
+                         loss_avg, sched.get_last_lr()[0], rows / dt, toks / dt / self.world, self.world)
+            if step % cfg.checkpoint_every == 0 and step < total:
+                self.save_checkpoint(step, sched)
+            if stop_after is not None and step >= stop_after:
+                break
+        bar.close()
+        if self.ema is not None:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(self.ema[n].to(p.dtype))
+        return step
+
+    def _step(self, batch, fwd, rev, labels, flip) -> float:
+        cfg = self.cfg
+        mine = batch[self.rank::self.world]
+        n_global = len(batch) * (2 if cfg.swap == "both" else 1)
+        micro = [m for m in np.array_split(mine, max(1, math.ceil(len(mine) / cfg.micro_batch))) if len(m)]
+        total_loss = 0.0
+        for j, idx in enumerate(micro):
+            seqs, y = self._examples(idx, fwd, rev, labels, flip)
+            ids, mask = collate(seqs, self.pad_id, device=self.device)
+            target = torch.as_tensor(y, device=self.device)
+            sync = j == len(micro) - 1 or self.world == 1
+            ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
+            with ctx:
+                with autocast(self.device, self.dtype):
+                    logits = self.ddp(ids, mask).float()
+                    loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=cfg.label_smoothing)
+                    if cfg.rdrop:
+                        logits2 = self.ddp(ids, mask).float()
+                        loss = (loss + F.cross_entropy(logits2, target, reduction="sum",
+                                                       label_smoothing=cfg.label_smoothing)) / 2
+                        lp, lq = F.log_softmax(logits, -1), F.log_softmax(logits2, -1)
+                        kl = (F.kl_div(lp, lq, log_target=True, reduction="sum")
+                              + F.kl_div(lq, lp, log_target=True, reduction="sum")) / 2
+                        loss = loss + cfg.rdrop * kl
+                scaled = loss * self.world / n_global
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            total_loss += loss.item()
+        if self.scaler:
+            self.scaler.unscale_(self.opt)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    self.ema[n].mul_(self.cfg.ema).add_(p.detach().float(), alpha=1 - self.cfg.ema)
+        return total_loss * self.world / n_global
+
+    def _examples(self, idx, fwd, rev, labels, flip):
+        seqs, ys = [], []
+        for i in idx:
+            y = int(labels[i])
+            ysw = {0: 1, 1: 0}.get(y, y)
+            if self.cfg.swap == "both":
+                seqs += [fwd[i], rev[i]]
+                ys += [y, ysw]
+            elif flip[i]:
+                seqs.append(rev[i])
+                ys.append(ysw)
+            else:
+                seqs.append(fwd[i])
+                ys.append(y)
+        return seqs, ys
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, step: int, sched) -> None:
+        if self.rank == 0:
+            from lmsys_arena.io import atomic_path
+
+            state = {"step": step, "params": {n: p.detach().cpu() for n, p in self.params.items()},
+                     "optimizer": self.opt.state_dict(), "scheduler": sched.state_dict(),
+                     "scaler": self.scaler.state_dict() if self.scaler else None,
+                     "ema": self.ema, "rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
+            with atomic_path(self.fold_dir / CKPT) as tmp:
+                torch.save(state, tmp)
+            log.info("checkpoint at step %d -> %s", step, self.fold_dir / CKPT)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _resume(self, sched) -> int:
+        path = self.fold_dir / CKPT
+        if not path.exists():
+            return 0
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(state["params"][n].to(p.device, p.dtype))
+        self.opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema = {n: t.to(self.device) for n, t in state["ema"].items()}
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        return int(state["step"])
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

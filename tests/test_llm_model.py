@@ -1,0 +1,59 @@
+"""Pooling and padding: the last real token's logits are the same under left and right padding
+(no peft import here).
+
+    .venv/bin/python -m pytest tests/test_llm_model.py
+"""
+import numpy as np
+import pytest
+import torch
+
+from lmsys_arena.llm.infer import collate, token_budget_batches
+from lmsys_arena.llm.model import PreferenceModel, last_token_pool, make_head, tiny_config
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    cfg = tiny_config(300, attn_logit_softcapping=None)
+    cfg._attn_implementation = "eager"
+    m = PreferenceModel(AutoModel.from_config(cfg), make_head(64, layers=2, hidden=32)).eval()
+    return m
+
+
+def test_last_token_pool_finds_last_real_token_for_both_sides():
+    h = torch.arange(2 * 5 * 1, dtype=torch.float32).view(2, 5, 1)
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert last_token_pool(h, right)[:, 0].tolist() == [2.0, 9.0]
+    assert last_token_pool(h, left)[:, 0].tolist() == [4.0, 9.0]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_logits_equal_under_left_and_right_padding_and_alone(model, attn):
+    model.backbone.config._attn_implementation = attn
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(10, 290, size=n).astype(np.int32) for n in (7, 23, 15, 3)]
+    with torch.no_grad():
+        r = model(*collate(seqs, 0, "right"))
+        l = model(*collate(seqs, 0, "left"))
+        alone = torch.cat([model(*collate([s], 0)) for s in seqs])
+    assert torch.isfinite(r).all() and torch.isfinite(l).all()
+    torch.testing.assert_close(r, l, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_token_budget_batches_cover_rows_once_within_budget():
+    lengths = np.array([5, 100, 30, 100, 2, 64, 64, 7])
+    batches = token_budget_batches(lengths, max_tokens=200, max_rows=3)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3 and len(b) * lengths[b].max() <= 200 or len(b) == 1
+    assert lengths[batches[0]].max() == 100  # longest first
+
+
+def test_head_shapes():
+    assert make_head(64, layers=1)(torch.zeros(2, 64)).shape == (2, 3)
+    assert make_head(64, layers=3, hidden=16, dropout=0.1)(torch.zeros(2, 64)).shape == (2, 3)
