@@ -7,6 +7,7 @@ import json
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lmsys_arena.data import Competition, DataError, load_battles, load_extra, parse_turns, swap_ab
@@ -110,7 +111,7 @@ def test_real_sample_train(sample_dir):
     assert set(df["label"]) == {0, 1, 2}
     assert df["prompt"].map(len).eq(df["response_a"].map(len)).all()
     assert all(isinstance(t, str) for turns in df["response_b"] for t in turns)
-    raw = __import__("pandas").read_csv(sample_dir / "train.csv", dtype=str)
+    raw = pd.read_csv(sample_dir / "train.csv", dtype=str)
     assert df["id"].tolist() == raw["id"].tolist()
     onehot = raw[["winner_model_a", "winner_model_b", "winner_tie"]].astype(int).to_numpy()
     assert (onehot.argmax(axis=1) == df["label"].to_numpy()).all()

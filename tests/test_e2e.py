@@ -17,8 +17,7 @@ import pytest
 
 from lmsys_arena import runner
 from lmsys_arena.cli import main
-from lmsys_arena.data import prompt_key
-from lmsys_arena.folds import make_folds, write_folds
+from lmsys_arena.data import Competition
 from lmsys_arena.metrics import log_loss, softmax, validate_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,8 +161,6 @@ def test_infer_averages_folds_and_writes_valid_submission(toy, mini, workdir):
     runner.train_run(TOY, run, spec(mini))
     frame = runner.infer_run(run)
     test = pd.read_csv(mini / "test.csv", dtype=str)
-    from lmsys_arena.data import Competition
-
     tdf = Competition(mini).test()
     expect = np.mean([softmax(predict(TOY, tdf, run / f"fold{f}")) for f in range(3)], axis=0)
     assert np.allclose(frame[runner.PROB_COLS].to_numpy(), expect)
@@ -210,11 +207,9 @@ def test_cli_end_to_end_xgb(mini, workdir, capsys):
 def test_cli_bad_input_is_one_line_error(workdir, sample_dir):
     data = workdir / "input" / "bad"
     data.mkdir(parents=True)
-    lines = (sample_dir / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     raw = pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).head(20)
     raw.loc[7, "winner_tie"] = "1"  # two winners
     raw.to_csv(data / "train.csv", index=False)
-    assert lines  # the sample exists
     proc = subprocess.run([sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data)],
                           capture_output=True, text=True, cwd=workdir)
     assert proc.returncode == 2
