@@ -129,7 +129,11 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
             (fold_dir / DONE).write_text("ok\n")
             (fold_dir / CKPT).unlink(missing_ok=True)
         _barrier(world)
-    return _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid")
+    logits, raw = _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid",
+                         raw=True)
+    if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis
+        np.savez(fold_dir / "valid_raw.npz", id=valid["id"].to_numpy().astype(str), **raw)
+    return logits
 
 
 def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Path | None:
@@ -145,7 +149,7 @@ def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Pat
     return path
 
 
-def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str) -> np.ndarray:
+def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str, raw: bool = False):
     fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
     seqs = fwd + (rev or [])
     if world > 1:
@@ -153,7 +157,8 @@ def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str) 
     else:
         logits = score_local(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc)
     n = len(df)
-    return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
+    out = combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
+    return (out, {"ab": logits[:n], "ba": logits[n:]}) if raw else out
 
 
 def _load_for_worker(path: str, mcfg: dict, fold_dir: str, device: torch.device):
