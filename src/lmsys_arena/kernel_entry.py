@@ -116,6 +116,14 @@ def gpu_summary() -> dict:
     return {"torch": torch.__version__, "cuda_devices": n, "devices": names}
 
 
+def _cuda_devices() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
+
+
 def find_competition_dir(root: Path, slug: str) -> Path:
     direct = root / slug
     if (direct / "test.csv").exists():
@@ -163,6 +171,10 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_ov
         if backbone:
             cfg["backbone"] = backbone
         cfg = apply_overrides(cfg, llm_overrides)
+        if _cuda_devices() == 0 and (cfg.get("model") or {}).get("dtype") in ("fp16", "bf16"):
+            log.warning("%s: no CUDA device, running the LLM in fp32 instead of %s", run, cfg["model"]["dtype"])
+            cfg["model"]["dtype"] = "fp32"
+            cfg["model"]["quant"] = None
     fam = family_module(cfg)
     per_fold = []
     for f in info["folds"]:
@@ -212,8 +224,9 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
         done = int(np.isfinite(preds[r]).all(axis=1).sum())
         report["runs"][r] = {"family": info["family"], "rows_done": done, "seconds": round(time.time() - t0, 1)}
 
-    logp = evaluate_tree(plan["root"], plan["runs"], preds)
+    logp = np.array(evaluate_tree(plan["root"], plan["runs"], preds), dtype=np.float64)  # a copy: filled below
     missing = ~np.isfinite(logp).all(axis=1)
+    report["rows_filled"] = int(missing.sum())
     filled_from = None
     if missing.any() and plan.get("fallback") in preds:
         filled_from = plan["fallback"]
@@ -223,7 +236,6 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     if missing.any():
         filled_from = (filled_from or "") + "+prior"
         logp[missing] = np.log(np.asarray(plan["prior"], dtype=np.float64))
-    report["rows_filled"] = int((~np.isfinite(evaluate_tree(plan["root"], plan["runs"], preds)).all(axis=1)).sum())
     report["filled_from"] = filled_from
     frame = frame_from_logprobs(test["id"], logp)
     write_submission(frame, working / "submission.csv", test["id"])

