@@ -27,6 +27,15 @@ SUB ?= submissions/$(RUN).csv
 RUNS ?=
 NAME ?=
 SET ?=
+# ensembles and kernels (README "Ensembles and Kaggle kernels")
+COMMON_ROWS ?=
+SPACE ?=
+FALLBACK ?=
+BUDGET_H ?=
+MODEL_SOURCE ?=
+LLM_SET ?=
+WHEELS ?=
+SIM_DATA ?=
 SKIP_BAD ?=
 
 # CPU machines get torch's CPU build and xgboost-cpu: PyPI's plain torch and xgboost pull GBs of CUDA
@@ -91,19 +100,22 @@ best: $(STAMP)
 	$(PY) -m lmsys_arena best --study $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
 
 ensemble: $(STAMP)
-	$(PY) -m lmsys_arena ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME))
+	$(PY) -m lmsys_arena ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(COMMON_ROWS),--common-rows) \
+		$(if $(SPACE),--space $(SPACE))
 
 kernels: $(STAMP)
-	$(PY) -m lmsys_arena kernels --runs $(RUNS) $(if $(NAME),--name $(NAME))
+	$(PY) -m lmsys_arena kernels --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(FALLBACK),--fallback $(FALLBACK)) \
+		$(if $(BUDGET_H),--budget-hours $(BUDGET_H)) $(foreach s,$(MODEL_SOURCE),--model-source $(s)) \
+		$(foreach s,$(LLM_SET),--llm-set $(s))
 
 kernel-datasets: $(STAMP)
-	$(PY) -m lmsys_arena kernel-datasets $(if $(RUNS),--runs $(RUNS))
+	$(PY) -m lmsys_arena kernel-datasets $(if $(NAME),--names $(NAME)) $(if $(WHEELS),--wheels $(WHEELS))
 
 check-kernels: $(STAMP)
-	$(PY) -m lmsys_arena check-kernels
+	$(PY) -m lmsys_arena check-kernels $(if $(NAME),--names $(NAME)) $(if $(SIM_DATA),--data $(SIM_DATA))
 
 push: $(STAMP)
-	$(PY) -m lmsys_arena push
+	$(PY) -m lmsys_arena push $(if $(NAME),--names $(NAME))
 
 clean-venv:
 	rm -rf $(VENV)

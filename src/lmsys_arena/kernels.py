@@ -354,8 +354,10 @@ def _target_args() -> list[str]:
     return args
 
 
-def resolve_wheelhouse(reqs: list[str], cache_root: Path = Path("cache/wheelhouse")) -> Path:
-    """Download the closure of ``reqs`` for Kaggle's Python minus :data:`PROVIDED`; cached by content."""
+def resolve_wheelhouse(reqs: list[str], cache_root: Path | None = None) -> Path:
+    """Download the closure of ``reqs`` for Kaggle's Python minus :data:`PROVIDED`; cached by content
+    under ``cache/wheelhouse/`` (or ``$LMSYS_WHEELHOUSE_CACHE``)."""
+    cache_root = Path(cache_root or os.environ.get("LMSYS_WHEELHOUSE_CACHE", "cache/wheelhouse"))
     key = hashlib.sha1(json.dumps([reqs, PLATFORMS, PY_VERSION, sorted(PROVIDED)]).encode()).hexdigest()[:12]
     cache = cache_root / key
     marker = cache / ".complete"
