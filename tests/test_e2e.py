@@ -174,7 +174,7 @@ def test_infer_averages_folds_and_writes_valid_submission(toy, mini, workdir):
 
 def test_cli_end_to_end_xgb(mini, workdir, capsys):
     common = ["--data", str(mini), "--model", "xgb", "--run", "x", "--set", "num_boost_round=25",
-              "--set", "early_stopping_rounds=10", "--set", "params.max_depth=3"]
+              "--set", "early_stopping_rounds=10", "--set", "params.max_depth=3", "--set", "threads=1"]
     main(["train", *common])
     run = workdir / "runs" / "x"
     for f in range(3):
