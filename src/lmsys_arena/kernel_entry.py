@@ -116,14 +116,6 @@ def gpu_summary() -> dict:
     return {"torch": torch.__version__, "cuda_devices": n, "devices": names}
 
 
-def _cuda_devices() -> int:
-    try:
-        import torch
-    except ImportError:
-        return 0
-    return torch.cuda.device_count()
-
-
 def find_competition_dir(root: Path, slug: str) -> Path:
     direct = root / slug
     if (direct / "test.csv").exists():
@@ -170,11 +162,7 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_ov
         backbone = find_backbone(root, info.get("backbone", {}), artefacts)
         if backbone:
             cfg["backbone"] = backbone
-        cfg = apply_overrides(cfg, llm_overrides)
-        if _cuda_devices() == 0 and (cfg.get("model") or {}).get("dtype") in ("fp16", "bf16"):
-            log.warning("%s: no CUDA device, running the LLM in fp32 instead of %s", run, cfg["model"]["dtype"])
-            cfg["model"]["dtype"] = "fp32"
-            cfg["model"]["quant"] = None
+        cfg = apply_overrides(cfg, llm_overrides)  # e.g. infer.dtype=fp16 (the family uses fp32 on CPU)
     fam = family_module(cfg)
     per_fold = []
     for f in info["folds"]:

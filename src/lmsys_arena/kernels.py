@@ -6,7 +6,7 @@
     make push                                # kaggle datasets create/version + kaggle kernels push
 
     python -m lmsys_arena kernels --runs blend --budget-hours 8.5 --model-source gemma9b=google/gemma-2/transformers/gemma-2-9b-it/2
-    python -m lmsys_arena kernels --runs gemma9b --fallback xgb --llm-set infer.dtype=float16
+    python -m lmsys_arena kernels --runs gemma9b --fallback xgb --llm-set infer.quant=8bit
 
 A kernel is built from one run: a leaf run (GBDT or LLM) or a blend (``make ensemble``), whose member
 tree is resolved and stored in ``kernel_plan.json`` (members, weights, temperature, the folds each run
@@ -59,9 +59,9 @@ ENTRY_TEMPLATE = Path(__file__).with_name("kernel_entry.py")
 MACHINE_SHAPES = {"NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "NvidiaTeslaP100", "NvidiaL4", "NvidiaL4X1",
                   "NvidiaTeslaA100", "NvidiaH100", "NvidiaRtxPro6000", "TpuV38", "Tpu1VmV38", "TpuV5E8", "TpuV6E8"}
 DEFAULT_SHAPE = "NvidiaTeslaT4"
-# Kaggle's image has these (torch with its CUDA stack: GBs); the wheelhouse never ships them
-PROVIDED = {"torch", "triton", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "fsspec",
-            "typing-extensions", "setuptools", "pip", "wheel"}
+# Kaggle's image has these (torch with its CUDA stack: GBs); the wheelhouse never ships them. torch's small
+# pure-Python dependencies (filelock, sympy, ...) are shipped: transformers needs some of them too.
+PROVIDED = {"torch", "triton", "setuptools", "pip", "wheel"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")
 TRAIN_ONLY = {"optuna", "matplotlib", "datasets", "optuna-dashboard", "psycopg2-binary", "kaggle"}
 PINNED = ("xgboost", "lightgbm")  # model files: same version as training
@@ -121,8 +121,8 @@ class KernelOptions:
     user: str | None = None
     budget_hours: float = 8.5
     model_sources: dict[str, str] = field(default_factory=dict)  # run -> Kaggle model handle
-    # dotted config keys for every LLM run; T4s have no bf16: fp16 weights (8-bit: model.quant=8bit)
-    llm_overrides: dict = field(default_factory=lambda: {"model.dtype": "fp16"})
+    # dotted config keys for every LLM run; T4s have no bf16: fp16 compute (8-bit weights: infer.quant=8bit)
+    llm_overrides: dict = field(default_factory=lambda: {"infer.dtype": "fp16"})
     fallback: str | None = None  # a GBDT run for rows no member reached (default: the first GBDT leaf)
     private: bool = True
     machine_shape: str = DEFAULT_SHAPE
@@ -840,7 +840,7 @@ def cli(args: argparse.Namespace) -> None:
             raise ValueError("--name needs a single run; build one kernel per run, or `make ensemble` first")
         opts = KernelOptions(budget_hours=args.budget_hours, model_sources=_parse_pairs(args.model_source,
                                                                                          "--model-source"),
-                             llm_overrides={"model.dtype": "fp16", **parse_set_args(args.llm_set)},
+                             llm_overrides={"infer.dtype": "fp16", **parse_set_args(args.llm_set)},
                              fallback=args.fallback,
                              private=not args.public, machine_shape=args.machine_shape)
         for run in args.runs:
