@@ -336,6 +336,7 @@ class StudyJob:
     worker: int = 0
     workers: int = 1
     threads: int | None = None
+    gpus: list[str] = field(default_factory=list)  # visible GPUs; worker i gets gpus[i % len] alone
     log_level: str = "INFO"
 
     @property
@@ -427,6 +428,8 @@ def run_worker(job: StudyJob) -> None:
     if job.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(job.threads)
+    if job.workers > 1 and job.gpus:  # before anything imports torch: one GPU per local worker
+        os.environ["CUDA_VISIBLE_DEVICES"] = job.gpus[job.worker % len(job.gpus)]
     setup_logging(job.log_level)
     import optuna
 
@@ -434,7 +437,7 @@ def run_worker(job: StudyJob) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat API
     storage = open_storage(job.storage, job.settings)
     study = create_or_load(job, storage)
-    t0, done_here = time.time(), 0
+    t0, done_here, waiting = time.time(), 0, False
     while not deadline_passed():
         with _Releasable(claim_lock(storage, job.storage, job.study)) as lock:
             action = next_action(study, job.target)
@@ -448,8 +451,14 @@ def run_worker(job: StudyJob) -> None:
         if action == "stop":
             break
         if action == "wait":
+            if not waiting:
+                log.info("worker %d: target reached counting running trials; waiting for them (a dead worker's "
+                         "trial is retried here after %ss without heartbeat)", job.worker,
+                         job.settings.grace_period or 3 * job.settings.heartbeat_interval)
+            waiting = True
             time.sleep(min(5.0, job.settings.heartbeat_interval))
             continue
+        waiting = False
         _log_progress(study, job, done_here, time.time() - t0)
     log.info("worker %d: done, %d trials here in %.0fs", job.worker, done_here, time.time() - t0)
 
@@ -545,8 +554,11 @@ def tune(job: StudyJob) -> dict:
     """Create/resume the study, run ``job.workers`` local worker processes, return the summary."""
     parse_search_space(job.cfg)
     study = create_or_load(job)  # creates tables and the study once, before workers race for it
-    log.info("study %s (%s): target %d trials, %d workers on this machine, %s threads each; trial runs in %s/",
-             job.study, job.storage, job.target, job.workers, job.threads or "all", job.runs_dir)
+    log.info("study %s (%s): target %d trials, %d workers on this machine, %s threads%s each; trial runs in %s/",
+             job.study, job.storage, job.target, job.workers, job.threads or "all",
+             " and 1 GPU" if job.workers > 1 and job.gpus else "", job.runs_dir)
+    if job.workers > len(job.gpus) > 0:
+        log.warning("%d workers share %d GPUs: several trials per GPU", job.workers, len(job.gpus))
     if job.workers == 1:
         run_worker(job)
     else:
@@ -561,6 +573,20 @@ def tune(job: StudyJob) -> dict:
         if bad:
             raise RuntimeError(f"workers {bad} failed (see their log above); `make tune` again resumes the study")
     return summarize(study)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (CUDA_VISIBLE_DEVICES, else nvidia-smi), without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
 def _replace(job: StudyJob, **kw) -> StudyJob:
@@ -686,6 +712,7 @@ def cli(args, *, resolve_config, resolve_data) -> None:
                                          skip_bad=args.skip_bad),
                    study=study, storage=args.storage or default_storage(study), target=args.trials, seed=args.seed,
                    settings=settings, workers=args.workers, threads=threads,
+                   gpus=visible_gpus() if args.workers > 1 else [],
                    log_level=logging.getLevelName(logging.getLogger().level))
     print(format_summary(tune(job)))
     print(f"next: make best STUDY={study}")
