@@ -92,6 +92,8 @@ check: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 
+# Optuna: TRIALS = the study's total (COMPLETE+PRUNED), resumable; WORKERS local processes (1 core or GPU each);
+# STORAGE any SQLAlchemy URL (default sqlite:///studies/$(STUDY).db); then `make best`, `make train PARAMS=best`
 tune: $(STAMP)
 	$(PY) -m lmsys_arena tune $(DATA_ARGS) $(MODEL_ARGS) --study $(STUDY) --trials $(TRIALS) --seed $(SEED) \
 		--workers $(WORKERS) $(if $(STORAGE),--storage $(STORAGE))
