@@ -111,6 +111,8 @@ def train_runs(comp: Path, backbone: Path, max_len: int, train_rows: int, small:
     llm = load_config("tiny", {"backbone": str(backbone), "format.max_len": max_len, "model.dtype": "bf16",
                                "train.batch_size": 8, "train.micro_batch": 4 if not small else 8,
                                "model.grad_ckpt": not small, "infer.max_tokens": 32768, "infer.max_rows": 64})
+    for key in ("search_space", "tune"):  # tuning sections, not training settings
+        llm.pop(key, None)
     train_run(llm, Path("runs/llm"), RunSpec(data=str(comp), max_rows=2 * train_rows), only_folds=[0])
     log(f"LLM run (fold 0, {train_rows} rows, LoRA at the backbone's shape) trained in {time.time() - t0:.0f}s")
     write_json(Path("runs/blend/config.json"), {"family": "blend", "name": "blend", "members": ["gbdt", "llm"],
@@ -142,8 +144,8 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
     from kernel_projection import SHAPES, non_embedding_params
 
     cfg = read_json(Path("runs/llm/config.json"))
-    cfg.pop("run", None)
-    cfg.pop("config_hash", None)
+    for key in ("run", "config_hash", "search_space", "tune"):
+        cfg.pop(key, None)
     cfg["infer"]["dtype"] = "fp16"
     lc = LLMConfig.from_dict(cfg)
     device = torch.device("cuda", 0)

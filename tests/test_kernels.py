@@ -29,6 +29,8 @@ SUB_COLS = ["winner_model_a", "winner_model_b", "winner_tie"]
 
 def _train(name: str, model: str, overrides: dict, only_folds=None, rows: int = ROWS) -> None:
     cfg = load_config(model, overrides)
+    cfg.pop("search_space", None)  # tuning sections are not training settings
+    cfg.pop("tune", None)
     train_run(cfg, Path("runs") / name, RunSpec(data=str(SAMPLE), max_rows=rows), only_folds=only_folds)
     infer_run(Path("runs") / name)
 

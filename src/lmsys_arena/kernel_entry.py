@@ -156,8 +156,8 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_ov
 
     run_dir = artefacts / "runs" / run
     cfg = read_json(run_dir / "config.json")
-    cfg.pop("config_hash", None)
-    cfg.pop("run", None)
+    for key in ("config_hash", "run", "tune", "search_space"):  # bookkeeping and tuning sections: not predict's
+        cfg.pop(key, None)
     if cfg["family"] == "llm":
         backbone = find_backbone(root, info.get("backbone", {}), artefacts)
         if backbone:
