@@ -240,3 +240,19 @@ def test_makefile_passes_variables():
     assert "check --sub submissions/lgbm.csv --data input/x --skip-bad" in check
     default = subprocess.run(["make", "-n", "-C", str(ROOT), "infer"], capture_output=True, text=True, check=True).stdout
     assert "infer --run xgb" in default and "--data" not in default.split("infer --run xgb")[1].splitlines()[0]
+
+
+def test_atomic_write_keeps_old_file_on_error_and_normal_mode(tmp_path):
+    import os
+
+    from lmsys_arena.io import FILE_MODE, atomic_path, write_json
+
+    path = tmp_path / "out" / "m.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temp file left
+    assert os.stat(path).st_mode & 0o777 == FILE_MODE
