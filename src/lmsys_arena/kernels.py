@@ -3,6 +3,7 @@
     make kernels RUNS=blend [NAME=...]        # kernels/<name>/: kernel-metadata.json, <slug>.py, kernel_plan.json
     make kernel-datasets [WHEELS=minimal]    # kernels/datasets/<code>/ (wheels) and <name>-artefacts/ (models)
     make check-kernels                       # metadata, files, offline wheel install, simulated run on CPU
+                                             # (no kernels yet: a demo kernel, xgb + tiny, in a temp project)
     make push                                # kaggle datasets create/version + kaggle kernels push
 
     python -m lmsys_arena kernels --runs blend --budget-hours 8.5 --model-source gemma9b=google/gemma-2/transformers/gemma-2-9b-it/2
@@ -732,6 +733,40 @@ def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, da
     return results
 
 
+def demo_check(data: Path | None = None, rows: int = 400, wheels: str = "full") -> list[CheckResult]:
+    """No kernels built yet (e.g. a fresh clone): build and check a demo kernel in a temporary project —
+    xgb + the ``tiny`` LLM on ``rows`` rows of the bundled sample (2 folds), blended; the full wheelhouse."""
+    from lmsys_arena.config import load_config
+    from lmsys_arena.data import Competition
+    from lmsys_arena.ensemble import ensemble_runs
+    from lmsys_arena.folds import make_folds, write_folds
+    from lmsys_arena.runner import RunSpec, infer_run, train_run
+
+    data = Path(data or Path(__file__).resolve().parents[2] / "input" / "sample").resolve()
+    cache = Path(os.environ.get("LMSYS_WHEELHOUSE_CACHE", "cache/wheelhouse")).resolve()
+    old_cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="lmsys_kernel_demo_") as tmp:
+        os.chdir(tmp)
+        os.environ["LMSYS_WHEELHOUSE_CACHE"] = str(cache)
+        try:
+            log.info("no kernels in %s/: checking a demo kernel (xgb + tiny LLM, %d rows of %s) in %s",
+                     KERNELS_DIR, rows, data, tmp)
+            write_folds(make_folds(Competition(data).train(), k=2, seed=42), Path("folds") / f"{data.name}.csv")
+            members = [("xgb", {"num_boost_round": 30, "early_stopping_rounds": 10}), ("tiny", {})]
+            for name, over in members:
+                cfg = load_config(name, over)
+                for key in ("search_space", "tune"):
+                    cfg.pop(key, None)
+                train_run(cfg, Path("runs") / name, RunSpec(data=str(data), max_rows=rows))
+                infer_run(Path("runs") / name)
+            ensemble_runs([m for m, _ in members], "demo")
+            build_kernel("demo", opts=KernelOptions(user=PLACEHOLDER_USER))
+            build_datasets(["demo"], wheels=wheels)
+            return check_kernels(["demo"], data=data)
+        finally:
+            os.chdir(old_cwd)
+
+
 def format_results(results: list[CheckResult]) -> str:
     lines = []
     for r in results:
@@ -849,8 +884,11 @@ def cli(args: argparse.Namespace) -> None:
         for d in build_datasets(args.names or None, wheels=args.wheels):
             print(d)
     elif cmd == "check-kernels":
-        results = check_kernels(args.names or None, data=args.data, simulate=not args.no_sim,
-                                wheel_check=not args.no_wheel_check)
+        if not args.names and not list(KERNELS_DIR.glob("*/kernel-metadata.json")):
+            results = demo_check(args.data)
+        else:
+            results = check_kernels(args.names or None, data=args.data, simulate=not args.no_sim,
+                                    wheel_check=not args.no_wheel_check)
         print(format_results(results))
         if not all(r.ok for r in results):
             raise SystemExit(1)
