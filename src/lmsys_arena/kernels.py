@@ -327,19 +327,25 @@ def kernel_requirements() -> list[str]:
         if name in TRAIN_ONLY or name in PROVIDED or any(name == _req_name(x) for x in reqs):
             continue
         if name in PINNED:
-            r = f"{name}=={_local_version(name)}"
+            version = _local_version(name)
+            if version:
+                r = f"{name}=={version}"
+            else:
+                log.warning("%s is not installed here: the kernel requirement stays unpinned", name)
         reqs.append(r)
     return reqs
 
 
-def _local_version(name: str) -> str:
+def _local_version(name: str) -> str | None:
     for dist in (name, f"{name}-cpu"):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             pass
-    mod = __import__(name)
-    return mod.__version__
+    try:
+        return __import__(name).__version__
+    except ImportError:
+        return None
 
 
 def is_provided(name: str) -> bool:
