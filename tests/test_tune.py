@@ -208,7 +208,7 @@ def test_postgres_sigkilled_worker_is_failed_and_retried(project, sample_dir, wo
     model = project("pg", num_boost_round=120, early_stopping_rounds=1000,
                     search_space={"params.max_depth": {"type": "int", "low": 3, "high": 5}},
                     tune={"sampler": "random", "pruner": "none", "heartbeat_interval": 1, "grace_period": 3})
-    argv = [PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, study_name, 4, "--storage", url)]
+    argv = [PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, study_name, 3, "--storage", url)]
     url = tune.normalize_url(url)  # the CLI takes plain postgresql:// (psycopg2 underneath)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     logs = [open(workdir / f"worker{i}.log", "w") for i in range(2)]
@@ -239,7 +239,7 @@ def test_postgres_sigkilled_worker_is_failed_and_retried(project, sample_dir, wo
     assert survivor.returncode == 0, log[-3000:]
     study = optuna.load_study(study_name=study_name, storage=url)
     st = _states(study)
-    assert len(st[S.COMPLETE]) + len(st[S.PRUNED]) == 4 and not st[S.RUNNING] and not st[S.WAITING]
+    assert len(st[S.COMPLETE]) + len(st[S.PRUNED]) == 3 and not st[S.RUNNING] and not st[S.WAITING]
     assert [t.number for t in st[S.FAIL]] == [killed]  # heartbeat went stale -> FAIL
     retries = [t for t in st[S.COMPLETE] if t.system_attrs.get("failed_trial") == killed]
     assert len(retries) == 1 and retries[0].params == study.trials[killed].params

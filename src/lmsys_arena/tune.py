@@ -363,15 +363,16 @@ def create_or_load(job: StudyJob, storage=None):
     study = optuna.create_study(study_name=job.study, storage=storage, direction="minimize", load_if_exists=True,
                                 sampler=make_sampler(job.settings, _sampler_seed(job)),
                                 pruner=make_pruner(job.settings, _n_steps(job)))
-    old = study.user_attrs.get("objective_hash")
-    if old is None:
-        for k, v in ident.items():
-            study.set_user_attr(k, v)
-        if job.settings.enqueue_defaults and not study.get_trials(deepcopy=False):
-            defaults = default_params(parse_search_space(job.cfg), job.cfg)
-            study.enqueue_trial(defaults, user_attrs={"baseline": True})
-            log.info("study %s: trial 0 = the config's values %s (the untuned baseline)", job.study, defaults)
-    elif old != ident["objective_hash"]:
+    with claim_lock(storage, job.storage, job.study):  # workers on other machines may be creating it too
+        old = study.user_attrs.get("objective_hash")
+        if old is None:
+            for k, v in ident.items():
+                study.set_user_attr(k, v)
+            if job.settings.enqueue_defaults and not study.get_trials(deepcopy=False):
+                defaults = default_params(parse_search_space(job.cfg), job.cfg)
+                study.enqueue_trial(defaults, user_attrs={"baseline": True})
+                log.info("study %s: trial 0 = the config's values %s (the untuned baseline)", job.study, defaults)
+    if old is not None and old != ident["objective_hash"]:
         raise RuntimeError(f"study {job.study!r} in {job.storage} was made for another objective "
                            f"(model {study.user_attrs.get('model')!r}, data {study.user_attrs.get('data')!r}, "
                            f"folds {study.user_attrs.get('folds')}, max_rows {study.user_attrs.get('max_rows')}); "
@@ -468,13 +469,11 @@ def _log_progress(study, job: StudyJob, done_here: int, elapsed: float) -> None:
 
     c = _counts(study)
     n = c[S.COMPLETE] + c[S.PRUNED]
-    last = max(study.get_trials(deepcopy=False), key=lambda t: t.datetime_complete or t.datetime_start
-               or __import__("datetime").datetime.min)
-    rate = done_here / elapsed * job.workers if elapsed > 0 else 0.0
-    eta = (job.target - n) / rate if rate > 0 else math.nan
-    best = f"{study.best_value:.5f} (#{study.best_trial.number})" if c[S.COMPLETE] else "-"
-    log.info("study %s: %d/%d trials (%d pruned, %d failed), best %s, last #%d %s; ETA %.0fs",
-             job.study, n, job.target, c[S.PRUNED], c[S.FAIL], best, last.number, last.state.name, eta)
+    rate = done_here / elapsed * job.workers if elapsed > 0 else 0.0  # trials/s of this machine's workers
+    eta = f"{(job.target - n) / rate / 60:.0f} min" if rate > 0 else "?"
+    best = f"{study.best_value:.5f} (trial {study.best_trial.number})" if c[S.COMPLETE] else "-"
+    log.info("study %s: %d/%d trials (%d pruned, %d failed), best %s; ETA %s",
+             job.study, n, job.target, c[S.PRUNED], c[S.FAIL], best, eta)
 
 
 def run_trial(trial, job: StudyJob) -> float:
