@@ -249,7 +249,32 @@ def main() -> None:
     code_dir = find_one(root, PACKAGE_WHEEL_GLOB, "code").parent
     install(code_dir, simulate=os.environ.get("LMSYS_KERNEL_SIM") == "1")
     os.chdir(working)  # caches (features) land in the writable folder
-    run_plan(plan, plan_path.parent, root, working, deadline)
+    run_plan(plan, unpack_if_zipped(plan_path.parent, working), root, working, deadline)
+
+
+def unpack_if_zipped(artefacts: Path, working: Path) -> Path:
+    """Folders uploaded with ``--dir-mode zip`` are normally unpacked by Kaggle; if they arrive as
+    ``runs.zip`` / ``backbones.zip``, unpack them into the writable folder and read from there."""
+    import shutil
+    import zipfile
+
+    zips = [z for z in artefacts.glob("*.zip") if not (artefacts / z.stem).exists()]
+    if not zips:
+        return artefacts
+    dest = working / "_artefacts"
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in artefacts.iterdir():
+        if item.suffix == ".zip":
+            with zipfile.ZipFile(item) as zf:
+                zf.extractall(dest / item.stem if not _zip_has_top(zf, item.stem) else dest)
+        elif not (dest / item.name).exists():
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest / item.name)
+    log.info("unpacked %s into %s", [z.name for z in zips], dest)
+    return dest
+
+
+def _zip_has_top(zf, name: str) -> bool:
+    return all(n.startswith(name + "/") for n in zf.namelist())
 
 
 if __name__ == "__main__":
