@@ -131,3 +131,18 @@ def test_cache_invalidated_when_feature_spec_changes(sample_rows, tmp_path, monk
     F.build_features(rows, cache_dir=tmp_path, progress=False)
     assert any("20 computed (miss)" in r.getMessage() for r in caplog.records)
     assert len(list(tmp_path.iterdir())) == 2  # one folder per feature spec
+
+
+def test_bag_of_words_cache_and_alignment(sample_rows, tmp_path, caplog):
+    rows = sample_rows.iloc[:40].reset_index(drop=True)
+    caplog.set_level(logging.INFO, logger="lmsys_arena.features")
+    A, B = F.build_bow(rows, cache_dir=tmp_path, progress=False)
+    assert A.shape == (40, F.BOW_FEATURES) and B.shape == (40, F.BOW_FEATURES)
+    np.testing.assert_allclose(np.asarray(A.multiply(A).sum(axis=1)).ravel(), 1, rtol=1e-5)  # L2 rows
+    order = [39, 0, 17, 17]
+    A2, B2 = F.build_bow(rows.iloc[order].reset_index(drop=True), cache_dir=tmp_path, progress=False)
+    assert "4 from cache" in caplog.records[-1].getMessage()
+    assert abs(A2 - A[order]).sum() == 0 and abs(B2 - B[order]).sum() == 0
+    # swapping A/B swaps the matrices
+    As, Bs = F.build_bow(swap_ab(rows), cache_dir=tmp_path, progress=False)
+    assert abs(As - B).sum() == 0 and abs(Bs - A).sum() == 0

@@ -12,6 +12,8 @@ Config keys (``configs/xgb.yaml``, ``configs/lgbm.yaml``):
     early_stopping_rounds stop when the fold's validation log loss has not improved for this many rounds
     source_feature        add ``is_extra`` (1 on external rows, 0 on train/test rows) so the trees can
                           learn the external set's different class balance instead of shifting the priors
+    text_score            add ``diff_text_score``: a Naive-Bayes log-count-ratio score of hashed word
+                          1-2-grams of A minus B, fitted per fold (out-of-fold for the fold's train rows)
     threads               0 = all cores
     log_every             log the validation loss every N rounds (0 = off)
     params                passed to the backend as is (learning rate, depth, sampling, ...)
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.features import build_features, swap_features
+from lmsys_arena.features import build_bow, build_features, swap_features
 from lmsys_arena.io import read_json, write_json
 from lmsys_arena.runner import unswap_average
 
@@ -65,6 +67,8 @@ def swap_labels(y: np.ndarray) -> np.ndarray:
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
     fold_dir = Path(fold_dir)
     Xtr, Xva = features(cfg, train), features(cfg, valid)
+    if cfg.get("text_score", False):
+        Xtr["diff_text_score"], Xva["diff_text_score"] = _fit_text_score(cfg, train, valid, fold_dir, seed)
     ytr, yva = train["label"].to_numpy().astype(np.int32), valid["label"].to_numpy().astype(np.int32)
     if cfg.get("swap_augment", True):
         Xtr = pd.concat([Xtr, swap_features(Xtr)], ignore_index=True)
@@ -82,6 +86,8 @@ def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     fold_dir = Path(fold_dir)
     meta = read_json(fold_dir / "gbdt.json")
     X = features(cfg, df)
+    if cfg.get("text_score", False):
+        X["diff_text_score"] = _text_score(cfg, df, np.load(fold_dir / "text_score.npy"))
     if meta["features"] != list(X.columns):
         raise RuntimeError(f"{fold_dir} was trained on other features (features.py changed): retrain with FRESH=1")
     return _predict_logits(cfg, _load(meta["backend"], fold_dir), X)
@@ -93,6 +99,47 @@ def _predict_logits(cfg: dict, model, X: pd.DataFrame) -> np.ndarray:
         logit_sw = np.log(np.clip(_proba(model, swap_features(X)), 1e-15, 1))
         return unswap_average(logit, logit_sw)
     return logit
+
+
+# ------------------------------------------------------------------------------------------ text score
+
+
+def _nb_weights(A, B, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Log-count ratio of hashed word n-grams in winning vs losing responses (ties ignored)."""
+    import scipy.sparse as sp
+
+    win = sp.vstack([A[y == 0], B[y == 1]])
+    lose = sp.vstack([B[y == 0], A[y == 1]])
+    p = np.asarray(win.sum(axis=0)).ravel() + alpha
+    q = np.asarray(lose.sum(axis=0)).ravel() + alpha
+    return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
+
+
+def _text_score(cfg: dict, df: pd.DataFrame, w: np.ndarray) -> np.ndarray:
+    """(bow(A) - bow(B)) . w: antisymmetric, so the swapped row's score is exactly the negation."""
+    A, B = build_bow(df, use_cache=cfg.get("feature_cache", True))
+    return (A @ w - B @ w).astype(np.float32)
+
+
+def _fit_text_score(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int):
+    """Naive-Bayes text score as one stacked feature: out-of-fold on the fold's train rows (inner
+    prompt-grouped folds, so the trees never see a score fitted on the row itself), fitted on all
+    of them for the valid rows and later the test rows (weights saved as ``text_score.npy``)."""
+    from sklearn.model_selection import GroupKFold
+
+    from lmsys_arena.data import prompt_key
+
+    alpha = float(cfg.get("text_score_alpha", 1.0))
+    A, B = build_bow(train, use_cache=cfg.get("feature_cache", True))
+    y = train["label"].to_numpy()
+    oof = np.zeros(len(train), dtype=np.float32)
+    groups = pd.factorize(prompt_key(train))[0]
+    for fit_idx, pred_idx in GroupKFold(n_splits=int(cfg.get("text_score_folds", 5))).split(A, groups=groups):
+        w = _nb_weights(A[fit_idx], B[fit_idx], y[fit_idx], alpha)
+        oof[pred_idx] = A[pred_idx] @ w - B[pred_idx] @ w
+    w = _nb_weights(A, B, y, alpha)
+    np.save(fold_dir / "text_score.npy", w)
+    return oof, _text_score(cfg, valid, w)
 
 
 # ------------------------------------------------------------------------------------------ backends
