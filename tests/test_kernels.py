@@ -171,3 +171,18 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
     sim = pd.read_csv("sim_tiny_late/submission.csv", dtype={"id": str}).set_index("id")
     ref = pd.read_csv("submissions/xgb.csv", dtype={"id": str}).set_index("id")
     assert np.allclose(sim.loc[ref.index, SUB_COLS].to_numpy(), ref[SUB_COLS].to_numpy(), atol=1e-6)
+
+
+def test_entry_unpacks_zipped_artefact_folders(tmp_path):
+    from lmsys_arena.kernel_entry import unpack_if_zipped
+
+    art, src, work = tmp_path / "art", tmp_path / "src", tmp_path / "work"
+    (src / "runs" / "xgb" / "fold0").mkdir(parents=True)
+    (src / "runs" / "xgb" / "fold0" / "model.json").write_text("m")
+    art.mkdir()
+    (art / "kernel_plan.json").write_text("{}")
+    shutil.make_archive(str(art / "runs"), "zip", src, "runs")
+    assert unpack_if_zipped(src, work) == src  # nothing zipped: read in place
+    out = unpack_if_zipped(art, work)
+    assert (out / "runs" / "xgb" / "fold0" / "model.json").read_text() == "m"
+    assert (out / "kernel_plan.json").exists()
