@@ -2,6 +2,8 @@
 #   make folds train infer                    # xgb on input/lmsys-chatbot-arena, else the bundled input/sample
 #   make train MODEL=lgbm EXTRA=../shared/data/lmsys-arena-subset/extra_arena33k.csv
 #   make score RUN=xgb ; make check SUB=submissions/xgb.csv ; make test
+# Data/run variables: DATA EXTRA (train-only rows) MODEL RUN (default MODEL) FOLDS SEED SKIP_BAD=1 ONLY_FOLDS=0,1
+# FRESH=1 SET="key=value ..." PARAMS; README.md "Data, folds and scoring" has the table.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
