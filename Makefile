@@ -31,6 +31,7 @@ NAME ?=
 SET ?=
 # ensembles and kernels (README "Ensembles and Kaggle kernels")
 COMMON_ROWS ?=
+OOF_ONLY ?=
 SPACE ?=
 FALLBACK ?=
 BUDGET_H ?=
@@ -105,7 +106,7 @@ best: $(STAMP)
 
 ensemble: $(STAMP)
 	$(PY) -m lmsys_arena ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(COMMON_ROWS),--common-rows) \
-		$(if $(SPACE),--space $(SPACE))
+		$(if $(SPACE),--space $(SPACE)) $(if $(OOF_ONLY),--oof-only)
 
 kernels: $(STAMP)
 	$(PY) -m lmsys_arena kernels --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(FALLBACK),--fallback $(FALLBACK)) \

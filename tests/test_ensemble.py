@@ -165,3 +165,21 @@ def test_cli_prints_table_and_errors_cleanly(two_runs, capsys):
     with pytest.raises(SystemExit) as e:
         main(["ensemble", "--runs", "m1", "nope", "--name", "b2"])
     assert e.value.code != 0
+
+
+def test_oof_only_blend_from_fold_files(two_runs):
+    """An LLM run with fold 0 done and no test predictions yet: its fold0/valid.parquet is enough to fit."""
+    root, ids, y = two_runs
+    d = root / "runs" / "m2"
+    oof = pd.read_parquet(d / "oof.parquet")
+    (d / "fold0").mkdir()
+    oof[oof["fold"] == 0].to_parquet(d / "fold0" / "valid.parquet", index=False)
+    (d / "oof.parquet").unlink()
+    (d / "test.parquet").unlink()
+    m = ensemble_runs(["m1", "m2"], "b0", common_rows=True, oof_only=True, runs_root=root / "runs",
+                      submissions=root / "submissions")
+    assert m["rows"] == int((np.arange(N) % 3 == 0).sum()) and m["oof_logloss"] < m["best_member_logloss"]
+    run = root / "runs" / "b0"
+    assert (run / "oof.parquet").exists() and not (run / "test.parquet").exists()
+    assert json.loads((run / "config.json").read_text())["extra"]["oof_only"] is True
+    assert not (root / "submissions" / "b0.csv").exists()

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-temperature", action="store_true", help="do not fit a temperature")
     p.add_argument("--common-rows", action="store_true",
                    help="blend on the OOF rows all runs share (e.g. an LLM run trained on fold 0 only)")
+    p.add_argument("--oof-only", action="store_true",
+                   help="fit and score on OOF only (members without test.parquet yet); no submission")
 
     p = sub.add_parser("kernels", help="build kernels/<name>/ for the given runs (one kernel per run)")
     p.add_argument("--runs", nargs="+", required=True)

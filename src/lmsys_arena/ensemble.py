@@ -149,10 +149,19 @@ def member_logprobs(frame: pd.DataFrame) -> np.ndarray:
 
 def _read_run_frame(run_dir: Path, what: str) -> pd.DataFrame:
     path = run_dir / f"{what}.parquet"
+    folds = sorted(run_dir.glob("fold*/valid.parquet"))
+    if what == "oof" and not path.exists() and folds:  # finished folds of a run still in progress
+        log.info("%s: no oof.parquet, using %s", run_dir, ", ".join(str(f.parent.name) for f in folds))
+        path = run_dir / "_folds"
+        df = pd.concat([pd.read_parquet(f) for f in folds], ignore_index=True)
+        return _checked(df, path)
     if not path.exists():
         hint = f"make train RUN={run_dir.name}" if what == "oof" else f"make infer RUN={run_dir.name}"
         raise FileNotFoundError(f"{path} not found: run `{hint}` first")
-    df = pd.read_parquet(path)
+    return _checked(pd.read_parquet(path), path)
+
+
+def _checked(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     df["id"] = df["id"].astype(str)
     if df["id"].duplicated().any():
         raise ValueError(f"{path}: duplicate id {df['id'][df['id'].duplicated()].iloc[0]!r}")
@@ -226,9 +235,12 @@ def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:
 
 
 def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", temperature: bool = True,
-                  common_rows: bool = False, runs_root: str | Path = "runs",
+                  common_rows: bool = False, oof_only: bool = False, runs_root: str | Path = "runs",
                   submissions: str | Path = "submissions") -> dict:
-    """Fit the blend, write ``runs/<name>/`` and ``submissions/<name>.csv``; returns the metrics dict."""
+    """Fit the blend, write ``runs/<name>/`` and ``submissions/<name>.csv``; returns the metrics dict.
+
+    ``oof_only``: fit and score on OOF only (members without ``test.parquet`` yet); no test predictions and no
+    submission are written, the weights in ``config.json`` still serve ``make kernels``."""
     from lmsys_arena.runner import score_frame, write_submission
 
     runs_root = Path(runs_root)
@@ -237,7 +249,7 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
     if name in runs:
         raise ValueError(f"the blend name {name!r} is also a member; pick another --name")
     oofs = {r: _read_run_frame(runs_root / r, "oof") for r in runs}
-    tests = {r: _read_run_frame(runs_root / r, "test") for r in runs}
+    tests = {} if oof_only else {r: _read_run_frame(runs_root / r, "test") for r in runs}
     base = align_oof(oofs, common_rows=common_rows)
     y = base["label"].to_numpy()
     oof_lps = _stack(oofs, pd.Index(base["id"]))
@@ -255,16 +267,23 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
     metrics.update({"members": member_loss, "weights": dict(zip(runs, blend.weights)), "temperature": t,
                     "best_member_logloss": min(member_loss.values())})
 
-    test_ids = align_test(tests)
-    test = frame_from_logprobs(test_ids, combine(_stack(tests, test_ids), weights, t, space))
+    test = None
+    if not oof_only:
+        test_ids = align_test(tests)
+        test = frame_from_logprobs(test_ids, combine(_stack(tests, test_ids), weights, t, space))
 
     run_dir = runs_root / name
+    if oof_only and (run_dir / "test.parquet").exists():
+        (run_dir / "test.parquet").unlink()  # stale: it belonged to other weights
     cfg = {**asdict(blend), "extra": {"oof_rows": len(oof), "member_oof_rows": {r: len(f) for r, f in oofs.items()},
-                                      "test_rows": len(test)}}
+                                      "test_rows": None if test is None else len(test), "oof_only": oof_only}}
     write_json(run_dir / "config.json", cfg)
     write_parquet(run_dir / "oof.parquet", oof)
-    write_parquet(run_dir / "test.parquet", test)
     write_json(run_dir / "metrics.json", metrics)
+    if test is None:
+        log.warning("--oof-only: no test predictions and no submission for %s", name)
+        return metrics
+    write_parquet(run_dir / "test.parquet", test)
     data = _member_data_dir(runs_root / runs[0])
     if data is not None:
         from lmsys_arena.data import Competition
@@ -297,5 +316,6 @@ def format_table(name: str, metrics: dict) -> str:
 
 def cli(args: argparse.Namespace) -> None:
     metrics = ensemble_runs(args.runs, args.name, space=getattr(args, "space", "logprob"),
-                            temperature=not args.no_temperature, common_rows=getattr(args, "common_rows", False))
+                            temperature=not args.no_temperature, common_rows=getattr(args, "common_rows", False),
+                            oof_only=getattr(args, "oof_only", False))
     print(format_table(args.name, metrics))
