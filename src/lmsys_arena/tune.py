@@ -13,8 +13,8 @@ losses is reported and the pruner may stop the trial. Each trial is a run in
     search_space:                  # dotted config key: spec
       params.max_depth: {type: int, low: 3, high: 10}
       params.learning_rate: {type: float, low: 0.01, high: 0.2, log: true}
-      lora.r: {type: categorical, choices: [8, 16, 32, 64]}
-      lora.alpha: {type: categorical, choices: [1, 2], times: lora.r}   # sampled ratio x lora.r
+      model.lora.r: {type: categorical, choices: [8, 16, 32, 64]}
+      model.lora.alpha: {type: categorical, choices: [1, 2], times: model.lora.r}   # alpha = r or 2r
 
 ``TRIALS`` is the study's total: workers (``WORKERS`` here, or more ``make tune`` on other
 machines sharing one RDB storage) claim trials under a storage lock, so the study ends with
@@ -524,7 +524,6 @@ def _with_budget(spec, s: TuneSettings):
 
 def _adopt_failed_run(trial, job: StudyJob, run_dir: Path) -> str | None:
     """A retry of a dead worker's trial takes over its run folder (same params, so done folds resume)."""
-    from lmsys_arena.config import config_hash as _hash
     from lmsys_arena.runner import run_config
 
     frozen = trial.study._storage.get_trial(trial._trial_id)  # optuna 5's Trial has no public system_attrs
@@ -537,7 +536,7 @@ def _adopt_failed_run(trial, job: StudyJob, run_dir: Path) -> str | None:
         want = run_config(apply_overrides(model_config(job.cfg), trial.user_attrs.get("overrides", {})),
                           _with_budget(job.spec, job.settings))
         saved = read_json(cfg_file)
-        if saved.get("config_hash") != _hash(want):
+        if saved.get("config_hash") != config_hash(want):
             return None
         shutil.rmtree(run_dir, ignore_errors=True)
         os.replace(old, run_dir)
