@@ -150,6 +150,7 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_ov
     import numpy as np
 
     from lmsys_arena.config import apply_overrides
+    from lmsys_arena.deadline import deadline_passed
     from lmsys_arena.ensemble import fold_average_logprobs
     from lmsys_arena.io import read_json
     from lmsys_arena.runner import family_module
@@ -167,6 +168,10 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_ov
     per_fold = []
     for f in info["folds"]:
         t0 = time.time()
+        if cfg["family"] == "llm" and deadline_passed():  # do not even load the model for another fold
+            log.warning("%s fold %d: skipped, the time budget is used up", run, f)
+            per_fold.append(np.full((len(test), 3), np.nan))
+            continue
         logits = np.asarray(fam.predict(cfg, test, run_dir / f"fold{f}"), dtype=np.float64)
         done = np.isfinite(logits).all(axis=1)
         log.info("%s fold %d: %d/%d rows in %.1fs", run, f, int(done.sum()), len(test), time.time() - t0)
@@ -216,7 +221,7 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     missing = ~np.isfinite(logp).all(axis=1)
     report["rows_filled"] = int(missing.sum())
     filled_from = None
-    if missing.any() and plan.get("fallback") in preds:
+    if missing.any() and plan.get("fallback") in plan["runs"]:
         filled_from = plan["fallback"]
         fb = evaluate_tree(filled_from, plan["runs"], preds)
         logp[missing] = fb[missing]
