@@ -56,7 +56,8 @@ def features(cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
     """The cached text features, plus ``is_extra`` (1 for external train-only rows) if ``source_feature``."""
     X = build_features(df, use_cache=cfg.get("feature_cache", True))
     if cfg.get("source_feature", False):
-        X["is_extra"] = (df["source"].to_numpy() == "extra").astype(np.float32)
+        source = df["source"].to_numpy() if "source" in df.columns else np.full(len(df), "")
+        X["is_extra"] = (source == "extra").astype(np.float32)
     return X
 
 
