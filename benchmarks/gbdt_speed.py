@@ -10,7 +10,7 @@ the real one. Folds are the project's prompt-grouped folds, so all copies of a b
 (no copy leaks into its own validation fold).
 
 Measures, in one process, run 1 with an empty feature cache (the baseline) and run 2 with the
-cache warm: wall time of the feature stage and of features + 5-fold training, the ratio run2/run1,
+cache warm: wall time of the feature stage (features and, with text_score, bag of words) and of features + 5-fold training, the ratio run2/run1,
 peak RSS (getrusage) and the machine load. Bars: run 1 <= 180 s and <= 4 GB on 2 cores; the
 feature stage of run 2 >= 5x faster than run 1.
 """
@@ -31,7 +31,7 @@ import pandas as pd
 from lmsys_arena import gbdt
 from lmsys_arena.config import load_config, parse_set_args
 from lmsys_arena.data import load_battles, swap_ab
-from lmsys_arena.features import build_features
+from lmsys_arena.features import build_bow, build_features
 from lmsys_arena.folds import make_folds
 from lmsys_arena.metrics import log_loss, softmax
 
@@ -59,6 +59,8 @@ def one_run(cfg: dict, df: pd.DataFrame, fold: np.ndarray, cache: Path, work: Pa
     os.environ["LMSYS_CACHE"] = str(cache)
     t0 = time.perf_counter()
     build_features(df)  # the whole set once, as the first fold would
+    if cfg.get("text_score"):
+        build_bow(df)
     t_feat = time.perf_counter() - t0
     oof = np.zeros((len(df), 3))
     rounds = []
