@@ -216,7 +216,9 @@ def main(argv=None) -> None:
     backbone = make_backbone(work / "models" / ("gemma2-small-random" if args.small else "gemma2-2b-random"),
                              args.small)
     train_runs(comp, backbone, args.max_len, args.train_rows, args.small)
-    K.build_kernel("blend", "gpusim", K.KernelOptions(user="gpusim", fallback="gbdt"))
+    # the backbone as a Kaggle model source (the simulation links the local folder in; no 5 GB copy)
+    K.build_kernel("blend", "gpusim", K.KernelOptions(
+        user="gpusim", fallback="gbdt", model_sources={"llm": "gpusim/gemma-2/transformers/random-2b/1"}))
     K.build_datasets(["gpusim"], wheels="minimal")
 
     results = {"device": name, "gpus": n_gpu, "rows": args.rows, "max_len": args.max_len}
