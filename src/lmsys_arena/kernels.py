@@ -64,7 +64,7 @@ DEFAULT_SHAPE = "NvidiaTeslaT4"
 # pure-Python dependencies (filelock, sympy, ...) are shipped: transformers needs some of them too.
 PROVIDED = {"torch", "triton", "setuptools", "pip", "wheel"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")
-TRAIN_ONLY = {"optuna", "matplotlib", "datasets", "optuna-dashboard", "psycopg2-binary", "kaggle"}
+TRAIN_ONLY = {"optuna", "matplotlib", "datasets", "optuna-dashboard", "psycopg2-binary", "kaggle", "six"}  # not in kernels
 PINNED = ("xgboost", "lightgbm")  # model files: same version as training
 EXTRA_KERNEL_REQUIREMENTS = ["bitsandbytes"]  # 8-bit weights option on the T4s
 PY_VERSION, PY_ABI = "3.11", "cp311"
