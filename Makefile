@@ -41,12 +41,12 @@ WHEELS ?=
 SIM_DATA ?=
 SKIP_BAD ?=
 
-# CPU machines get torch's CPU build and xgboost-cpu: PyPI's plain torch and xgboost pull GBs of CUDA
-# wheels (nvidia-*). torch is installed first so nothing later re-resolves it.
+# torch==2.13.0 is installed first (on CPU machines the local CPU wheel; nothing later re-resolves it);
+# CPU machines get xgboost-cpu (plain xgboost pulls ~700 MB of CUDA wheels). A guard fails the install if
+# any nvidia-* wheel still arrives on a machine without CUDA.
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 XGBOOST_PKG ?= $(if $(HAS_CUDA),xgboost,xgboost-cpu)
 TORCH_VERSION ?= 2.13.0
-TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 BAD_ARGS := $(if $(SKIP_BAD),--skip-bad)
 DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA)) $(BAD_ARGS)
@@ -59,13 +59,7 @@ LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalo
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-ifeq ($(HAS_CUDA),1)
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-else
-	@# a local/mirrored CPU wheel first (no network to the torch index needed), else the torch CPU index
-	$(PY) -m pip install -q torch==$(TORCH_VERSION)+cpu 2>/dev/null \
-		|| $(PY) -m pip install -q torch==$(TORCH_VERSION)+cpu --extra-index-url $(TORCH_CPU_INDEX)
-endif
 	$(PY) -m pip install -q $(XGBOOST_PKG) -e '.[dev]'
 ifneq ($(HAS_CUDA),1)
 	@if $(PY) -m pip list 2>/dev/null | grep -i '^nvidia-'; then \
