@@ -19,6 +19,7 @@ def model():
     cfg = tiny_config(300, attn_logit_softcapping=None)
     cfg._attn_implementation = "eager"
     m = PreferenceModel(AutoModel.from_config(cfg), make_head(64, layers=2, hidden=32)).eval()
+    torch.nn.init.normal_(m.head[-1].weight)  # the last layer starts at zero; make the logits informative
     return m
 
 
@@ -57,3 +58,4 @@ def test_token_budget_batches_cover_rows_once_within_budget():
 def test_head_shapes():
     assert make_head(64, layers=1)(torch.zeros(2, 64)).shape == (2, 3)
     assert make_head(64, layers=3, hidden=16, dropout=0.1)(torch.zeros(2, 64)).shape == (2, 3)
+    assert make_head(64)(torch.randn(2, 64)).abs().max() == 0  # starts from uniform predictions

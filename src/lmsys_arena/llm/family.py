@@ -43,10 +43,6 @@ class LLMConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "LLMConfig":
-        known = {"family", "name", "backbone", "format", "model", "train", "infer", "tta", "run", "description"}
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown llm config key(s) {sorted(unknown)}; known: {sorted(known)}")
         if not cfg.get("backbone"):
             raise ValueError("llm config needs 'backbone' (HF folder, .gguf, pypi:<package> or tiny); "
                              "set it with BACKBONE=... / --set backbone=...")

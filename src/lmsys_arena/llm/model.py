@@ -44,7 +44,7 @@ class ModelConfig:
     grad_ckpt: bool = False
     lora: dict = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear",
                                                 "layers": None, "init": True})
-    head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0})
+    head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0, "norm": True})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -72,6 +72,7 @@ def atomic_dir(path: Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)
     try:
         yield tmp
         if path.exists():
@@ -195,15 +196,22 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def make_head(hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float = 0.0) -> nn.Sequential:
-    """``layers`` Linear layers (GELU + dropout between): 1 = a linear probe, 3 = a 3-layer MLP."""
+def make_head(hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float = 0.0,
+              norm: bool = True) -> nn.Sequential:
+    """Optional LayerNorm (decoder hidden states are large: Gemma-3's pooled norm is ~100), then
+    ``layers`` Linear layers (GELU + dropout between): 1 = a linear probe, 3 = a 3-layer MLP.
+    The last layer starts at zero, so training starts from uniform predictions (loss ln 3)."""
     width = hidden or hidden_size
-    mods: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
+    mods: list[nn.Module] = [nn.LayerNorm(hidden_size)] if norm else []
+    mods += [nn.Dropout(dropout)] if dropout else []
     d = hidden_size
     for _ in range(layers - 1):
         mods += [nn.Linear(d, width), nn.GELU()] + ([nn.Dropout(dropout)] if dropout else [])
         d = width
-    mods.append(nn.Linear(d, 3))
+    last = nn.Linear(d, 3)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    mods.append(last)
     return nn.Sequential(*mods)
 
 
