@@ -98,13 +98,19 @@ def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monk
 
     c = cfg(**{"train.swap": "both", "train.lr": 0.02, "train.head_lr": 0.02})
     train_run(c, "runs/sym", env, only_folds=[0])
+    # any weights must give exact symmetry: use a random head so p_a and p_b clearly differ
+    import torch
+
+    head = workdir / "runs/sym/fold0/head.pt"
+    g = torch.Generator().manual_seed(0)
+    torch.save({k: v + 0.2 * torch.randn(v.shape, generator=g) for k, v in torch.load(head).items()}, head)
     df = Competition(Path(env.data)).train().head(24)
     p = softmax(family.predict(c, df, workdir / "runs/sym/fold0"))
     q = softmax(family.predict(c, swap_ab(df), workdir / "runs/sym/fold0"))
     np.testing.assert_allclose(p[:, 0], q[:, 1], atol=1e-6)
     np.testing.assert_allclose(p[:, 1], q[:, 0], atol=1e-6)
     np.testing.assert_allclose(p[:, 2], q[:, 2], atol=1e-6)
-    assert np.abs(p[:, 0] - p[:, 1]).max() > 1e-4  # not trivially symmetric
+    assert np.abs(p[:, 0] - p[:, 1]).max() > 1e-3  # not trivially symmetric
     monkeypatch.setenv("LMSYS_DEADLINE", "1")  # long past
     assert np.isnan(family.predict(c, df, workdir / "runs/sym/fold0")).all()
 
@@ -114,5 +120,6 @@ def test_bad_config_is_a_clear_error():
 
     with pytest.raises(ValueError, match="unknown train option"):
         LLMConfig.from_dict(cfg(**{"train.lrr": 1}))
+    assert LLMConfig.from_dict(cfg(**{"train.lr": "4e-4"})).train.lr == 4e-4  # YAML 1.1 string
     with pytest.raises(ValueError, match="backbone"):
         LLMConfig.from_dict({**cfg(), "backbone": None})

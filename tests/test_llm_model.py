@@ -40,9 +40,11 @@ def test_logits_equal_under_left_and_right_padding_and_alone(model, attn):
         r = model(*collate(seqs, 0, "right"))
         l = model(*collate(seqs, 0, "left"))
         alone = torch.cat([model(*collate([s], 0)) for s in seqs])
+        causal_only = model(*collate(seqs, 0, "right"), right_padded=True)  # no padding mask at all
     assert torch.isfinite(r).all() and torch.isfinite(l).all()
     torch.testing.assert_close(r, l, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r, causal_only, atol=1e-5, rtol=1e-5)
 
 
 def test_token_budget_batches_cover_rows_once_within_budget():

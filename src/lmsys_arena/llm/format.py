@@ -57,7 +57,20 @@ class FormatConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown format option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return cls(**coerce_numbers(cls, d))
+
+
+def coerce_numbers(cls, d: dict) -> dict:
+    """YAML 1.1 reads ``4e-4`` as a string: convert values of float/int fields, naming bad ones."""
+    out = dict(d)
+    for name, f in cls.__dataclass_fields__.items():
+        kind = {"float": float, "int": int}.get(str(f.type))
+        if kind and isinstance(out.get(name), str):
+            try:
+                out[name] = kind(float(out[name]))
+            except ValueError:
+                raise ValueError(f"{cls.__name__}.{name} must be a number, got {out[name]!r}") from None
+    return out
 
 
 def template_pieces(tokenizer) -> tuple[str, str]:

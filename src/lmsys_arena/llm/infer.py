@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmsys_arena.llm.format import coerce_numbers
+
 from lmsys_arena.deadline import deadline_passed
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class InferConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown infer option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return cls(**coerce_numbers(cls, d))
 
 
 def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
@@ -101,7 +103,7 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
                 break
             ids, mask = collate([seqs[i] for i in idx], pad_id, device=device)
             with autocast(device, dtype):
-                logits = model(ids, mask)
+                logits = model(ids, mask, right_padded=True)
             out[idx] = logits.float().cpu().numpy()
             tokens += int(lengths[idx].sum())
             bar.update(len(idx))

@@ -222,9 +222,15 @@ class PreferenceModel(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids(attention_mask), use_cache=False)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool = False) -> torch.Tensor:
+        """``right_padded=True`` (what ``infer.collate`` makes): padding only at the ends, so causal
+        attention alone keeps it away from real tokens. The backbone then gets no padding mask and
+        sdpa can take its flash kernel (is_causal) instead of a masked one; the logits are the same."""
+        if right_padded:
+            out = self.backbone(input_ids=input_ids, use_cache=False)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                position_ids=position_ids(attention_mask), use_cache=False)
         pooled = last_token_pool(out.last_hidden_state, attention_mask)
         return self.head(pooled.float())
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmsys_arena.llm.format import coerce_numbers
 from lmsys_arena.llm.infer import autocast, collate
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown train option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return cls(**coerce_numbers(cls, d))
 
 
 # ---------------------------------------------------------------- batch plan
@@ -193,7 +194,7 @@ class Trainer:
         mine = batch[self.rank::self.world]
         n_global = len(batch) * (2 if cfg.swap == "both" else 1)
         micro = [m for m in np.array_split(mine, max(1, math.ceil(len(mine) / cfg.micro_batch))) if len(m)]
-        total_loss = 0.0
+        total_loss = torch.zeros((), device=self.device)
         for j, idx in enumerate(micro):
             seqs, y = self._examples(idx, fwd, rev, labels, flip)
             ids, mask = collate(seqs, self.pad_id, device=self.device)
@@ -202,10 +203,10 @@ class Trainer:
             ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
             with ctx:
                 with autocast(self.device, self.dtype):
-                    logits = self.ddp(ids, mask).float()
+                    logits = self.ddp(ids, mask, right_padded=True).float()
                     loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=cfg.label_smoothing)
                     if cfg.rdrop:
-                        logits2 = self.ddp(ids, mask).float()
+                        logits2 = self.ddp(ids, mask, right_padded=True).float()
                         loss = (loss + F.cross_entropy(logits2, target, reduction="sum",
                                                        label_smoothing=cfg.label_smoothing)) / 2
                         lp, lq = F.log_softmax(logits, -1), F.log_softmax(logits2, -1)
@@ -214,7 +215,7 @@ class Trainer:
                         loss = loss + cfg.rdrop * kl
                 scaled = loss * self.world / n_global
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            total_loss += loss.item()
+            total_loss += loss.detach()
         if self.scaler:
             self.scaler.unscale_(self.opt)
         if cfg.max_grad_norm:
@@ -229,7 +230,7 @@ class Trainer:
             with torch.no_grad():
                 for n, p in self.params.items():
                     self.ema[n].mul_(self.cfg.ema).add_(p.detach().float(), alpha=1 - self.cfg.ema)
-        return total_loss * self.world / n_global
+        return total_loss.item() * self.world / n_global  # one host sync per step
 
     def _examples(self, idx, fwd, rev, labels, flip):
         seqs, ys = [], []
