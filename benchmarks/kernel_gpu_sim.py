@@ -184,7 +184,7 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1000, help="test rows (x2 orders) the kernel scores")
+    ap.add_argument("--rows", type=int, default=600, help="test rows (x2 orders) the kernel scores")
     ap.add_argument("--train-rows", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=1536, help="format.max_len (gemma2-2b-it uses 1536)")
     ap.add_argument("--small", action="store_true", help="tiny shape (CPU dry run of this script)")
