@@ -56,7 +56,8 @@ def project(tmp_path_factory):
 @pytest.fixture
 def in_project(project, monkeypatch):
     monkeypatch.chdir(project)
-    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):  # never push from the tests
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(project / "no-kaggle-config"))
     return project
 
