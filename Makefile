@@ -52,7 +52,7 @@ BAD_ARGS := $(if $(SKIP_BAD),--skip-bad)
 DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA)) $(BAD_ARGS)
 MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
 	$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
-LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena,$(PY) -m lmsys_arena)
+LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena --,$(PY) -m lmsys_arena)
 
 .PHONY: setup folds train infer score check test tune best ensemble kernels kernel-datasets check-kernels push clean-venv
 
