@@ -123,3 +123,23 @@ def test_bad_config_is_a_clear_error():
     assert LLMConfig.from_dict(cfg(**{"train.lr": "4e-4"})).train.lr == 4e-4  # YAML 1.1 string
     with pytest.raises(ValueError, match="backbone"):
         LLMConfig.from_dict({**cfg(), "backbone": None})
+
+
+def test_ddp_two_processes_match_one(env, data, workdir):
+    """torchrun with 2 CPU processes (gloo) follows the 1-process trajectory: same OOF."""
+    import os
+    import subprocess
+    import sys
+
+    train_run(cfg(), "runs/one", env, only_folds=[0])
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={v}")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "lmsys_arena", "--", "train", "--data", env.data, "--model", "tiny", "--run", "two", "--only-folds", "0",
+           *sets]
+    env_vars = {**os.environ, "LMSYS_MODELS_DIR": data["models"], "OMP_NUM_THREADS": "1"}
+    # the CLI finds folds by data name: write them where it looks
+    (workdir / "folds").mkdir(exist_ok=True)
+    shutil.copy(env.folds_file, workdir / "folds" / "small.csv")
+    subprocess.run(cmd, check=True, env=env_vars, cwd=workdir, capture_output=True, timeout=300)
+    one, two = pd.read_parquet("runs/one/oof.parquet"), pd.read_parquet("runs/two/oof.parquet")
+    np.testing.assert_allclose(two[PROB_COLS].to_numpy(), one[PROB_COLS].to_numpy(), atol=1e-5)
