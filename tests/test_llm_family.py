@@ -143,3 +143,20 @@ def test_ddp_two_processes_match_one(env, data, workdir):
     subprocess.run(cmd, check=True, env=env_vars, cwd=workdir, capture_output=True, timeout=300)
     one, two = pd.read_parquet("runs/one/oof.parquet"), pd.read_parquet("runs/two/oof.parquet")
     np.testing.assert_allclose(two[PROB_COLS].to_numpy(), one[PROB_COLS].to_numpy(), atol=1e-5)
+
+
+def test_pissa_ema_rdrop_adapters_reload_to_the_same_logits(env, workdir):
+    """PiSSA changes the base weights during training; the saved adapter is converted to plain LoRA,
+    so the stock backbone + adapter reproduces the in-memory validation logits."""
+    from lmsys_arena.llm import family
+
+    c = cfg(**{"model.lora.init": "pissa", "model.lora.dropout": 0.1, "train.ema": 0.9, "train.rdrop": 0.5,
+               "train.lr": 0.01})
+    train_run(c, "runs/pissa", env, only_folds=[0])
+    oof = pd.read_parquet("runs/pissa/oof.parquet")
+    valid = Competition(Path(env.data)).train()
+    folds = pd.read_csv(env.folds_file, dtype={"id": str})
+    va = valid[valid["id"].isin(folds.loc[folds.fold == 0, "id"])].reset_index(drop=True)
+    again = softmax(family.predict(c, va, workdir / "runs/pissa/fold0"))
+    got = oof.set_index("id").loc[va["id"], PROB_COLS].to_numpy()
+    np.testing.assert_allclose(again, got, atol=1e-4)
