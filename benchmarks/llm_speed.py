@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +59,22 @@ def non_embedding_params(model) -> int:
     return sum(p.numel() for p in model.parameters()) - emb
 
 
+def nonembed_count(cfg) -> int:
+    """Non-embedding weights of the Gemma-2 shape (q,k,v,o + gate,up,down + 4 norms per layer + final norm)."""
+    h, i, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+    return L * (h * q + 2 * h * kv + q * h + 3 * h * i + 4 * h) + h
+
+
+def summary_line(res: dict, tag: str) -> str:
+    pi, tr, nv = res.get("project_infer", {}), res.get("lora_train", {}), res.get("naive_infer", {})
+    f = lambda d, k, fmt: format(d[k], fmt) if k in d else "-"  # noqa: E731
+    return (f"SUMMARY {tag or '-':<24} infer {f(pi, 'rows_s', '.1f')} rows/s mfu {f(pi, 'mfu', '.3f')} "
+            f"x{f(res, 'infer_speedup', '.2f')} naive {f(nv, 'rows_s', '.1f')} | train {f(tr, 'tokens_s', '.0f')} tok/s "
+            f"mfu {f(tr, 'mfu', '.3f')} mem {f(tr, 'max_mem_gib', '.1f')} GiB pad {tr.get('padded_tokens', 0) / max(tr.get('tokens', 1), 1):.2f}"
+            f" warm {f(pi, 'warmup_s', '.0f')}/{f(tr, 'warmup_s', '.0f')} s")
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -86,10 +106,12 @@ def bench_naive(cfg, seqs, device, dtype, max_len: int, batch: int) -> dict:
     return {"seconds": dt, "rows_s": len(seqs) / dt}
 
 
-def build_project_model(cfg, device, dtype, lora: bool):
+def build_project_model(cfg, device, dtype, lora: bool, a):
+    """The project's own model paths (model.for_training / compile_layers) on a random-init backbone."""
     from transformers import AutoModel
 
-    from lmsys_arena.llm.model import PreferenceModel, make_head
+    from lmsys_arena.llm.model import ModelConfig, PreferenceModel, compile_layers, for_training, lora_input_cast
+    from lmsys_arena.llm.model import make_head
 
     cfg = type(cfg)(**{**cfg.to_dict(), "attn_logit_softcapping": None})
     cfg._attn_implementation = "eager"  # Gemma-2 refuses sdpa at init; fine once soft-capping is off
@@ -97,57 +119,106 @@ def build_project_model(cfg, device, dtype, lora: bool):
     with device:
         backbone = AutoModel.from_config(cfg, dtype=dtype)
     backbone.config._attn_implementation = "sdpa"
-    if lora:
-        from peft import LoraConfig, get_peft_model
+    if not lora:
+        model = PreferenceModel(backbone, make_head(cfg.hidden_size).to(device))
+        if a.compile:
+            compile_layers(model)
+        return model
+    mcfg = ModelConfig(compile=a.compile, lora={"r": 16, "alpha": 32, "dropout": 0.0,
+                                                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"]})
+    model = for_training(backbone, mcfg, device)
+    if a.peft_cast:  # the old behaviour: peft's fp32 input cast before every LoRA matmul
+        lora_input_cast(model.backbone, True)
+    return model
 
-        backbone = get_peft_model(backbone, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                       "gate_proj"]))
-    return PreferenceModel(backbone, make_head(cfg.hidden_size).to(device))
+
+def profile_table(fn, device, rows: int = 18) -> str:
+    """Top CUDA kernels of one call of ``fn`` (after warm-up), by total device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return ""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70)
 
 
-def bench_project_infer(cfg, seqs, device, dtype, max_tokens: int) -> dict:
+def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
     from lmsys_arena.llm.infer import InferConfig, score_local
 
-    model = build_project_model(cfg, device, dtype, lora=False).eval()
-    icfg = InferConfig(max_tokens=max_tokens, max_rows=512)
-    score_local(model, seqs[:16], 0, icfg, device, dtype, progress=False)  # warm-up
+    model = build_project_model(cfg, device, dtype, lora=False, a=a).eval()
+    icfg = InferConfig(max_tokens=a.max_tokens, max_rows=a.max_rows)
+    t0 = time.time()
+    for k in (8, 24, 64):  # warm-up (and, with --compile, compile) on a few batch shapes
+        score_local(model, seqs[::len(seqs) // k][:k], 0, icfg, device, dtype, progress=False)
     sync(device)
+    warm = time.time() - t0
     t0 = time.time()
     score_local(model, seqs, 0, icfg, device, dtype, progress=False)
     sync(device)
     dt = time.time() - t0
+    if a.profile:
+        print(profile_table(lambda: score_local(model, seqs[:256], 0, icfg, device, dtype, progress=False), device))
     n = non_embedding_params(model.backbone)
     del model
-    return {"seconds": dt, "rows_s": len(seqs) / dt, "params_nonembed": n}
+    return {"seconds": dt, "rows_s": len(seqs) / dt, "params_nonembed": n, "warmup_s": warm}
 
 
-def bench_train(cfg, seqs, device, dtype, steps: int, batch: int, micro: int, tmp: Path) -> dict:
-    from lmsys_arena.llm.train import TrainConfig, Trainer
+def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
+    from lmsys_arena.llm.train import TrainConfig, Trainer, plan_epoch
 
-    model = build_project_model(cfg, device, dtype, lora=True)
+    model = build_project_model(cfg, device, dtype, lora=True, a=a)
     model.train()
     labels = np.random.default_rng(0).integers(0, 3, len(seqs))
-    tcfg = TrainConfig(epochs=1, batch_size=batch, micro_batch=micro, swap="none", checkpoint_every=10 ** 9,
-                       log_every=10 ** 9)
-    warm = 3
+    tcfg = TrainConfig(epochs=1, batch_size=a.train_batch, micro_batch=a.micro_batch, micro_tokens=a.micro_tokens,
+                       swap="none", checkpoint_every=10 ** 9, log_every=10 ** 9)
+    warm = a.warm_steps
     tr = Trainer(model, tcfg, device, dtype, 0, tmp, seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.time()
     tr.fit(seqs, seqs, labels, stop_after=warm)
     sync(device)
-    # the same rows the timed steps see: rebuild the plan and count their real tokens
-    from lmsys_arena.llm.train import plan_epoch
-
+    warm_s = time.time() - t0
+    # the next steps of the same plan on the warmed-up model; count their real tokens
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64)
-    plan = plan_epoch(lengths, batch, 0, 0, True)
-    tokens = int(sum(lengths[b].sum() for b in plan[warm:warm + steps]))
-    t0 = time.time()  # the next steps of the same plan on the warmed-up model
-    for b in plan[warm:warm + steps]:
-        tr._step(b, seqs, seqs, labels, np.zeros(len(seqs), dtype=bool))
+    plan = plan_epoch(lengths, a.train_batch, 0, 0, True)
+    timed = plan[warm:warm + a.train_steps]
+    tokens = int(sum(lengths[b].sum() for b in timed))
+    padded = int(sum(sum(len(m) * lengths[m].max() for m in tr._micro_batches(b, seqs)) for b in timed))
+    no_flip = np.zeros(len(seqs), dtype=bool)
+    t0 = time.time()
+    for b in timed:
+        tr._step(b, seqs, seqs, labels, no_flip)
     sync(device)
     dt = time.time() - t0
     mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+    if a.profile:
+        print(profile_table(lambda: tr._step(plan[-1], seqs, seqs, labels, no_flip), device))
     del model, tr
-    return {"seconds": dt, "steps": steps, "tokens": tokens, "tokens_s": tokens / dt, "max_mem_gib": mem}
+    return {"seconds": dt, "steps": len(timed), "tokens": tokens, "padded_tokens": padded, "tokens_s": tokens / dt,
+            "max_mem_gib": mem, "warmup_s": warm_s}
+
+
+def run_variants(variants: list[str], argv: list[str]) -> dict:
+    """``--variants "before:--peft-cast" "new:--compile"``: one subprocess each, then a summary table."""
+    i = argv.index("--variants")
+    common = argv[:i] + [x for x in argv[i + 1:] if x not in variants]
+    lines = {}
+    for v in variants:
+        name, _, flags = v.partition(":")
+        cmd = [sys.executable, __file__, *common, *shlex.split(flags), "--tag", name]
+        print("#", " ".join(cmd), flush=True)
+        t0 = time.time()
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = p.stdout
+        print(out[-6000:] if p.returncode else "\n".join(x for x in out.splitlines() if not x.startswith(" ")),
+              flush=True)
+        lines[name] = next((x for x in out.splitlines() if x.startswith("SUMMARY")),
+                           f"SUMMARY {name:<24} FAILED rc={p.returncode}") + f" ({time.time() - t0:.0f} s)"
+    print("\n".join(lines.values()), flush=True)
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -156,15 +227,32 @@ def main(argv=None) -> dict:
     ap.add_argument("--mean-len", type=float, default=720)
     ap.add_argument("--max-len", type=int, default=2048)
     ap.add_argument("--naive-batch", type=int, default=8)
+    ap.add_argument("--naive-rows", type=int, default=256, help="rows for the naive loop (always padded to max-len, "
+                    "so its rows/s does not depend on which rows)")
     ap.add_argument("--max-tokens", type=int, default=65536, help="project inference token budget per batch")
+    ap.add_argument("--max-rows", type=int, default=512, help="project inference rows per batch (at most)")
     ap.add_argument("--train-steps", type=int, default=20)
+    ap.add_argument("--warm-steps", type=int, default=3)
     ap.add_argument("--train-batch", type=int, default=16)
     ap.add_argument("--micro-batch", type=int, default=8)
+    ap.add_argument("--micro-tokens", type=int, default=0, help="train.micro_tokens (0: fixed micro-batch rows)")
+    ap.add_argument("--compile", action="store_true", help="model.compile: regional torch.compile of the layers")
+    ap.add_argument("--peft-cast", action="store_true", help="keep peft's fp32 cast of LoRA inputs (old behaviour)")
+    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one batch / step")
+    ap.add_argument("--tag", default="", help="label of this variant in the summary line")
     ap.add_argument("--peak", type=float, default=989.4e12)
     ap.add_argument("--small", action="store_true", help="tiny shape (CPU dry run)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: naive,infer,train")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--no-expandable", action="store_true",
+                    help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:False (the old allocator setting)")
+    ap.add_argument("--variants", nargs="+", metavar="NAME:FLAGS",
+                    help="run each variant in its own process (the other arguments shared) and print a table")
     a = ap.parse_args(argv)
+    if a.variants:
+        return run_variants(a.variants, [x for x in (argv if argv is not None else sys.argv[1:])])
+    if a.no_expandable:
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:False"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     cfg = gemma2_2b_config(a.small)
@@ -176,13 +264,13 @@ def main(argv=None) -> dict:
            "mean_len": float(lengths.mean()), "max_len": int(lengths.max()), "dtype": str(dtype)}
     print(json.dumps(res), flush=True)
     if "infer" not in skip:
-        res["project_infer"] = bench_project_infer(cfg, seqs, device, dtype, a.max_tokens)
+        res["project_infer"] = bench_project_infer(cfg, seqs, device, dtype, a)
         n = res["project_infer"]["params_nonembed"]
         flops = 2 * n * lengths.sum()
         res["project_infer"]["mfu"] = flops / res["project_infer"]["seconds"] / a.peak
         print("project inference", json.dumps(res["project_infer"]), flush=True)
     if "naive" not in skip:
-        res["naive_infer"] = bench_naive(cfg, seqs, device, dtype, max_len, a.naive_batch)
+        res["naive_infer"] = bench_naive(cfg, seqs[:a.naive_rows], device, dtype, max_len, a.naive_batch)
         print("naive inference", json.dumps(res["naive_infer"]), flush=True)
         if "project_infer" in res:
             res["infer_speedup"] = res["project_infer"]["rows_s"] / res["naive_infer"]["rows_s"]
@@ -192,16 +280,17 @@ def main(argv=None) -> dict:
         tlen = lognormal_lengths(a.train_batch * (a.train_steps + 3), min(a.mean_len, max_len / 3), max_len, seed=2)
         with tempfile.TemporaryDirectory() as tmp:
             res["lora_train"] = bench_train(cfg, make_seqs(tlen, cfg.vocab_size, 3), device,
-                                            torch.bfloat16 if device.type == "cuda" else torch.float32,
-                                            a.train_steps, a.train_batch, a.micro_batch, Path(tmp))
-        n = res.get("project_infer", {}).get("params_nonembed") or 0
-        if n:
-            res["lora_train"]["mfu"] = 4 * n * res["lora_train"]["tokens_s"] / a.peak
+                                            torch.bfloat16 if device.type == "cuda" else torch.float32, a, Path(tmp))
+        res["lora_train"]["mfu"] = 4 * nonembed_count(cfg) * res["lora_train"]["tokens_s"] / a.peak
         print("lora training", json.dumps(res["lora_train"]), flush=True)
+    res["args"] = vars(a)
     print(json.dumps(res, indent=2))
+    print(summary_line(res, a.tag))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+        out = Path(a.out)
+        out = out.with_name(f"{out.stem}-{a.tag}{out.suffix}") if a.tag else out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 

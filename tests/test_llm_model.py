@@ -61,3 +61,35 @@ def test_head_shapes():
     assert make_head(64, layers=1)(torch.zeros(2, 64)).shape == (2, 3)
     assert make_head(64, layers=3, hidden=16, dropout=0.1)(torch.zeros(2, 64)).shape == (2, 3)
     assert make_head(64)(torch.randn(2, 64)).abs().max() == 0  # starts from uniform predictions
+
+
+def test_micro_batches_token_budget_and_fixed_rows():
+    from lmsys_arena.llm.train import micro_batches
+
+    rows = np.array([10, 11, 12, 13, 14, 15, 16])
+    lengths = np.array([900, 100, 120, 2000, 50, 60, 400])
+    fixed = micro_batches(rows, lengths, micro_batch=3, micro_tokens=0)
+    assert [len(m) for m in fixed] == [3, 2, 2] and np.concatenate(fixed).tolist() == rows.tolist()
+    budget = micro_batches(rows, lengths, micro_batch=4, micro_tokens=1000)
+    assert sorted(np.concatenate(budget).tolist()) == rows.tolist()
+    for m in budget:
+        L = lengths[np.searchsorted(rows, m)]
+        assert len(m) <= 4 and (len(m) * L.max() <= 1000 or len(m) == 1)
+    assert budget[0].tolist() == [13]  # the 2000-token row alone, first
+
+
+def test_compiled_layers_give_the_same_logits(model):
+    import copy
+
+    from lmsys_arena.llm.model import compile_layers
+
+    model.backbone.config._attn_implementation = "sdpa"
+    compiled = copy.deepcopy(model)
+    assert compile_layers(compiled) == 2
+    rng = np.random.default_rng(1)
+    for sizes in ((7, 23, 15), (40, 9)):  # two shapes: the dynamic graph serves both
+        seqs = [rng.integers(10, 290, size=n).astype(np.int32) for n in sizes]
+        with torch.no_grad():
+            ref = model(*collate(seqs, 0, "right"), right_padded=True)
+            out = compiled(*collate(seqs, 0, "right"), right_padded=True)
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)

@@ -76,6 +76,8 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
     d = dict(lc.model.__dict__)
     if for_infer:
         d.update({k: v for k, v in (("dtype", lc.infer.dtype), ("quant", lc.infer.quant)) if v})
+        if lc.infer.compile is not None:
+            d["compile"] = lc.infer.compile
     if device.type == "cpu" and d["dtype"] != "fp32":
         log.info("CPU: running in fp32 instead of %s", d["dtype"])
         d["dtype"] = "fp32"

@@ -36,6 +36,7 @@ class InferConfig:
     workers: int = 0  # processes (one per GPU) when not under DDP; 0 = every visible GPU
     dtype: str | None = None  # override model.dtype for inference (fp16 on T4s)
     quant: str | None = None  # override model.quant for inference (4bit / 8bit weights)
+    compile: bool | None = None  # override model.compile for inference
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "InferConfig":
@@ -94,20 +95,28 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(seqs), desc=desc, unit="rows", disable=not progress, mininterval=5, smoothing=0.1)
-    t0, tokens = time.time(), 0
+    t0, tokens, pending = time.time(), 0, None
+
+    def collect():  # waits for the batch before the one just queued: the GPU never idles on the host
+        idx, logits = pending
+        out[idx] = logits.cpu().numpy()
+        bar.update(len(idx))
+        bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+
     try:
         for idx in token_budget_batches(lengths, icfg.max_tokens, icfg.max_rows):
             if deadline_passed():
-                log.warning("%s: deadline passed, %d of %d rows left as NaN", desc, int(np.isnan(out[:, 0]).sum()),
-                            len(seqs))
+                log.warning("%s: deadline passed, %d of %d rows left as NaN", desc,
+                            int(np.isnan(out[:, 0]).sum()) - (len(pending[0]) if pending else 0), len(seqs))
                 break
             ids, mask = collate([seqs[i] for i in idx], pad_id, device=device)
             with autocast(device, dtype):
-                logits = model(ids, mask, right_padded=True)
-            out[idx] = logits.float().cpu().numpy()
-            tokens += int(lengths[idx].sum())
-            bar.update(len(idx))
-            bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+                logits = model(ids, mask, right_padded=True).float()
+            if pending is not None:
+                collect()
+            pending, tokens = (idx, logits), tokens + int(lengths[idx].sum())
+        if pending is not None:
+            collect()
     finally:
         bar.close()
         model.train(was_training)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lmsys_arena.llm.format import coerce_numbers
-from lmsys_arena.llm.infer import autocast, collate
+from lmsys_arena.llm.infer import autocast, collate, token_budget_batches
 
 log = logging.getLogger(__name__)
 CKPT = "ckpt.pt"
@@ -36,7 +36,8 @@ CKPT = "ckpt.pt"
 class TrainConfig:
     epochs: float = 1.0
     batch_size: int = 16  # rows per optimizer step, all GPUs together
-    micro_batch: int = 4  # rows per forward pass on one GPU
+    micro_batch: int = 4  # rows per forward pass on one GPU (at most)
+    micro_tokens: int = 0  # padded tokens per forward pass (rows x longest, both orders with swap: both); 0 = off
     lr: float = 2e-4  # LoRA weights
     head_lr: float = 1e-3
     weight_decay: float = 0.0
@@ -87,6 +88,17 @@ def plan_epoch(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, grou
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def micro_batches(rows: np.ndarray, lengths: np.ndarray, micro_batch: int, micro_tokens: int) -> list[np.ndarray]:
+    """One rank's rows of a step (``lengths``: their padded cost per row), cut into forward passes:
+    ``micro_batch`` rows each, or with ``micro_tokens`` longest-first groups of at most
+    ``micro_batch`` rows within that padded-token budget (short rows share one pass, long rows get
+    small ones: little padding, steady GPU load). The loss is a sum over rows divided by the global
+    batch, so the cut does not change the gradient."""
+    if not micro_tokens:
+        return [m for m in np.array_split(rows, max(1, math.ceil(len(rows) / micro_batch))) if len(m)]
+    return [rows[b] for b in token_budget_batches(lengths, micro_tokens, micro_batch)]
+
+
 def swap_mask(n: int, seed: int, epoch: int, mode: str) -> np.ndarray:
     if mode != "random":
         return np.zeros(n, dtype=bool)
@@ -134,7 +146,8 @@ class Trainer:
         head = [p for n, p in self.params.items() if n.startswith("head.")]
         body = [p for n, p in self.params.items() if not n.startswith("head.")]
         self.opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
-                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                                     fused=device.type == "cuda" or None)  # one kernel for all tensors
         self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
         self.ddp = model
@@ -193,7 +206,7 @@ class Trainer:
         cfg = self.cfg
         mine = batch[self.rank::self.world]
         n_global = len(batch) * (2 if cfg.swap == "both" else 1)
-        micro = [m for m in np.array_split(mine, max(1, math.ceil(len(mine) / cfg.micro_batch))) if len(m)]
+        micro = self._micro_batches(mine, fwd)
         total_loss = torch.zeros((), device=self.device)
         for j, idx in enumerate(micro):
             seqs, y = self._examples(idx, fwd, rev, labels, flip)
@@ -231,6 +244,11 @@ class Trainer:
                 for n, p in self.params.items():
                     self.ema[n].mul_(self.cfg.ema).add_(p.detach().float(), alpha=1 - self.cfg.ema)
         return total_loss.item() * self.world / n_global  # one host sync per step
+
+    def _micro_batches(self, rows: np.ndarray, fwd) -> list[np.ndarray]:
+        k = 2 if self.cfg.swap == "both" else 1  # sequences per row
+        seq_len = np.fromiter((len(fwd[i]) * k for i in rows), dtype=np.int64, count=len(rows))
+        return micro_batches(rows, seq_len, self.cfg.micro_batch, self.cfg.micro_tokens)
 
     def _examples(self, idx, fwd, rev, labels, flip):
         seqs, ys = [], []
