@@ -2,6 +2,8 @@
 
     python benchmarks/llm_speed.py --out runs/llm_speed.json            # one GPU (H100: the reported numbers)
     python benchmarks/llm_speed.py --small --rows 64 --train-steps 3     # CPU dry run at a tiny shape
+    python benchmarks/llm_speed.py --variants "before:--peft-cast --no-expandable" "new:--compile --micro-tokens 32768"
+                                   # one process per variant, the other flags shared; a SUMMARY table at the end
 
 Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]). Measured in the same run:
 
@@ -9,7 +11,8 @@ Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]). Measured i
            attention), every batch padded to 2048, arrival order, batch 8;
 * project: lmsys_arena.llm inference path (PreferenceModel, sdpa, soft-capping off, length-sorted
            token-budget batches with dynamic padding);
-* LoRA training: lmsys_arena.llm.train.Trainer (r=16 on q,k,v,o,gate, bf16, length-grouped batches).
+* LoRA training: lmsys_arena.llm.model.for_training + lmsys_arena.llm.train.Trainer (r=16 on q,k,v,o,gate,
+           bf16, length-grouped batches, ``--micro-tokens`` budget); ``--compile`` = model.compile.
 
 MFU counts matrix-multiply FLOPs of the non-embedding weights N only (attention score FLOPs are
 reported separately, not counted): inference 2*N per real (non-pad) token; LoRA training with a

@@ -333,7 +333,13 @@ def compile_layers(model: nn.Module) -> int:
     layer kind, reused by all layers, dynamic batch/sequence sizes). Fuses Gemma's fp32 RMSNorms,
     residual adds, rotary embedding and GELU*up into a few kernels; matmuls and attention stay on
     cuBLAS / flash. Compiles on the first batches (tens of seconds), then runs at full speed."""
+    import torch._dynamo
+
     layers = decoder_layers(model)
+    cfg = torch._dynamo.config  # layer kinds x train/eval x a few shape specialisations; never fall back to eager
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), 64))
     for layer in layers:
         layer.compile(dynamic=True)
     log.info("torch.compile: %d decoder layers (%s), dynamic shapes", len(layers), type(layers[0]).__name__)

@@ -96,7 +96,13 @@ def micro_batches(rows: np.ndarray, lengths: np.ndarray, micro_batch: int, micro
     batch, so the cut does not change the gradient."""
     if not micro_tokens:
         return [m for m in np.array_split(rows, max(1, math.ceil(len(rows) / micro_batch))) if len(m)]
-    return [rows[b] for b in token_budget_batches(lengths, micro_tokens, micro_batch)]
+    order = np.argsort(-lengths, kind="stable")
+    n = len(token_budget_batches(lengths, micro_tokens, micro_batch))
+    while True:  # as few passes as greedy packing needs, of near-equal row counts (no 1-row tail pass,
+        parts = [p for p in np.array_split(order, n) if len(p)]  # which would also recompile a compiled model)
+        if all(len(p) == 1 or (len(p) <= micro_batch and len(p) * lengths[p].max() <= micro_tokens) for p in parts):
+            return [rows[p] for p in parts]
+        n += 1
 
 
 def swap_mask(n: int, seed: int, epoch: int, mode: str) -> np.ndarray:
