@@ -53,11 +53,16 @@ class FormatConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FormatConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown format option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**coerce_numbers(cls, d))
+        return cls(**section_options(cls, d, "format"))
+
+
+def section_options(cls, d: dict | None, section: str) -> dict:
+    """A config section's options for dataclass ``cls``: unknown keys refused (naming them), numbers coerced."""
+    d = dict(d or {})
+    unknown = set(d) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {section} option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+    return coerce_numbers(cls, d)
 
 
 def coerce_numbers(cls, d: dict) -> dict:

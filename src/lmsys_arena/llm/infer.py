@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmsys_arena.llm.format import coerce_numbers
+from lmsys_arena.llm.format import section_options
 
 from lmsys_arena.deadline import deadline_passed
 
@@ -40,11 +40,7 @@ class InferConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "InferConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown infer option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**coerce_numbers(cls, d))
+        return cls(**section_options(cls, d, "infer"))
 
 
 def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmsys_arena.llm.format import coerce_numbers
+from lmsys_arena.llm.format import section_options
 from lmsys_arena.llm.infer import autocast, collate, token_budget_batches
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrainConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown train option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**coerce_numbers(cls, d))
+        return cls(**section_options(cls, d, "train"))
 
 
 # ---------------------------------------------------------------- batch plan
