@@ -93,17 +93,22 @@ def test_resume_after_kill_gives_same_oof(env, workdir, monkeypatch):
     np.testing.assert_allclose(got[PROB_COLS].to_numpy(), ref[PROB_COLS].to_numpy(), atol=1e-6)
 
 
-def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monkeypatch):
+AUX = {"model.aux.features": ["lr_*", "diff_chars", "a_refusal*", "b_refusal*", "turns"], "model.aux.source_bias": True}
+
+
+@pytest.mark.parametrize("side", [{}, AUX], ids=["text", "text+aux"])
+def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monkeypatch, side):
     from lmsys_arena.llm import family
 
-    c = cfg(**{"train.swap": "both", "train.lr": 0.02, "train.head_lr": 0.02})
+    c = cfg(**{"train.swap": "both", "train.lr": 0.02, "train.head_lr": 0.02, **side})
     train_run(c, "runs/sym", env, only_folds=[0])
     # any weights must give exact symmetry: use a random head so p_a and p_b clearly differ
     import torch
 
     head = workdir / "runs/sym/fold0/head.pt"
     g = torch.Generator().manual_seed(0)
-    torch.save({k: v + 0.2 * torch.randn(v.shape, generator=g) for k, v in torch.load(head).items()}, head)
+    torch.save({k: v if k.endswith(("mean", "std")) else v + 0.2 * torch.randn(v.shape, generator=g)
+                for k, v in torch.load(head).items()}, head)
     df = Competition(Path(env.data)).train().head(24)
     p = softmax(family.predict(c, df, workdir / "runs/sym/fold0"))
     q = softmax(family.predict(c, swap_ab(df), workdir / "runs/sym/fold0"))
@@ -113,6 +118,45 @@ def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monk
     assert np.abs(p[:, 0] - p[:, 1]).max() > 1e-3  # not trivially symmetric
     monkeypatch.setenv("LMSYS_DEADLINE", "1")  # long past
     assert np.isnan(family.predict(c, df, workdir / "runs/sym/fold0")).all()
+
+
+@pytest.fixture
+def env_extra(env, workdir):
+    """The same rows plus 60 other sample rows as EXTRA (train-only), all relabelled tie."""
+    sample = pd.read_csv(Path(__file__).resolve().parents[1] / "input" / "sample" / "train.csv").iloc[200:260].copy()
+    sample[["winner_model_a", "winner_model_b", "winner_tie"]] = [0, 0, 1]
+    sample.to_csv(workdir / "extra.csv", index=False)
+    return RunSpec(data=env.data, folds_file=env.folds_file, seed=42, extra=str(workdir / "extra.csv"))
+
+
+def test_aux_head_features_and_source_bias_round_trip(env_extra, workdir):
+    """Side inputs: battle features + a bias for extra rows (which learns their ties); the stats and
+    weights are saved with the head, and reloading reproduces the OOF."""
+    import json
+
+    import torch
+
+    from lmsys_arena.llm import family
+
+    c = cfg(**AUX, **{"train.head_lr": 0.05})
+    train_run(c, "runs/aux", env_extra, only_folds=[0])
+    fold = workdir / "runs/aux/fold0"
+    meta = json.loads((fold / "llm_meta.json").read_text())
+    assert meta["aux_features"] == family.aux_feature_names(AUX["model.aux.features"]) and len(meta["aux_features"]) > 10
+    state = torch.load(fold / "head.pt")
+    bias = state["aux.source"]
+    assert bias[2] > bias[0] and bias[2] > bias[1]  # extra rows: all ties -> their offset favours tie
+    assert (state["aux.std"] > 0).all() and state["aux.mean"].shape == (len(meta["aux_features"]),)
+    oof = pd.read_parquet("runs/aux/oof.parquet")
+    train = Competition(Path(env_extra.data)).train()
+    folds = pd.read_csv(env_extra.folds_file, dtype={"id": str})
+    va = train[train["id"].isin(folds.loc[folds.fold == 0, "id"])].reset_index(drop=True)
+    again = softmax(family.predict(c, va, fold))
+    np.testing.assert_allclose(again, oof.set_index("id").loc[va["id"], PROB_COLS].to_numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="match no feature"):
+        family.aux_feature_names(["nope_*"])
+    with pytest.raises(ValueError, match="unknown model.aux option"):
+        family.LLMConfig.from_dict(cfg(**{"model.aux.hiden": 3}))
 
 
 def test_bad_config_is_a_clear_error():

@@ -93,3 +93,29 @@ def test_compiled_layers_give_the_same_logits(model):
             ref = model(*collate(seqs, 0, "right"), right_padded=True)
             out = compiled(*collate(seqs, 0, "right"), right_padded=True)
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_aux_source_bias_keeps_competition_priors():
+    """Extra rows all ties, competition rows A/B only, nothing else to tell them apart: with the
+    source bias the competition rows' tie probability goes to ~0 instead of the pooled ~50%."""
+    import torch.nn.functional as F
+
+    from lmsys_arena.llm.model import AuxHead
+
+    torch.manual_seed(0)
+    n = 400
+    extra = (torch.arange(n) % 2).float()
+    y = torch.where(extra.bool(), torch.full((n,), 2), torch.arange(n) % 4 // 2)  # tie / alternating A, B
+    feats = torch.randn(n, 4)
+    aux_rows = torch.cat([feats, extra[:, None]], 1)
+    for source_bias, want in ((True, (0.0, 0.05)), (False, (0.3, 0.7))):
+        aux, bias = AuxHead(4, hidden=8, source_bias=source_bias), torch.zeros(3, requires_grad=True)
+        aux.set_stats(aux_rows)
+        opt = torch.optim.Adam([*aux.parameters(), bias], lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            F.cross_entropy(aux(aux_rows) + bias, y).backward()
+            opt.step()
+        with torch.no_grad():
+            p_tie = torch.softmax(aux(aux_rows[extra == 0]) + bias, -1)[:, 2].mean().item()
+        assert want[0] <= p_tie <= want[1], (source_bias, p_tie)

@@ -25,7 +25,7 @@ import torch
 
 from lmsys_arena.llm.format import BattleEncoder, FormatConfig, lengths
 from lmsys_arena.llm.infer import InferConfig, combine_tta, score_ddp, score_local, score_multi_gpu
-from lmsys_arena.llm.model import DTYPES, ModelConfig, load_tokenizer, resolve_backbone
+from lmsys_arena.llm.model import DTYPES, ModelConfig, load_tokenizer, read_meta, resolve_backbone
 from lmsys_arena.llm.train import CKPT, TrainConfig, dist_info
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,56 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
     return ModelConfig(**d)
 
 
+# ---------------------------------------------------------------- side inputs (model.aux)
+
+def aux_feature_names(spec) -> list[str]:
+    """``model.aux.features``: null (none), ``all`` or a list of names / fnmatch patterns (``lr_*``)
+    of :func:`lmsys_arena.features.feature_names`, kept in that order."""
+    import fnmatch
+
+    from lmsys_arena.features import feature_names
+
+    if not spec:
+        return []
+    names = feature_names()
+    if spec == "all":
+        return names
+    pats = [spec] if isinstance(spec, str) else list(spec)
+    unmatched = [p for p in pats if not fnmatch.filter(names, p)]
+    if unmatched:
+        raise ValueError(f"model.aux.features: {unmatched} match no feature (see features.feature_names())")
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
+def aux_matrix(mcfg: ModelConfig, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Side-input rows of both orders ``(A|B, B|A)``, each ``(n, n_features + 1)`` float32:
+    ``sign(x) log1p(|x|)`` of the selected battle features, then ``is_extra``; None without an aux head.
+    The B|A rows come from :func:`features.swap_features`, so swap-TTA stays exactly symmetric."""
+    if not mcfg.uses_aux:
+        return None
+    names = aux_feature_names(mcfg.aux.get("features"))
+    extra = (df["source"].to_numpy() == "extra") if "source" in df.columns else np.zeros(len(df), dtype=bool)
+    if names:
+        from lmsys_arena.features import build_features, swap_features
+
+        X = build_features(df)
+        sides = [X[names], swap_features(X)[names]]
+    else:
+        sides = [pd.DataFrame(index=df.index)] * 2
+    out = []
+    for F in sides:
+        F = F.to_numpy(np.float64)
+        out.append(np.column_stack([np.sign(F) * np.log1p(np.abs(F)), extra]).astype(np.float32))
+    return out[0], out[1]
+
+
+def _stack(aux: tuple[np.ndarray, np.ndarray] | None, tta: bool) -> np.ndarray | None:
+    """Side inputs aligned with ``fwd + rev`` (or ``fwd`` alone without TTA)."""
+    if aux is None:
+        return None
+    return np.concatenate(aux) if tta else aux[0]
+
+
 def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
     t0 = time.time()
     out = enc.encode(df, both=both)
@@ -107,28 +157,34 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     tok = load_tokenizer(path)
     enc = BattleEncoder(tok, lc.format)
     mcfg = _model_cfg(lc, device, for_infer=False)
+    names = aux_feature_names(mcfg.aux.get("features"))
     if (fold_dir / DONE).exists():
         log.info("%s: adapter already trained, scoring the validation rows", fold_dir)
-        model = load_trained(path, mcfg, fold_dir, device)
+        model = load_trained(path, mcfg, fold_dir, device, len(names))
     else:
         fwd, rev = _encode(enc, train, f"{fold_dir.name} train")
-        model = build_model(path, mcfg, device, seed)
+        aux = aux_matrix(mcfg, train)
+        model = build_model(path, mcfg, device, seed, len(names))
+        if model.aux is not None:
+            model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
+            log.info("aux head: %d battle features%s", len(names),
+                     ", source bias for %d extra rows" % int(aux[0][:, -1].sum()) if mcfg.aux.get("source_bias") else "")
         log.info("model %s on %s (%s): %s", path, device, mcfg.dtype, describe(model))
         pissa_init = _save_pissa_init(model, mcfg, fold_dir, rank)
         _barrier(world)
         trainer = Trainer(model, lc.train, device, DTYPES[mcfg.dtype], tok.pad_token_id, fold_dir, seed)
         t0 = time.time()
-        trainer.fit(fwd, rev, train["label"].to_numpy())
+        trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux)
         log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
         if rank == 0:
             save_trained(model, fold_dir, pissa_init)
             write_meta(fold_dir, {"backbone": lc.backbone, "backbone_dir": str(path), "rows": len(train),
-                                  "train_seconds": round(time.time() - t0, 1), "seed": seed})
+                                  "train_seconds": round(time.time() - t0, 1), "seed": seed, "aux_features": names})
             (fold_dir / DONE).write_text("ok\n")
             (fold_dir / CKPT).unlink(missing_ok=True)
         _barrier(world)
     logits, raw = _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid",
-                         raw=True)
+                         raw=True, aux=aux_matrix(mcfg, valid))
     if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis
         np.savez(fold_dir / "valid_raw.npz", id=valid["id"].to_numpy().astype(str), **raw)
     return logits
@@ -147,13 +203,13 @@ def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Pat
     return path
 
 
-def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str, raw: bool = False):
+def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str, raw: bool = False, aux=None):
     fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
-    seqs = fwd + (rev or [])
+    seqs, side = fwd + (rev or []), _stack(aux, lc.tta)
     if world > 1:
-        logits = score_ddp(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc)
+        logits = score_ddp(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc, aux=side)
     else:
-        logits = score_local(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc)
+        logits = score_local(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc, aux=side)
     n = len(df)
     out = combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
     return (out, {"ab": logits[:n], "ba": logits[n:]}) if raw else out
@@ -163,7 +219,7 @@ def _load_for_worker(path: str, mcfg: dict, fold_dir: str, device: torch.device)
     from lmsys_arena.llm.model import load_trained
 
     m = ModelConfig(**mcfg)
-    model = load_trained(Path(path), m, Path(fold_dir), device)
+    model = load_trained(Path(path), m, Path(fold_dir), device, len(aux_feature_names(m.aux.get("features"))))
     return model, load_tokenizer(Path(path)).pad_token_id, DTYPES[m.dtype]
 
 
@@ -179,13 +235,19 @@ def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     n_gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     workers = min(lc.infer.workers or n_gpus, n_gpus)
     desc = f"{Path(fold_dir).name} predict"
+    names = aux_feature_names(mcfg.aux.get("features"))
+    trained_on = read_meta(Path(fold_dir)).get("aux_features", []) if (Path(fold_dir) / "llm_meta.json").exists() else names
+    if trained_on != names:
+        raise ValueError(f"{fold_dir} was trained on {len(trained_on)} aux features, this code builds {len(names)} "
+                         f"(features.FEATURE_VERSION changed?); retrain the run")
+    aux = aux_matrix(mcfg, df)
     if world == 1 and workers > 1:
         fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
         load_fn = functools.partial(_load_for_worker, str(path), dict(mcfg.__dict__), str(fold_dir))
-        logits = score_multi_gpu(load_fn, fwd + (rev or []), lc.infer, workers, desc=desc)
+        logits = score_multi_gpu(load_fn, fwd + (rev or []), lc.infer, workers, desc=desc, aux=_stack(aux, lc.tta))
         n = len(df)
         return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
     from lmsys_arena.llm.model import load_trained
 
-    model = load_trained(path, mcfg, Path(fold_dir), device)
-    return _score(model, enc, df, lc, device, DTYPES[mcfg.dtype], world, desc)
+    model = load_trained(path, mcfg, Path(fold_dir), device, len(names))
+    return _score(model, enc, df, lc, device, DTYPES[mcfg.dtype], world, desc, aux=aux)

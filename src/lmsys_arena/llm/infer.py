@@ -78,10 +78,17 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast("cpu", enabled=False)
 
 
+def aux_tensor(aux: np.ndarray | None, idx, device) -> torch.Tensor | None:
+    """The side-input rows ``idx`` of ``aux`` (see model.AuxHead) as a float32 tensor, or None."""
+    return None if aux is None else torch.from_numpy(np.ascontiguousarray(aux[idx], dtype=np.float32)).to(device)
+
+
 @torch.inference_mode()
 def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, device: torch.device,
-                dtype: torch.dtype, desc: str = "score", progress: bool = True) -> np.ndarray:
-    """Logits (n, 3) in float32 for ``seqs`` on one device; NaN rows where the deadline stopped us."""
+                dtype: torch.dtype, desc: str = "score", progress: bool = True,
+                aux: np.ndarray | None = None) -> np.ndarray:
+    """Logits (n, 3) in float32 for ``seqs`` on one device; NaN rows where the deadline stopped us.
+    ``aux``: side-input rows aligned with ``seqs`` for a model with an aux head."""
     from tqdm.auto import tqdm
 
     out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
@@ -107,7 +114,7 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
                 break
             ids, mask = collate([seqs[i] for i in idx], pad_id, device=device)
             with autocast(device, dtype):
-                logits = model(ids, mask, right_padded=True).float()
+                logits = model(ids, mask, right_padded=True, aux=aux_tensor(aux, idx, device)).float()
             if pending is not None:
                 collect()
             pending, tokens = (idx, logits), tokens + int(lengths[idx].sum())
@@ -144,7 +151,7 @@ def shard_indices(lengths: np.ndarray, n_shards: int) -> list[np.ndarray]:
     return [order[k::n_shards] for k in range(n_shards)]
 
 
-def score_ddp(model, seqs, pad_id, icfg, device, dtype, desc="score") -> np.ndarray:
+def score_ddp(model, seqs, pad_id, icfg, device, dtype, desc="score", aux: np.ndarray | None = None) -> np.ndarray:
     """Every rank scores its shard; shards are all-gathered so every rank returns all rows."""
     import torch.distributed as dist
 
@@ -152,7 +159,7 @@ def score_ddp(model, seqs, pad_id, icfg, device, dtype, desc="score") -> np.ndar
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     shards = shard_indices(lengths, world)
     mine = score_local(model, [seqs[i] for i in shards[rank]], pad_id, icfg, device, dtype, desc=desc,
-                       progress=rank == 0)
+                       progress=rank == 0, aux=None if aux is None else aux[shards[rank]])
     gathered = [None] * world
     dist.all_gather_object(gathered, mine)
     out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
@@ -167,11 +174,12 @@ def _worker(rank: int, load_fn, seqs_path: str, out_dir: str, icfg: InferConfig,
     data = torch.load(seqs_path, weights_only=False)
     model, pad_id, dtype = load_fn(device)
     logits = score_local(model, data["shards"][rank], pad_id, icfg, device, dtype, desc=f"{desc} gpu{rank}",
-                         progress=rank == 0)
+                         progress=rank == 0, aux=data["aux"][rank])
     np.save(Path(out_dir) / f"shard{rank}.npy", logits)
 
 
-def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: int, desc: str = "score") -> np.ndarray:
+def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: int, desc: str = "score",
+                    aux: np.ndarray | None = None) -> np.ndarray:
     """One spawned process per GPU; ``load_fn(device) -> (model, pad_id, dtype)`` must be picklable."""
     import torch.multiprocessing as mp
 
@@ -179,7 +187,8 @@ def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: 
     shards = shard_indices(lengths, n_gpus)
     with tempfile.TemporaryDirectory(prefix="lmsys_infer_") as tmp:
         seqs_path = os.path.join(tmp, "seqs.pt")
-        torch.save({"shards": [[seqs[i] for i in s] for s in shards]}, seqs_path)
+        torch.save({"shards": [[seqs[i] for i in s] for s in shards],
+                    "aux": [None if aux is None else aux[s] for s in shards]}, seqs_path)
         log.info("%s: %d rows on %d GPUs (one process each)", desc, len(seqs), n_gpus)
         mp.spawn(_worker, args=(load_fn, seqs_path, tmp, icfg, desc), nprocs=n_gpus, join=True)
         out = np.full((len(seqs), 3), np.nan, dtype=np.float32)

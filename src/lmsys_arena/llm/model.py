@@ -46,6 +46,8 @@ class ModelConfig:
     lora: dict = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear",
                                                 "layers": None, "init": True})
     head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0, "norm": True})
+    # side inputs added to the head's logits (AuxHead): hand-built battle features and/or a per-source bias
+    aux: dict = field(default_factory=lambda: {"features": None, "hidden": 64, "dropout": 0.0, "source_bias": False})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -60,9 +62,16 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         base = cls()
-        for k in ("lora", "head"):
+        for k in ("lora", "head", "aux"):
             d[k] = {**getattr(base, k), **(d.get(k) or {})}
+        unknown = set(d["aux"]) - set(base.aux)
+        if unknown:
+            raise ValueError(f"unknown model.aux option(s) {sorted(unknown)}; known: {sorted(base.aux)}")
         return cls(**d)
+
+    @property
+    def uses_aux(self) -> bool:
+        return bool(self.aux.get("features")) or bool(self.aux.get("source_bias"))
 
 
 # ---------------------------------------------------------------- backbones
@@ -216,14 +225,60 @@ def make_head(hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float
     return nn.Sequential(*mods)
 
 
-class PreferenceModel(nn.Module):
-    """Decoder backbone -> last real token -> MLP head -> 3 logits (A, B, tie); the head runs in fp32."""
+class AuxHead(nn.Module):
+    """Side inputs added to the text head's logits (a product of experts, in fp32).
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    Its input row is ``[battle features (n_features), is_extra]`` (``llm.family.aux_matrix``):
+
+    * features: ``sign(x) * log1p(|x|)`` of hand-built battle features (lengths, markdown, refusals,
+      ... from :mod:`lmsys_arena.features`), standardised with the fold's training statistics
+      (buffers, saved with the head), clipped to +-5, through a small MLP whose last layer starts
+      at zero. The text model cannot see how long a response truncated at ``max_len`` was; this can.
+    * ``source_bias``: a learned logit offset for external train-only rows (``EXTRA=``, other class
+      balance, e.g. 22% ties vs 3%), so they do not move the predicted priors of competition rows
+      (validation and test rows have ``is_extra = 0``).
+    """
+
+    def __init__(self, n_features: int, hidden: int = 64, dropout: float = 0.0, source_bias: bool = False):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.n_features = n_features
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.net = None
+        if n_features:
+            last = nn.Linear(hidden, 3)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(),
+                                     *([nn.Dropout(dropout)] if dropout else []), last)
+        self.source = nn.Parameter(torch.zeros(3)) if source_bias else None
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool = False) -> torch.Tensor:
+    def set_stats(self, rows: torch.Tensor) -> None:
+        """Standardisation from training rows ``(n, n_features + 1)`` (both A/B orders: symmetric)."""
+        x = rows[:, :self.n_features].double()
+        self.mean.copy_(x.mean(0).float())
+        self.std.copy_(x.std(0).clamp_min(1e-6).float() if len(x) > 1 else torch.ones(self.n_features))
+
+    def forward(self, aux: torch.Tensor) -> torch.Tensor:
+        aux = aux.float()
+        out = torch.zeros(aux.shape[0], 3, device=aux.device)
+        if self.net is not None:
+            out = out + self.net(((aux[:, :self.n_features] - self.mean) / self.std).clamp(-5, 5))
+        if self.source is not None:
+            out = out + aux[:, self.n_features:self.n_features + 1] * self.source
+        return out
+
+
+class PreferenceModel(nn.Module):
+    """Decoder backbone -> last real token -> MLP head -> 3 logits (A, B, tie), plus the optional
+    AuxHead's logits from side inputs; heads run in fp32."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, aux: AuxHead | None = None):
+        super().__init__()
+        self.backbone, self.head, self.aux = backbone, head, aux
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool = False,
+                aux: torch.Tensor | None = None) -> torch.Tensor:
         """``right_padded=True`` (what ``infer.collate`` makes): padding only at the ends, so causal
         attention alone keeps it away from real tokens. The backbone then gets no padding mask and
         sdpa can take its flash kernel (is_causal) instead of a masked one; the logits are the same."""
@@ -233,7 +288,12 @@ class PreferenceModel(nn.Module):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                 position_ids=position_ids(attention_mask), use_cache=False)
         pooled = last_token_pool(out.last_hidden_state, attention_mask)
-        return self.head(pooled.float())
+        logits = self.head(pooled.float())
+        if self.aux is not None:
+            if aux is None:
+                raise ValueError("this model has an aux head (model.aux): pass the aux rows")
+            logits = logits + self.aux(aux)
+        return logits
 
 
 def _load_kwargs(mcfg: ModelConfig, device: torch.device) -> dict:
@@ -284,13 +344,20 @@ def lora_config(lcfg: dict, inference: bool = False):
                       use_rslora=lcfg.get("rslora", False), bias="none", inference_mode=inference)
 
 
-def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
+def make_aux(mcfg: ModelConfig, n_features: int) -> AuxHead | None:
+    if not mcfg.uses_aux:
+        return None
+    a = mcfg.aux
+    return AuxHead(n_features, int(a.get("hidden") or 64), float(a.get("dropout") or 0.0), bool(a.get("source_bias")))
+
+
+def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int, n_features: int = 0) -> PreferenceModel:
     """Backbone with fresh LoRA adapters (trainable) and a fresh head, for training."""
     torch.manual_seed(seed)
-    return for_training(load_backbone(path, mcfg, device), mcfg, device)
+    return for_training(load_backbone(path, mcfg, device), mcfg, device, n_features)
 
 
-def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -> PreferenceModel:
+def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device, n_features: int = 0) -> PreferenceModel:
     """Loaded backbone -> (k-bit prep / gradient checkpointing) + LoRA + head (+ compiled layers)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -302,7 +369,8 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
     backbone = get_peft_model(backbone, lora_config(mcfg.lora))
     lora_input_cast(backbone, False)
     head = make_head(_hidden_size(backbone), **mcfg.head).to(device)
-    model = PreferenceModel(backbone, head)
+    aux = make_aux(mcfg, n_features)
+    model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
     if mcfg.compile:
         compile_layers(model)
     return model
@@ -359,11 +427,15 @@ def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None
     with atomic_dir(fold_dir / ADAPTER_DIR) as tmp:
         kw = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
         model.backbone.save_pretrained(tmp, **kw)
+    state = {k: v.detach().cpu() for k, v in model.head.state_dict().items()}
+    if model.aux is not None:
+        state.update({f"aux.{k}": v.detach().cpu() for k, v in model.aux.state_dict().items()})
     with atomic_path(fold_dir / HEAD_FILE) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, tmp)
+        torch.save(state, tmp)
 
 
-def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device) -> PreferenceModel:
+def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device,
+                 n_features: int = 0) -> PreferenceModel:
     """Backbone + the fold's adapter (merged when the weights are not quantised) + head, eval mode."""
     from peft import PeftModel
 
@@ -373,8 +445,13 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
         backbone = backbone.merge_and_unload()
     lora_input_cast(backbone, False)
     head = make_head(_hidden_size(backbone), **mcfg.head)
-    head.load_state_dict(torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True))
-    model = PreferenceModel(backbone, head.to(device))
+    state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
+    head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
+    aux = make_aux(mcfg, n_features)
+    if aux is not None:
+        aux.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("aux.")})
+        aux = aux.to(device)
+    model = PreferenceModel(backbone, head.to(device), aux)
     if mcfg.compile:
         compile_layers(model)
     return model.eval()

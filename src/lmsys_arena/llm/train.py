@@ -145,21 +145,26 @@ class Trainer:
         self.fold_dir, self.seed = Path(fold_dir), seed
         self.rank, self.world, _ = dist_info()
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        head = [p for n, p in self.params.items() if n.startswith("head.")]
-        body = [p for n, p in self.params.items() if not n.startswith("head.")]
+        heads = ("head.", "aux.")  # the text head and the side-input head: head_lr
+        head = [p for n, p in self.params.items() if n.startswith(heads)]
+        body = [p for n, p in self.params.items() if not n.startswith(heads)]
         self.opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
                                      weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                                      fused=device.type == "cuda" or None)  # one kernel for all tensors
         self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
+        self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
         self.ddp = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    def fit(self, fwd: list[np.ndarray], rev: list[np.ndarray], labels: np.ndarray, stop_after: int | None = None):
-        """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order)."""
+    def fit(self, fwd: list[np.ndarray], rev: list[np.ndarray], labels: np.ndarray, stop_after: int | None = None,
+            aux: tuple[np.ndarray, np.ndarray] | None = None):
+        """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order);
+        ``aux``: the side-input rows of both orders (model.AuxHead), or None."""
+        self.aux = aux
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -211,17 +216,18 @@ class Trainer:
         micro = self._micro_batches(mine, fwd)
         total_loss = torch.zeros((), device=self.device)
         for j, idx in enumerate(micro):
-            seqs, y = self._examples(idx, fwd, rev, labels, flip)
+            seqs, y, side = self._examples(idx, fwd, rev, labels, flip)
             ids, mask = collate(seqs, self.pad_id, device=self.device)
+            side = None if side is None else torch.from_numpy(side).to(self.device)
             target = torch.as_tensor(y, device=self.device)
             sync = j == len(micro) - 1 or self.world == 1
             ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
             with ctx:
                 with autocast(self.device, self.dtype):
-                    logits = self.ddp(ids, mask, right_padded=True).float()
+                    logits = self.ddp(ids, mask, right_padded=True, aux=side).float()
                     loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=cfg.label_smoothing)
                     if cfg.rdrop:
-                        logits2 = self.ddp(ids, mask, right_padded=True).float()
+                        logits2 = self.ddp(ids, mask, right_padded=True, aux=side).float()
                         loss = (loss + F.cross_entropy(logits2, target, reduction="sum",
                                                        label_smoothing=cfg.label_smoothing)) / 2
                         lp, lq = F.log_softmax(logits, -1), F.log_softmax(logits2, -1)
@@ -253,20 +259,29 @@ class Trainer:
         return micro_batches(rows, seq_len, self.cfg.micro_batch, self.cfg.micro_tokens)
 
     def _examples(self, idx, fwd, rev, labels, flip):
-        seqs, ys = [], []
+        """Sequences, labels and side-input rows (or None) of one micro-batch."""
+        seqs, ys, order = [], [], []  # order: 0 = A|B, 1 = B|A
         for i in idx:
             y = int(labels[i])
             ysw = {0: 1, 1: 0}.get(y, y)
             if self.cfg.swap == "both":
                 seqs += [fwd[i], rev[i]]
                 ys += [y, ysw]
+                order += [0, 1]
             elif flip[i]:
                 seqs.append(rev[i])
                 ys.append(ysw)
+                order.append(1)
             else:
                 seqs.append(fwd[i])
                 ys.append(y)
-        return seqs, ys
+                order.append(0)
+        if self.aux is None:
+            return seqs, ys, None
+        rows = np.repeat(np.asarray(idx), 2) if self.cfg.swap == "both" else np.asarray(idx)
+        side = np.where(np.asarray(order, dtype=bool)[:, None], self.aux[1][rows], self.aux[0][rows])
+        side = side.astype(np.float32)
+        return seqs, ys, side
 
     # ------------------------------------------------------------ checkpoints
 
