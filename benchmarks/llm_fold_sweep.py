@@ -1,0 +1,149 @@
+"""Train several LLM config variants on one fold at once (spread over the visible GPUs) and compare
+their validation log loss without and with swap-TTA, and their blends with a GBDT run's OOF.
+
+    python benchmarks/llm_fold_sweep.py --data DATA --extra EXTRA --model gemma3-270m --fold 0 \\
+        --gbdt runs/xgb/oof.parquet --per-gpu 2 \\
+        --variants "src:model.aux.source_bias=true" "aux:model.aux.source_bias=true model.aux.features=all"
+    python benchmarks/llm_fold_sweep.py ... --gpus 2 --variants "ddp:..."     # one variant on 2 GPUs (torchrun)
+    python benchmarks/llm_fold_sweep.py ... --gpus 2 --from-best runs/llm_fold_sweep.json --variants "ddp:"
+
+Each variant is ``name:KEY=VALUE KEY=VALUE ...`` (config overrides, as ``make train SET=...``) and
+becomes ``runs/<name>/`` through the normal CLI (``python -m lmsys_arena train --only-folds <fold>``),
+one process per variant, ``--per-gpu`` variants sharing a GPU (the 270M model leaves most of an H200
+idle); a variant's tokens/s is then its share of the GPU, not its speed alone. ``--gpus N`` runs each
+variant on N GPUs through torchrun instead, one after the other. The backbone is resolved (GGUF
+converted) once before the processes start. Prints, per variant: fold log loss with swap-TTA (the
+OOF) and without (the A|B logits in ``valid_raw.npz``), accuracy, train tokens/s (from the log) and
+wall time; with ``--gbdt``, the GBDT's loss on the same rows and the 50/50 blends (mean of
+probabilities, and of log-probabilities). Writes ``--out`` (JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lmsys_arena.metrics import accuracy, log_loss, softmax
+
+PROB = ["p_a", "p_b", "p_tie"]
+
+
+def launch(name: str, sets: list[str], a, gpus: str, log_path: Path) -> subprocess.Popen:
+    base = [sys.executable, "-m", "lmsys_arena"]
+    if a.gpus > 1:
+        base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.gpus),
+                "-m", "lmsys_arena", "--"]
+    cmd = base + ["train", "--data", a.data, "--model", a.model, "--run", name, "--only-folds", str(a.fold),
+                  "--seed", str(a.seed)] + (["--extra", a.extra] if a.extra else [])
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
+    print(f"[{name}] GPU {gpus}: {shlex.join(cmd)}", flush=True)
+    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def tokens_per_s(log_text: str) -> float | None:
+    """The last logged training throughput (all GPUs of the run together)."""
+    hits = re.findall(r"([\d.]+) tokens/s \(this GPU x (\d+)\)", log_text)
+    return float(hits[-1][0]) * int(hits[-1][1]) if hits else None
+
+
+def summarise(name: str, fold: int, gbdt: pd.DataFrame | None) -> dict:
+    run = Path("runs") / name
+    oof = pd.read_parquet(run / "oof.parquet")
+    y = oof["label"].to_numpy()
+    p = oof[PROB].to_numpy()
+    res = {"rows": len(oof), "logloss_tta": log_loss(y, p), "accuracy_tta": accuracy(y, p)}
+    raw_path = run / f"fold{fold}" / "valid_raw.npz"
+    if raw_path.exists():
+        raw = np.load(raw_path)
+        order = pd.Series(np.arange(len(raw["id"])), index=raw["id"]).loc[oof["id"].astype(str)].to_numpy()
+        res["logloss_no_tta"] = log_loss(y, softmax(raw["ab"][order].astype(np.float64)))
+    if gbdt is not None:
+        g = gbdt.set_index(gbdt["id"].astype(str)).loc[oof["id"].astype(str), PROB].to_numpy()
+        res["gbdt_logloss_same_rows"] = log_loss(y, g)
+        res["blend50_prob"] = log_loss(y, (p + g) / 2)
+        geo = np.exp((np.log(np.clip(p, 1e-15, 1)) + np.log(np.clip(g, 1e-15, 1))) / 2)
+        res["blend50_logprob"] = log_loss(y, geo / geo.sum(1, keepdims=True))
+    return res
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--extra", default=None)
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--gbdt", default=None, help="a GBDT run's oof.parquet to blend with")
+    ap.add_argument("--per-gpu", type=int, default=1, help="variants sharing one GPU")
+    ap.add_argument("--gpus", type=int, default=1, help="GPUs per variant (torchrun DDP when > 1)")
+    ap.add_argument("--variants", nargs="+", required=True, metavar="NAME:KEY=VALUE ...")
+    ap.add_argument("--from-best", default=None, metavar="SWEEP_JSON",
+                    help="prepend the overrides of the best variant (lowest TTA log loss) of an earlier sweep")
+    ap.add_argument("--out", default="runs/llm_fold_sweep.json")
+    a = ap.parse_args(argv)
+
+    from lmsys_arena.config import load_config, parse_set_args
+    from lmsys_arena.llm.model import resolve_backbone
+
+    variants = [(v.split(":", 1)[0], v.split(":", 1)[1].split() if ":" in v else []) for v in a.variants]
+    if a.from_best:
+        done = {k: r for k, r in json.loads(Path(a.from_best).read_text()).items() if "logloss_tta" in r}
+        best = min(done, key=lambda k: done[k]["logloss_tta"])
+        print(f"best of {a.from_best}: {best} ({done[best]['logloss_tta']:.5f}) {done[best]['sets']}")
+        variants = [(name, done[best]["sets"] + sets) for name, sets in variants]
+    for name, sets in variants:
+        cfg = load_config(a.model, parse_set_args(sets))
+        resolve_backbone(cfg["backbone"])  # convert a GGUF once, before the processes start
+    import torch
+
+    n_gpus = max(torch.cuda.device_count(), 1)
+    slots = n_gpus * a.per_gpu if a.gpus == 1 else 1
+    Path("runs").mkdir(exist_ok=True)
+    gbdt = pd.read_parquet(a.gbdt) if a.gbdt else None
+    pending, running, results = list(variants), {}, {}
+    t_start = time.time()
+    while pending or running:
+        while pending and len(running) < slots:
+            name, sets = pending.pop(0)
+            slot = len(results) + len(running)
+            gpus = ",".join(str(g) for g in range(a.gpus)) if a.gpus > 1 else str(slot % n_gpus)
+            log_path = Path("runs") / f"{name}.log"
+            running[name] = (launch(name, sets, a, gpus, log_path), time.time(), log_path, sets)
+        time.sleep(2)
+        for name, (proc, t0, log_path, sets) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            text = log_path.read_text(errors="replace")
+            res = {"sets": sets, "returncode": proc.returncode, "wall_s": round(time.time() - t0, 1),
+                   "train_tokens_s": tokens_per_s(text)}
+            if proc.returncode == 0:
+                res.update(summarise(name, a.fold, gbdt))
+            else:
+                res["log_tail"] = text[-3000:]
+            results[name] = res
+            print(f"[{name}] {json.dumps(res)}", flush=True)
+    print(f"all variants in {time.time() - t_start:.0f}s")
+    for name, r in results.items():
+        f = lambda k: f"{r[k]:.5f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
+        print(f"SUMMARY {name:<14} tta {f('logloss_tta')} no-tta {f('logloss_no_tta')} acc {f('accuracy_tta')} "
+              f"gbdt {f('gbdt_logloss_same_rows')} blend50 prob {f('blend50_prob')} logprob {f('blend50_logprob')} "
+              f"tok/s {r.get('train_tokens_s')} wall {r['wall_s']}s")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()
