@@ -280,7 +280,7 @@ def main(argv=None) -> dict:
     if "train" not in skip:
         import tempfile
 
-        tlen = lognormal_lengths(a.train_batch * (a.train_steps + 3), min(a.mean_len, max_len / 3), max_len, seed=2)
+        tlen = lognormal_lengths(a.train_batch * (a.train_steps + a.warm_steps + 1), min(a.mean_len, max_len / 3), max_len, seed=2)
         with tempfile.TemporaryDirectory() as tmp:
             res["lora_train"] = bench_train(cfg, make_seqs(tlen, cfg.vocab_size, 3), device,
                                             torch.bfloat16 if device.type == "cuda" else torch.float32, a, Path(tmp))
