@@ -51,10 +51,15 @@ def launch(name: str, sets: list[str], a, gpus: str, log_path: Path) -> subproce
     return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
 
 
-def tokens_per_s(log_text: str) -> float | None:
-    """The last logged training throughput (all GPUs of the run together)."""
-    hits = re.findall(r"([\d.]+) tokens/s \(this GPU x (\d+)\)", log_text)
-    return float(hits[-1][0]) * int(hits[-1][1]) if hits else None
+def tokens_per_s(log_text: str) -> dict:
+    """Training throughput, all GPUs of the run together: ``overall`` (the whole run, compilation
+    included) and ``steady`` (median of the per-log-interval rates after the first two intervals)."""
+    total = re.findall(r"([\d.]+) tokens/s \(this GPU x (\d+)\)", log_text)
+    recent = [float(x) for x in re.findall(r"([\d.]+) tokens/s all GPUs over the last", log_text)]
+    out = {"overall": float(total[-1][0]) * int(total[-1][1]) if total else None}
+    if recent:
+        out["steady"] = float(np.median(recent[2:] if len(recent) > 4 else recent))
+    return out
 
 
 def summarise(name: str, fold: int, gbdt: pd.DataFrame | None) -> dict:
@@ -126,22 +131,23 @@ def main(argv=None) -> dict:
                 continue
             del running[name]
             text = log_path.read_text(errors="replace")
+            m = re.search(r"trained in ([\d.]+)s", text)
             res = {"sets": sets, "returncode": proc.returncode, "wall_s": round(time.time() - t0, 1),
-                   "train_tokens_s": tokens_per_s(text)}
+                   "train_s": float(m.group(1)) if m else None, "train_tokens_s": tokens_per_s(text)}
             if proc.returncode == 0:
                 res.update(summarise(name, a.fold, gbdt))
             else:
                 res["log_tail"] = text[-3000:]
             results[name] = res
             print(f"[{name}] {json.dumps(res)}", flush=True)
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(results, indent=1))  # after every variant: a killed sweep keeps these
     print(f"all variants in {time.time() - t_start:.0f}s")
     for name, r in results.items():
         f = lambda k: f"{r[k]:.5f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
         print(f"SUMMARY {name:<14} tta {f('logloss_tta')} no-tta {f('logloss_no_tta')} acc {f('accuracy_tta')} "
               f"gbdt {f('gbdt_logloss_same_rows')} blend50 prob {f('blend50_prob')} logprob {f('blend50_logprob')} "
-              f"tok/s {r.get('train_tokens_s')} wall {r['wall_s']}s")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=1))
+              f"tok/s {r.get('train_tokens_s')} train {r.get('train_s')}s wall {r['wall_s']}s")
     return results
 
 

@@ -180,6 +180,7 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=self.rank != 0, mininterval=5)
         t0, rows, toks, loss_avg, plans = time.time(), 0, 0, None, {}
+        last = (t0, 0, step)  # time, tokens, step at the last log line: the recent (steady-state) rate
         while step < total:
             epoch, k = divmod(step, per_epoch)
             if epoch not in plans:
@@ -196,8 +197,12 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_avg:.4f}", rows_s=f"{rows / dt:.1f}", tok_s=f"{toks / dt:.0f}", refresh=False)
             if step % cfg.log_every == 0 or step == total:
-                log.info("step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)", step, total,
-                         loss_avg, sched.get_last_lr()[0], rows / dt, toks / dt / self.world, self.world)
+                now = time.time()
+                recent = (toks - last[1]) / max(now - last[0], 1e-9)
+                log.info("step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)  "
+                         "%.0f tokens/s all GPUs over the last %d steps", step, total, loss_avg, sched.get_last_lr()[0],
+                         rows / dt, toks / dt / self.world, self.world, recent, step - last[2])
+                last = (now, toks, step)
             if step % cfg.checkpoint_every == 0 and step < total:
                 self.save_checkpoint(step, sched)
             if stop_after is not None and step >= stop_after:
