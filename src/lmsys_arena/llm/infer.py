@@ -59,6 +59,16 @@ def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) ->
     return batches
 
 
+def to_device(a: np.ndarray, device) -> torch.Tensor:
+    """Host array -> tensor on ``device``. To a GPU through pinned memory without blocking: a plain
+    copy from pageable memory makes the host wait until the GPU has finished all queued work, so
+    the host could not prepare the next batch while the GPU computes."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device is None or torch.device(device).type != "cuda":
+        return t.to(device) if device is not None else t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=None):
     """Dynamic padding to the longest row: (input_ids, attention_mask) tensors."""
     n, T = len(seqs), max(len(s) for s in seqs)
@@ -69,7 +79,7 @@ def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=Non
             ids[r, :len(s)], mask[r, :len(s)] = s, 1
         else:
             ids[r, T - len(s):], mask[r, T - len(s):] = s, 1
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+    return to_device(ids, device), to_device(mask, device)
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -80,7 +90,7 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 def aux_tensor(aux: np.ndarray | None, idx, device) -> torch.Tensor | None:
     """The side-input rows ``idx`` of ``aux`` (see model.AuxHead) as a float32 tensor, or None."""
-    return None if aux is None else torch.from_numpy(np.ascontiguousarray(aux[idx], dtype=np.float32)).to(device)
+    return None if aux is None else to_device(np.asarray(aux[idx], dtype=np.float32), device)
 
 
 @torch.inference_mode()

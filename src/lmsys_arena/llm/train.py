@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lmsys_arena.llm.format import section_options
-from lmsys_arena.llm.infer import autocast, collate, token_budget_batches
+from lmsys_arena.llm.infer import autocast, collate, to_device, token_budget_batches
 
 log = logging.getLogger(__name__)
 CKPT = "ckpt.pt"
@@ -223,8 +223,8 @@ class Trainer:
         for j, idx in enumerate(micro):
             seqs, y, side = self._examples(idx, fwd, rev, labels, flip)
             ids, mask = collate(seqs, self.pad_id, device=self.device)
-            side = None if side is None else torch.from_numpy(side).to(self.device)
-            target = torch.as_tensor(y, device=self.device)
+            side = None if side is None else to_device(side, self.device)
+            target = to_device(np.asarray(y, dtype=np.int64), self.device)
             sync = j == len(micro) - 1 or self.world == 1
             ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
             with ctx:
