@@ -25,6 +25,7 @@ import torch
 
 from lmsys_arena.llm.format import BattleEncoder, FormatConfig, lengths
 from lmsys_arena.llm.infer import InferConfig, combine_tta, score_ddp, score_local, score_multi_gpu
+from lmsys_arena.llm.model import aux_feature_names  # noqa: F401 (part of this module's API: tests, configs)
 from lmsys_arena.llm.model import DTYPES, ModelConfig, load_tokenizer, read_meta, resolve_backbone
 from lmsys_arena.llm.train import CKPT, TrainConfig, dist_info
 
@@ -86,32 +87,13 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
 
 # ---------------------------------------------------------------- side inputs (model.aux)
 
-def aux_feature_names(spec) -> list[str]:
-    """``model.aux.features``: null (none), ``all`` or a list of names / fnmatch patterns (``lr_*``)
-    of :func:`lmsys_arena.features.feature_names`, kept in that order."""
-    import fnmatch
-
-    from lmsys_arena.features import feature_names
-
-    if not spec:
-        return []
-    names = feature_names()
-    if spec == "all":
-        return names
-    pats = [spec] if isinstance(spec, str) else list(spec)
-    unmatched = [p for p in pats if not fnmatch.filter(names, p)]
-    if unmatched:
-        raise ValueError(f"model.aux.features: {unmatched} match no feature (see features.feature_names())")
-    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
-
-
 def aux_matrix(mcfg: ModelConfig, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """Side-input rows of both orders ``(A|B, B|A)``, each ``(n, n_features + 1)`` float32:
     ``sign(x) log1p(|x|)`` of the selected battle features, then ``is_extra``; None without an aux head.
     The B|A rows come from :func:`features.swap_features`, so swap-TTA stays exactly symmetric."""
     if not mcfg.uses_aux:
         return None
-    names = aux_feature_names(mcfg.aux.get("features"))
+    names = mcfg.aux_features
     extra = (df["source"].to_numpy() == "extra") if "source" in df.columns else np.zeros(len(df), dtype=bool)
     if names:
         from lmsys_arena.features import build_features, swap_features
@@ -157,14 +139,14 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     tok = load_tokenizer(path)
     enc = BattleEncoder(tok, lc.format)
     mcfg = _model_cfg(lc, device, for_infer=False)
-    names = aux_feature_names(mcfg.aux.get("features"))
+    names = mcfg.aux_features
     if (fold_dir / DONE).exists():
         log.info("%s: adapter already trained, scoring the validation rows", fold_dir)
-        model = load_trained(path, mcfg, fold_dir, device, len(names))
+        model = load_trained(path, mcfg, fold_dir, device)
     else:
         fwd, rev = _encode(enc, train, f"{fold_dir.name} train")
         aux = aux_matrix(mcfg, train)
-        model = build_model(path, mcfg, device, seed, len(names))
+        model = build_model(path, mcfg, device, seed)
         if model.aux is not None:
             model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
             log.info("aux head: %d battle features%s", len(names),
@@ -219,7 +201,7 @@ def _load_for_worker(path: str, mcfg: dict, fold_dir: str, device: torch.device)
     from lmsys_arena.llm.model import load_trained
 
     m = ModelConfig(**mcfg)
-    model = load_trained(Path(path), m, Path(fold_dir), device, len(aux_feature_names(m.aux.get("features"))))
+    model = load_trained(Path(path), m, Path(fold_dir), device)
     return model, load_tokenizer(Path(path)).pad_token_id, DTYPES[m.dtype]
 
 
@@ -235,7 +217,7 @@ def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     n_gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     workers = min(lc.infer.workers or n_gpus, n_gpus)
     desc = f"{Path(fold_dir).name} predict"
-    names = aux_feature_names(mcfg.aux.get("features"))
+    names = mcfg.aux_features
     trained_on = read_meta(Path(fold_dir)).get("aux_features", []) if (Path(fold_dir) / "llm_meta.json").exists() else names
     if trained_on != names:
         raise ValueError(f"{fold_dir} was trained on {len(trained_on)} aux features, this code builds {len(names)} "
@@ -249,5 +231,5 @@ def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
         return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
     from lmsys_arena.llm.model import load_trained
 
-    model = load_trained(path, mcfg, Path(fold_dir), device, len(names))
+    model = load_trained(path, mcfg, Path(fold_dir), device)
     return _score(model, enc, df, lc, device, DTYPES[mcfg.dtype], world, desc, aux=aux)

@@ -73,6 +73,31 @@ class ModelConfig:
     def uses_aux(self) -> bool:
         return bool(self.aux.get("features")) or bool(self.aux.get("source_bias"))
 
+    @property
+    def aux_features(self) -> list[str]:
+        """The battle-feature columns the aux head reads (``aux.features`` resolved)."""
+        return aux_feature_names(self.aux.get("features"))
+
+
+def aux_feature_names(spec) -> list[str]:
+    """``model.aux.features``: null (none), ``all`` or a list of names / fnmatch patterns (``lr_*``)
+    of :func:`lmsys_arena.features.feature_names`, kept in that order."""
+    import fnmatch
+
+    from lmsys_arena.features import feature_names
+
+    if not spec:
+        return []
+    names = feature_names()
+    if spec == "all":
+        return names
+    pats = [spec] if isinstance(spec, str) else list(spec)
+    unmatched = [p for p in pats if not fnmatch.filter(names, p)]
+    if unmatched:
+        raise ValueError(f"model.aux.features: {unmatched} match no feature (see features.feature_names())")
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
 
 # ---------------------------------------------------------------- backbones
 
@@ -344,20 +369,21 @@ def lora_config(lcfg: dict, inference: bool = False):
                       use_rslora=lcfg.get("rslora", False), bias="none", inference_mode=inference)
 
 
-def make_aux(mcfg: ModelConfig, n_features: int) -> AuxHead | None:
+def make_aux(mcfg: ModelConfig) -> AuxHead | None:
     if not mcfg.uses_aux:
         return None
     a = mcfg.aux
-    return AuxHead(n_features, int(a.get("hidden") or 64), float(a.get("dropout") or 0.0), bool(a.get("source_bias")))
+    return AuxHead(len(mcfg.aux_features), int(a.get("hidden") or 64), float(a.get("dropout") or 0.0),
+                   bool(a.get("source_bias")))
 
 
-def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int, n_features: int = 0) -> PreferenceModel:
+def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
     """Backbone with fresh LoRA adapters (trainable) and a fresh head, for training."""
     torch.manual_seed(seed)
-    return for_training(load_backbone(path, mcfg, device), mcfg, device, n_features)
+    return for_training(load_backbone(path, mcfg, device), mcfg, device)
 
 
-def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device, n_features: int = 0) -> PreferenceModel:
+def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -> PreferenceModel:
     """Loaded backbone -> (k-bit prep / gradient checkpointing) + LoRA + head (+ compiled layers)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -369,7 +395,7 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device, n
     backbone = get_peft_model(backbone, lora_config(mcfg.lora))
     lora_input_cast(backbone, False)
     head = make_head(_hidden_size(backbone), **mcfg.head).to(device)
-    aux = make_aux(mcfg, n_features)
+    aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
     if mcfg.compile:
         compile_layers(model)
@@ -434,8 +460,7 @@ def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None
         torch.save(state, tmp)
 
 
-def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device,
-                 n_features: int = 0) -> PreferenceModel:
+def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device) -> PreferenceModel:
     """Backbone + the fold's adapter (merged when the weights are not quantised) + head, eval mode."""
     from peft import PeftModel
 
@@ -447,7 +472,7 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
     head = make_head(_hidden_size(backbone), **mcfg.head)
     state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
-    aux = make_aux(mcfg, n_features)
+    aux = make_aux(mcfg)
     if aux is not None:
         aux.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("aux.")})
         aux = aux.to(device)
