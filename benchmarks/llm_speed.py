@@ -1,5 +1,8 @@
 """LLM inference and LoRA-training speed at Gemma-2-2B shape (random weights, built in code).
 
+    torchrun --nproc-per-node 2 benchmarks/llm_speed.py --shape gemma3-270m --skip naive,infer --compile
+                                   # LoRA training with DDP (tokens/s of all GPUs together; MFU per GPU)
+
     python benchmarks/llm_speed.py --out runs/llm_speed.json            # one GPU (H100: the reported numbers)
     python benchmarks/llm_speed.py --small --rows 64 --train-steps 3     # CPU dry run at a tiny shape
     python benchmarks/llm_speed.py --variants "before:--peft-cast --no-expandable" "new:--compile --micro-tokens 32768"
@@ -33,6 +36,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def gemma3_270m_config(small: bool):
+    """Gemma 3 270M's text shape (the gemma3-270m config's backbone): 18 layers, hidden 640, 5 of 6 layers
+    with 512-token sliding windows."""
+    from transformers import Gemma3TextConfig
+
+    if small:
+        return Gemma3TextConfig(vocab_size=1024, hidden_size=64, intermediate_size=256, num_hidden_layers=6,
+                                num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=64,
+                                pad_token_id=0)
+    return Gemma3TextConfig(vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
+                            sliding_window=512, pad_token_id=0)
+
+
+SHAPES = {"gemma2-2b": lambda small: gemma2_2b_config(small), "gemma3-270m": lambda small: gemma3_270m_config(small)}
+# LoRA as in each shape's project config: gemma2-2b-it r=16 on q,k,v,o,gate; gemma3-270m r=32 on all linear layers
+LORA = {"gemma2-2b": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                               "gate_proj"]},
+        "gemma3-270m": {"r": 32, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}}
 
 
 def gemma2_2b_config(small: bool):
@@ -116,7 +140,8 @@ def build_project_model(cfg, device, dtype, lora: bool, a):
     from lmsys_arena.llm.model import ModelConfig, PreferenceModel, compile_layers, for_training, lora_input_cast
     from lmsys_arena.llm.model import make_head
 
-    cfg = type(cfg)(**{**cfg.to_dict(), "attn_logit_softcapping": None})
+    if hasattr(cfg, "attn_logit_softcapping"):
+        cfg = type(cfg)(**{**cfg.to_dict(), "attn_logit_softcapping": None})
     cfg._attn_implementation = "eager"  # Gemma-2 refuses sdpa at init; fine once soft-capping is off
     torch.manual_seed(0)
     with device:
@@ -127,12 +152,25 @@ def build_project_model(cfg, device, dtype, lora: bool, a):
         if a.compile:
             compile_layers(model)
         return model
-    mcfg = ModelConfig(compile=a.compile, lora={"r": 16, "alpha": 32, "dropout": 0.0,
-                                                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"]})
+    mcfg = ModelConfig(compile="cudagraphs" if a.cudagraphs else a.compile, lora=LORA[a.shape])
     model = for_training(backbone, mcfg, device)
     if a.peft_cast:  # the old behaviour: peft's fp32 input cast before every LoRA matmul
         lora_input_cast(model.backbone, True)
     return model
+
+
+def gpu_busy(fn, device) -> dict:
+    """Wall time of ``fn`` and the summed GPU kernel time inside it (one stream: kernels do not overlap),
+    to tell a launch-bound (host-bound) step from a GPU-bound one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.time()
+        fn()
+        sync(device)
+        wall = time.time() - t0
+    kern = sum(e.device_time for e in prof.events() if e.device_type.name == "CUDA") / 1e6
+    return {"wall_s": wall, "gpu_kernel_s": kern, "busy": kern / wall}
 
 
 def profile_table(fn, device, rows: int = 18) -> str:
@@ -175,7 +213,7 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     model.train()
     labels = np.random.default_rng(0).integers(0, 3, len(seqs))
     tcfg = TrainConfig(epochs=1, batch_size=a.train_batch, micro_batch=a.micro_batch, micro_tokens=a.micro_tokens,
-                       swap="none", checkpoint_every=10 ** 9, log_every=10 ** 9)
+                       swap="none", checkpoint_every=10 ** 9, log_every=10 ** 9, pad_multiple=a.pad_multiple)
     warm = a.warm_steps
     tr = Trainer(model, tcfg, device, dtype, 0, tmp, seed=0)
     if device.type == "cuda":
@@ -189,7 +227,8 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     plan = plan_epoch(lengths, a.train_batch, 0, 0, True)
     timed = plan[warm:warm + a.train_steps]
     tokens = int(sum(lengths[b].sum() for b in timed))
-    padded = int(sum(sum(len(m) * lengths[m].max() for m in tr._micro_batches(b, seqs)) for b in timed))
+    k = max(a.pad_multiple, 1)
+    padded = int(sum(sum(len(m) * -(-lengths[m].max() // k) * k for m in tr._micro_batches(b, seqs)) for b in timed))
     no_flip = np.zeros(len(seqs), dtype=bool)
     t0 = time.time()
     for b in timed:
@@ -197,11 +236,14 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     sync(device)
     dt = time.time() - t0
     mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+    busy = gpu_busy(lambda: [tr._step(b, seqs, seqs, labels, no_flip) for b in timed[:5]], device) \
+        if device.type == "cuda" else {}
     if a.profile:
         print(profile_table(lambda: tr._step(plan[-1], seqs, seqs, labels, no_flip), device))
     del model, tr
     return {"seconds": dt, "steps": len(timed), "tokens": tokens, "padded_tokens": padded, "tokens_s": tokens / dt,
-            "max_mem_gib": mem, "warmup_s": warm_s}
+            "max_mem_gib": mem, "warmup_s": warm_s, "world": int(os.environ.get("WORLD_SIZE", "1")),
+            "gpu_busy": busy.get("busy"), "step_ms": 1e3 * dt / max(len(timed), 1)}
 
 
 def run_variants(variants: list[str], argv: list[str]) -> dict:
@@ -240,6 +282,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--micro-tokens", type=int, default=0, help="train.micro_tokens (0: fixed micro-batch rows)")
     ap.add_argument("--compile", action="store_true", help="model.compile: regional torch.compile of the layers")
+    ap.add_argument("--cudagraphs", action="store_true", help="model.compile: cudagraphs (training only)")
+    ap.add_argument("--pad-multiple", type=int, default=1, help="train.pad_multiple")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="gemma2-2b",
+                    help="backbone shape (random weights); LoRA as in that model's config")
     ap.add_argument("--peft-cast", action="store_true", help="keep peft's fp32 cast of LoRA inputs (old behaviour)")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one batch / step")
     ap.add_argument("--tag", default="", help="label of this variant in the summary line")
@@ -256,11 +302,17 @@ def main(argv=None) -> dict:
         return run_variants(a.variants, [x for x in (argv if argv is not None else sys.argv[1:])])
     if a.no_expandable:
         os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:False"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))  # under torchrun: training with DDP, one GPU per process
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if int(os.environ.get("RANK", "0")):
+        sys.stdout = open(os.devnull, "w")  # rank 0 reports
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    cfg = gemma2_2b_config(a.small)
+    cfg = SHAPES[a.shape](a.small)
     max_len = min(a.max_len, 256) if a.small else a.max_len
-    lengths = lognormal_lengths(a.rows, min(a.mean_len, max_len / 3), max_len)
+    mean_len = min(a.mean_len, max_len / 3) if a.small else a.mean_len
+    lengths = lognormal_lengths(a.rows, mean_len, max_len)
     seqs = make_seqs(lengths, cfg.vocab_size)
     skip = set(filter(None, a.skip.split(",")))
     res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "rows": a.rows,
@@ -280,11 +332,11 @@ def main(argv=None) -> dict:
     if "train" not in skip:
         import tempfile
 
-        tlen = lognormal_lengths(a.train_batch * (a.train_steps + a.warm_steps + 1), min(a.mean_len, max_len / 3), max_len, seed=2)
+        tlen = lognormal_lengths(a.train_batch * (a.train_steps + a.warm_steps + 1), mean_len, max_len, seed=2)
         with tempfile.TemporaryDirectory() as tmp:
             res["lora_train"] = bench_train(cfg, make_seqs(tlen, cfg.vocab_size, 3), device,
                                             torch.bfloat16 if device.type == "cuda" else torch.float32, a, Path(tmp))
-        res["lora_train"]["mfu"] = 4 * nonembed_count(cfg) * res["lora_train"]["tokens_s"] / a.peak
+        res["lora_train"]["mfu"] = 4 * nonembed_count(cfg) * res["lora_train"]["tokens_s"] / a.peak / res["lora_train"]["world"]
         print("lora training", json.dumps(res["lora_train"]), flush=True)
     res["args"] = vars(a)
     print(json.dumps(res, indent=2))

@@ -79,6 +79,8 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
         d.update({k: v for k, v in (("dtype", lc.infer.dtype), ("quant", lc.infer.quant)) if v})
         if lc.infer.compile is not None:
             d["compile"] = lc.infer.compile
+        elif d["compile"] == "cudagraphs":
+            d["compile"] = True
     if device.type == "cpu" and d["dtype"] != "fp32":
         log.info("CPU: running in fp32 instead of %s", d["dtype"])
         d["dtype"] = "fp32"
@@ -158,6 +160,10 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         t0 = time.time()
         trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux)
         log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
+        if mcfg.compile == "cudagraphs":  # scoring batches vary in shape: plain dynamic compilation there
+            from lmsys_arena.llm.model import compile_layers
+
+            compile_layers(model)
         if rank == 0:
             save_trained(model, fold_dir, pissa_init)
             write_meta(fold_dir, {"backbone": lc.backbone, "backbone_dir": str(path), "rows": len(train),

@@ -36,7 +36,8 @@ class InferConfig:
     workers: int = 0  # processes (one per GPU) when not under DDP; 0 = every visible GPU
     dtype: str | None = None  # override model.dtype for inference (fp16 on T4s)
     quant: str | None = None  # override model.quant for inference (4bit / 8bit weights)
-    compile: bool | None = None  # override model.compile for inference
+    compile: bool | str | None = None  # override model.compile for inference (default: model.compile, but
+    # plain compile instead of cudagraphs: inference batches have too many distinct shapes to record)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "InferConfig":
@@ -69,9 +70,10 @@ def to_device(a: np.ndarray, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=None):
-    """Dynamic padding to the longest row: (input_ids, attention_mask) tensors."""
+def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=None, multiple: int = 1):
+    """Dynamic padding to the longest row (rounded up to ``multiple``): (input_ids, attention_mask) tensors."""
     n, T = len(seqs), max(len(s) for s in seqs)
+    T = -(-T // max(multiple, 1)) * max(multiple, 1)
     ids = np.full((n, T), pad_id, dtype=np.int64)
     mask = np.zeros((n, T), dtype=np.int64)
     for r, s in enumerate(seqs):

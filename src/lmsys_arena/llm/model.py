@@ -42,7 +42,10 @@ class ModelConfig:
     attn: str = "sdpa"  # attention implementation: sdpa | eager | flash_attention_2
     softcap: bool = False  # keep Gemma-2 attention logit soft-capping (needs attn: eager)
     grad_ckpt: bool = False
-    compile: bool = False  # torch.compile each decoder layer (regional, dynamic shapes): fuses norms/rotary/GELU
+    # torch.compile each decoder layer (regional, dynamic shapes): fuses norms/rotary/GELU. "cudagraphs": also
+    # replay each layer as a CUDA graph in training (mode reduce-overhead, static shapes), for small models whose
+    # steps are launch-bound; pair it with train.pad_multiple = format.max_len (one shape, one compile)
+    compile: bool | str = False
     lora: dict = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear",
                                                 "layers": None, "init": True})
     head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0, "norm": True})
@@ -54,6 +57,8 @@ class ModelConfig:
             raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quant not in (None, "4bit", "8bit"):
             raise ValueError(f"model.quant must be null, 4bit or 8bit, got {self.quant!r}")
+        if self.compile not in (True, False, "cudagraphs"):
+            raise ValueError(f"model.compile must be true, false or cudagraphs, got {self.compile!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ModelConfig":
@@ -398,7 +403,7 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
     aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
     if mcfg.compile:
-        compile_layers(model)
+        compile_layers(model, cudagraphs=mcfg.compile == "cudagraphs")
     return model
 
 
@@ -422,11 +427,14 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(max(lists, key=len))
 
 
-def compile_layers(model: nn.Module) -> int:
+def compile_layers(model: nn.Module, cudagraphs: bool = False) -> int:
     """Regional compilation: ``torch.compile`` each decoder layer in place (one compiled graph per
     layer kind, reused by all layers, dynamic batch/sequence sizes). Fuses Gemma's fp32 RMSNorms,
     residual adds, rotary embedding and GELU*up into a few kernels; matmuls and attention stay on
-    cuBLAS / flash. Compiles on the first batches (tens of seconds), then runs at full speed."""
+    cuBLAS / flash. Compiles on the first batches (tens of seconds), then runs at full speed.
+    ``cudagraphs``: mode reduce-overhead, static shapes, each layer call replays a CUDA graph recorded
+    once per input shape (one launch instead of hundreds: steps of small models stop being host-bound);
+    every distinct shape compiles anew, so pad to one length (train.pad_multiple = format.max_len)."""
     import torch._dynamo
 
     layers = decoder_layers(model)
@@ -434,9 +442,12 @@ def compile_layers(model: nn.Module) -> int:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(cfg, name):
             setattr(cfg, name, max(getattr(cfg, name), 64))
-    for layer in layers:
-        layer.compile(dynamic=True)
-    log.info("torch.compile: %d decoder layers (%s), dynamic shapes", len(layers), type(layers[0]).__name__)
+    mode = "reduce-overhead" if cudagraphs and torch.cuda.is_available() else None
+    for layer in layers:  # CUDA-graph trees crash in backward with dynamic shapes (pytorch#105169): static there
+        layer.compile(dynamic=mode is None, mode=mode)
+    model.cudagraphs = mode is not None  # read by train.Trainer: marks each forward pass as a new step
+    log.info("torch.compile: %d decoder layers (%s), dynamic shapes%s", len(layers), type(layers[0]).__name__,
+             ", CUDA graphs" if mode else "")
     return len(layers)
 
 
@@ -478,7 +489,7 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
         aux = aux.to(device)
     model = PreferenceModel(backbone, head.to(device), aux)
     if mcfg.compile:
-        compile_layers(model)
+        compile_layers(model, cudagraphs=mcfg.compile == "cudagraphs")
     return model.eval()
 
 

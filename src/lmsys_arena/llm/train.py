@@ -48,6 +48,7 @@ class TrainConfig:
     rdrop: float = 0.0  # weight of the symmetric KL between two dropout passes (0 = off)
     ema: float = 0.0  # EMA decay of LoRA + head weights, used for the final model (0 = off)
     group_by_length: bool = True
+    pad_multiple: int = 1  # pad each micro-batch's length up to a multiple of this (64: few shapes for cudagraphs)
     label_smoothing: float = 0.0
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     log_every: int = 50
@@ -154,11 +155,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
+        self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by model.compile_layers
         self.ddp = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                           gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
+                           broadcast_buffers=False)  # constant buffers (rotary, aux stats): no per-step broadcast
 
     def fit(self, fwd: list[np.ndarray], rev: list[np.ndarray], labels: np.ndarray, stop_after: int | None = None,
             aux: tuple[np.ndarray, np.ndarray] | None = None):
@@ -187,20 +191,19 @@ class Trainer:
                 plans = {epoch: (plan_epoch(lengths, cfg.batch_size, self.seed, epoch, cfg.group_by_length),
                                  swap_mask(len(fwd), self.seed, epoch, cfg.swap))}
             batch, flip = plans[epoch][0][k], plans[epoch][1]
-            loss = self._step(batch, fwd, rev, labels, flip)
+            loss = self._step(batch, fwd, rev, labels, flip)  # a GPU tensor: no wait for the GPU here
             sched.step()
             step += 1
             rows += len(batch)
             toks += int(lengths[batch].sum()) * (2 if cfg.swap == "both" else 1)
             loss_avg = loss if loss_avg is None else 0.98 * loss_avg + 0.02 * loss
-            dt = max(time.time() - t0, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_avg:.4f}", rows_s=f"{rows / dt:.1f}", tok_s=f"{toks / dt:.0f}", refresh=False)
-            if step % cfg.log_every == 0 or step == total:
-                now = time.time()
-                recent = (toks - last[1]) / max(now - last[0], 1e-9)
+            if step % cfg.log_every == 0 or step == total:  # the only host-GPU sync of the loop
+                now, avg = time.time(), float(loss_avg)
+                dt, recent = max(now - t0, 1e-9), (toks - last[1]) / max(now - last[0], 1e-9)
+                bar.set_postfix(loss=f"{avg:.4f}", rows_s=f"{rows / dt:.1f}", tok_s=f"{toks / dt:.0f}", refresh=False)
                 log.info("step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)  "
-                         "%.0f tokens/s all GPUs over the last %d steps", step, total, loss_avg, sched.get_last_lr()[0],
+                         "%.0f tokens/s all GPUs over the last %d steps", step, total, avg, sched.get_last_lr()[0],
                          rows / dt, toks / dt / self.world, self.world, recent, step - last[2])
                 last = (now, toks, step)
             if step % cfg.checkpoint_every == 0 and step < total:
@@ -214,7 +217,7 @@ class Trainer:
                     p.copy_(self.ema[n].to(p.dtype))
         return step
 
-    def _step(self, batch, fwd, rev, labels, flip) -> float:
+    def _step(self, batch, fwd, rev, labels, flip) -> torch.Tensor:
         cfg = self.cfg
         mine = batch[self.rank::self.world]
         n_global = len(batch) * (2 if cfg.swap == "both" else 1)
@@ -222,11 +225,13 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         for j, idx in enumerate(micro):
             seqs, y, side = self._examples(idx, fwd, rev, labels, flip)
-            ids, mask = collate(seqs, self.pad_id, device=self.device)
+            ids, mask = collate(seqs, self.pad_id, device=self.device, multiple=cfg.pad_multiple)
             side = None if side is None else to_device(side, self.device)
             target = to_device(np.asarray(y, dtype=np.int64), self.device)
             sync = j == len(micro) - 1 or self.world == 1
             ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
+            if self.cudagraphs:  # the previous pass's graph outputs may be overwritten from here on
+                torch.compiler.cudagraph_mark_step_begin()
             with ctx:
                 with autocast(self.device, self.dtype):
                     logits = self.ddp(ids, mask, right_padded=True, aux=side).float()
@@ -256,7 +261,9 @@ class Trainer:
             with torch.no_grad():
                 for n, p in self.params.items():
                     self.ema[n].mul_(self.cfg.ema).add_(p.detach().float(), alpha=1 - self.cfg.ema)
-        return total_loss.item() * self.world / n_global  # one host sync per step
+        # the loss stays on the GPU: reading it every step would make the host wait for the GPU at each
+        # step boundary, leaving the GPU idle while the next batch is prepared and its first kernels launched
+        return total_loss * (self.world / n_global)
 
     def _micro_batches(self, rows: np.ndarray, fwd) -> list[np.ndarray]:
         k = 2 if self.cfg.swap == "both" else 1  # sequences per row
