@@ -169,14 +169,17 @@ def test_bad_config_is_a_clear_error():
         LLMConfig.from_dict({**cfg(), "backbone": None})
 
 
-def test_ddp_two_processes_match_one(env, data, workdir):
-    """torchrun with 2 CPU processes (gloo) follows the 1-process trajectory: same OOF."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(env, data, workdir, strategy):
+    """torchrun with 2 CPU processes (gloo) follows the 1-process trajectory: same OOF, with DDP and
+    with FSDP (sharded weights gathered into the saved adapter, then scored by whole copies)."""
     import os
     import subprocess
     import sys
 
-    train_run(cfg(), "runs/one", env, only_folds=[0])
-    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={v}")]
+    if not Path("runs/one/oof.parquet").exists():
+        train_run(cfg(), "runs/one", env, only_folds=[0])
+    sets = [a for k, v in {**SMALL, "train.strategy": strategy}.items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "lmsys_arena", "--", "train", "--data", env.data, "--model", "tiny", "--run", "two", "--only-folds", "0",
            *sets]
@@ -184,7 +187,8 @@ def test_ddp_two_processes_match_one(env, data, workdir):
     # the CLI finds folds by data name: write them where it looks
     (workdir / "folds").mkdir(exist_ok=True)
     shutil.copy(env.folds_file, workdir / "folds" / "small.csv")
-    subprocess.run(cmd, check=True, env=env_vars, cwd=workdir, capture_output=True, timeout=300)
+    p = subprocess.run(cmd, env=env_vars, cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
     one, two = pd.read_parquet("runs/one/oof.parquet"), pd.read_parquet("runs/two/oof.parquet")
     np.testing.assert_allclose(two[PROB_COLS].to_numpy(), one[PROB_COLS].to_numpy(), atol=1e-5)
 

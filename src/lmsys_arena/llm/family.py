@@ -131,7 +131,7 @@ def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
 
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
     from lmsys_arena.llm.model import build_model, describe, load_trained, save_trained, write_meta
-    from lmsys_arena.llm.train import Trainer
+    from lmsys_arena.llm.train import Trainer, full_state
 
     lc = LLMConfig.from_dict(cfg)
     fold_dir = Path(fold_dir)
@@ -164,13 +164,17 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
             from lmsys_arena.llm.model import compile_layers
 
             compile_layers(model)
+        full = full_state(trainer.params) if trainer.fsdp else None  # FSDP: gathered on every rank
         if rank == 0:
-            save_trained(model, fold_dir, pissa_init)
+            save_trained(model, fold_dir, pissa_init, full=full)
             write_meta(fold_dir, {"backbone": lc.backbone, "backbone_dir": str(path), "rows": len(train),
                                   "train_seconds": round(time.time() - t0, 1), "seed": seed, "aux_features": names})
             (fold_dir / DONE).write_text("ok\n")
             (fold_dir / CKPT).unlink(missing_ok=True)
         _barrier(world)
+        if trainer.fsdp:  # score with a whole copy per rank: ranks score different rows
+            del model, trainer
+            model = load_trained(path, _model_cfg(lc, device, for_infer=True), fold_dir, device)
     logits, raw = _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid",
                          raw=True, aux=aux_matrix(mcfg, valid))
     if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis

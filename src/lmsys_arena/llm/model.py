@@ -456,17 +456,32 @@ def _hidden_size(model) -> int:
     return getattr(getattr(cfg, "text_config", None) or cfg, "hidden_size")
 
 
-def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None = None) -> None:
+def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None = None,
+                 full: dict[str, torch.Tensor] | None = None) -> None:
     """Adapter (peft folder) + head state dict into ``fold_dir``. PiSSA adapters are converted to
-    plain LoRA against the original backbone so inference needs only the stock weights."""
+    plain LoRA against the original backbone so inference needs only the stock weights. ``full``:
+    the trainable weights gathered from a sharded (FSDP) model (``train.full_state``), written instead
+    of the model's own (sharded) ones."""
     from lmsys_arena.io import atomic_path
 
     with atomic_dir(fold_dir / ADAPTER_DIR) as tmp:
-        kw = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
-        model.backbone.save_pretrained(tmp, **kw)
-    state = {k: v.detach().cpu() for k, v in model.head.state_dict().items()}
+        if full is None:
+            kw = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
+            model.backbone.save_pretrained(tmp, **kw)
+        else:
+            if pissa_init:
+                raise ValueError("PiSSA init with train.strategy=fsdp is not supported; use lora.init: true")
+            from peft import get_peft_model_state_dict
+            from safetensors.torch import save_file
+
+            sd = {k[len("backbone."):]: v for k, v in full.items() if k.startswith("backbone.")}
+            save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model.backbone, state_dict=sd).items()},
+                      str(Path(tmp) / "adapter_model.safetensors"), metadata={"format": "pt"})
+            model.backbone.peft_config["default"].save_pretrained(tmp)
+    full = full or {}
+    state = {k: full.get(f"head.{k}", v).detach().cpu() for k, v in model.head.state_dict().items()}
     if model.aux is not None:
-        state.update({f"aux.{k}": v.detach().cpu() for k, v in model.aux.state_dict().items()})
+        state.update({f"aux.{k}": full.get(f"aux.{k}", v).detach().cpu() for k, v in model.aux.state_dict().items()})
     with atomic_path(fold_dir / HEAD_FILE) as tmp:
         torch.save(state, tmp)
 
@@ -488,8 +503,8 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
         aux.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("aux.")})
         aux = aux.to(device)
     model = PreferenceModel(backbone, head.to(device), aux)
-    if mcfg.compile:
-        compile_layers(model, cudagraphs=mcfg.compile == "cudagraphs")
+    if mcfg.compile:  # inference: plain compilation whatever the training used (batch shapes vary)
+        compile_layers(model)
     return model.eval()
 
 

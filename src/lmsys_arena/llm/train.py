@@ -49,6 +49,8 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of LoRA + head weights, used for the final model (0 = off)
     group_by_length: bool = True
     pad_multiple: int = 1  # pad each micro-batch's length up to a multiple of this (64: few shapes for cudagraphs)
+    strategy: str = "ddp"  # several GPUs: ddp (a full copy per GPU) | fsdp (FSDP2: weights sharded over the GPUs,
+    # for models that do not fit one card; micro-batches by rows, micro_tokens ignored)
     label_smoothing: float = 0.0
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
     log_every: int = 50
@@ -56,6 +58,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.swap not in ("none", "random", "both"):
             raise ValueError(f"train.swap must be none, random or both, got {self.swap!r}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"train.strategy must be ddp or fsdp, got {self.strategy!r}")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
 
@@ -145,19 +149,22 @@ class Trainer:
         self.model, self.cfg, self.device, self.dtype, self.pad_id = model, cfg, device, dtype, pad_id
         self.fold_dir, self.seed = Path(fold_dir), seed
         self.rank, self.world, _ = dist_info()
+        self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
+        if self.fsdp:  # before the optimizer sees the parameters: they become sharded DTensors
+            shard_fsdp(model)
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         heads = ("head.", "aux.")  # the text head and the side-input head: head_lr
         head = [p for n, p in self.params.items() if n.startswith(heads)]
         body = [p for n, p in self.params.items() if not n.startswith(heads)]
         self.opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
                                      weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
-                                     fused=device.type == "cuda" or None)  # one kernel for all tensors
+                                     fused=(device.type == "cuda" and not self.fsdp) or None)  # one kernel
         self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
         self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by model.compile_layers
         self.ddp = model
-        if self.world > 1:
+        if self.world > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -229,6 +236,8 @@ class Trainer:
             side = None if side is None else to_device(side, self.device)
             target = to_device(np.asarray(y, dtype=np.int64), self.device)
             sync = j == len(micro) - 1 or self.world == 1
+            if self.fsdp:  # reduce-scatter the gradients on the last micro-batch only
+                self.ddp.set_requires_gradient_sync(sync)
             ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
             if self.cudagraphs:  # the previous pass's graph outputs may be overwritten from here on
                 torch.compiler.cudagraph_mark_step_begin()
@@ -266,6 +275,8 @@ class Trainer:
         return total_loss * (self.world / n_global)
 
     def _micro_batches(self, rows: np.ndarray, fwd) -> list[np.ndarray]:
+        if self.fsdp:  # every rank must run the same number of passes (each one all-gathers the weights)
+            return [m for m in np.array_split(rows, max(1, math.ceil(len(rows) / self.cfg.micro_batch))) if len(m)]
         k = 2 if self.cfg.swap == "both" else 1  # sequences per row
         seq_len = np.fromiter((len(fwd[i]) * k for i in rows), dtype=np.int64, count=len(rows))
         return micro_batches(rows, seq_len, self.cfg.micro_batch, self.cfg.micro_tokens)
@@ -298,13 +309,16 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, step: int, sched) -> None:
+        params = full_state(self.params)  # under FSDP a collective: every rank gathers
+        opt_state = self._optimizer_state()
+        ema = full_state(self.ema) if self.ema is not None else None
         if self.rank == 0:
             from lmsys_arena.io import atomic_path
 
-            state = {"step": step, "params": {n: p.detach().cpu() for n, p in self.params.items()},
-                     "optimizer": self.opt.state_dict(), "scheduler": sched.state_dict(),
+            state = {"step": step, "params": params,
+                     "optimizer": opt_state, "scheduler": sched.state_dict(),
                      "scaler": self.scaler.state_dict() if self.scaler else None,
-                     "ema": self.ema, "rng": torch.get_rng_state(),
+                     "ema": ema, "rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
             with atomic_path(self.fold_dir / CKPT) as tmp:
                 torch.save(state, tmp)
@@ -319,19 +333,72 @@ class Trainer:
         if not path.exists():
             return 0
         state = torch.load(path, map_location="cpu", weights_only=False)
-        with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(state["params"][n].to(p.device, p.dtype))
-        self.opt.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            opts = StateDictOptions(full_state_dict=True, strict=False)
+            set_model_state_dict(self.model, state["params"], options=opts)
+            set_optimizer_state_dict(self.model, self.opt, state["optimizer"], options=opts)
+        else:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(state["params"][n].to(p.device, p.dtype))
+            self.opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema"):
-            self.ema = {n: t.to(self.device) for n, t in state["ema"].items()}
+            self.ema = {n: _like(self.ema[n], t) for n, t in state["ema"].items()}
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
         return int(state["step"])
+
+
+    def _optimizer_state(self) -> dict:
+        if not self.fsdp:
+            return self.opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, self.opt,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+# ---------------------------------------------------------------- FSDP
+
+def shard_fsdp(model) -> None:
+    """FSDP2 (``fully_shard``): each decoder layer's weights, then the rest, sharded over the ranks;
+    a layer's weights are all-gathered just for its forward/backward."""
+    from torch.distributed.fsdp import fully_shard
+
+    from lmsys_arena.llm.model import decoder_layers
+
+    if getattr(model, "cudagraphs", False) or any(getattr(m, "_compiled_call_impl", None) for m in model.modules()):
+        raise ValueError("train.strategy=fsdp does not combine with model.compile yet; set model.compile=false")
+    for layer in decoder_layers(model):
+        fully_shard(layer)
+    fully_shard(model)
+
+
+def full_state(tensors: dict | None) -> dict | None:
+    """name -> full CPU tensor; sharded DTensors (FSDP) are gathered, a collective on every rank."""
+    if tensors is None:
+        return None
+    out = {}
+    for n, t in tensors.items():
+        t = t.detach()
+        out[n] = (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu()
+    return out
+
+
+def _like(ref: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """``full`` (a whole tensor) placed like ``ref`` (sharded like it when ``ref`` is a DTensor)."""
+    if hasattr(ref, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
+    return full.to(ref.device, ref.dtype)
 
 
 class _null:
