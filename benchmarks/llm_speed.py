@@ -213,7 +213,8 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     model.train()
     labels = np.random.default_rng(0).integers(0, 3, len(seqs))
     tcfg = TrainConfig(epochs=1, batch_size=a.train_batch, micro_batch=a.micro_batch, micro_tokens=a.micro_tokens,
-                       swap="none", checkpoint_every=10 ** 9, log_every=10 ** 9, pad_multiple=a.pad_multiple)
+                       swap="none", checkpoint_every=10 ** 9, log_every=10 ** 9, pad_multiple=a.pad_multiple,
+                       strategy=a.strategy)
     warm = a.warm_steps
     tr = Trainer(model, tcfg, device, dtype, 0, tmp, seed=0)
     if device.type == "cuda":
@@ -284,6 +285,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--compile", action="store_true", help="model.compile: regional torch.compile of the layers")
     ap.add_argument("--cudagraphs", action="store_true", help="model.compile: cudagraphs (training only)")
     ap.add_argument("--pad-multiple", type=int, default=1, help="train.pad_multiple")
+    ap.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="train.strategy under torchrun")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="gemma2-2b",
                     help="backbone shape (random weights); LoRA as in that model's config")
     ap.add_argument("--peft-cast", action="store_true", help="keep peft's fp32 cast of LoRA inputs (old behaviour)")
