@@ -119,3 +119,22 @@ def test_aux_source_bias_keeps_competition_priors():
         with torch.no_grad():
             p_tie = torch.softmax(aux(aux_rows[extra == 0]) + bias, -1)[:, 2].mean().item()
         assert want[0] <= p_tie <= want[1], (source_bias, p_tie)
+
+
+def test_compile_modes_validate_and_map_for_inference():
+    """``compile: cudagraphs`` is a GPU training mode: inference gets plain compilation on a GPU and
+    none on a CPU; unknown modes are refused."""
+    import pytest
+    import torch
+
+    from lmsys_arena.config import load_config
+    from lmsys_arena.llm.family import LLMConfig, _model_cfg
+    from lmsys_arena.llm.model import ModelConfig
+
+    with pytest.raises(ValueError, match="model.compile"):
+        ModelConfig(compile="max-speed")
+    lc = LLMConfig.from_dict(load_config("tiny", {"model.compile": "cudagraphs"}))
+    assert lc.model.compile == "cudagraphs"
+    assert _model_cfg(lc, torch.device("cpu"), for_infer=False).compile == "cudagraphs"
+    assert _model_cfg(lc, torch.device("cpu"), for_infer=True).compile is False
+    assert _model_cfg(lc, torch.device("cuda", 0), for_infer=True).compile is True

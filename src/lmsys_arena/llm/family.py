@@ -79,8 +79,8 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
         d.update({k: v for k, v in (("dtype", lc.infer.dtype), ("quant", lc.infer.quant)) if v})
         if lc.infer.compile is not None:
             d["compile"] = lc.infer.compile
-        elif d["compile"] == "cudagraphs":
-            d["compile"] = True
+        elif d["compile"] == "cudagraphs":  # a GPU training feature: plain compilation on GPU, none on CPU
+            d["compile"] = device.type == "cuda"
     if device.type == "cpu" and d["dtype"] != "fp32":
         log.info("CPU: running in fp32 instead of %s", d["dtype"])
         d["dtype"] = "fp32"
@@ -160,7 +160,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         t0 = time.time()
         trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux)
         log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
-        if mcfg.compile == "cudagraphs":  # scoring batches vary in shape: plain dynamic compilation there
+        if mcfg.compile == "cudagraphs" and device.type == "cuda":  # scoring batches vary in shape: plain compile
             from lmsys_arena.llm.model import compile_layers
 
             compile_layers(model)

@@ -402,7 +402,7 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
     head = make_head(_hidden_size(backbone), **mcfg.head).to(device)
     aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
-    if mcfg.compile:
+    if mcfg.compile is True or (mcfg.compile == "cudagraphs" and device.type == "cuda"):  # CPU: cudagraphs = eager
         compile_layers(model, cudagraphs=mcfg.compile == "cudagraphs")
     return model
 
