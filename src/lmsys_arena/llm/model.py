@@ -468,9 +468,7 @@ def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None
         if full is None:
             kw = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
             model.backbone.save_pretrained(tmp, **kw)
-        else:
-            if pissa_init:
-                raise ValueError("PiSSA init with train.strategy=fsdp is not supported; use lora.init: true")
+        else:  # (train.shard_fsdp refuses PiSSA before training)
             from peft import get_peft_model_state_dict
             from safetensors.torch import save_file
 

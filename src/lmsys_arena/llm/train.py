@@ -374,8 +374,10 @@ def shard_fsdp(model) -> None:
 
     from lmsys_arena.llm.model import decoder_layers
 
-    if getattr(model, "cudagraphs", False) or any(getattr(m, "_compiled_call_impl", None) for m in model.modules()):
+    if any(getattr(m, "_compiled_call_impl", None) for m in model.modules()):
         raise ValueError("train.strategy=fsdp does not combine with model.compile yet; set model.compile=false")
+    if str(model.backbone.peft_config["default"].init_lora_weights).startswith("pissa"):
+        raise ValueError("train.strategy=fsdp does not combine with PiSSA init yet; set model.lora.init=true")
     for layer in decoder_layers(model):
         fully_shard(layer)
     fully_shard(model)
