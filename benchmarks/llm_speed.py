@@ -169,8 +169,31 @@ def gpu_busy(fn, device) -> dict:
         fn()
         sync(device)
         wall = time.time() - t0
-    kern = sum(e.device_time for e in prof.events() if e.device_type.name == "CUDA") / 1e6
-    return {"wall_s": wall, "gpu_kernel_s": kern, "busy": kern / wall}
+    events = prof.events()
+    kern = sum(e.device_time for e in events if e.device_type.name == "CUDA") / 1e6
+    return {"wall_s": wall, "gpu_kernel_s": kern, "busy": kern / wall, "idle_ms_by_host_range": idle_by_range(events)}
+
+
+def idle_by_range(events) -> dict:
+    """GPU idle time (gaps between kernels, ms) by what the host was doing then: the Trainer's
+    ``step.*`` record_function ranges (batch / forward / backward / optimizer), ``other`` outside them;
+    plus how much of it came in gaps under 20 us (launch-rate bound) vs longer ones (host stalls)."""
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type.name == "CUDA")
+    ranges = [(e.time_range.start, e.time_range.end, e.name) for e in events
+              if e.device_type.name == "CPU" and e.name.startswith("step.")]
+    out, small, end = {}, 0.0, None
+    for s, e in kernels:
+        if end is not None and s > end:
+            gap = (s - end) / 1e3
+            small += gap if gap < 0.02 else 0.0
+            mid = (s + end) / 2
+            names = [n for a, b, n in ranges if a <= mid <= b]
+            key = names[-1] if names else "other"
+            out[key] = out.get(key, 0.0) + gap
+        end = e if end is None else max(end, e)
+    out = {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+    out["in_gaps_under_20us"] = round(small, 2)
+    return out
 
 
 def profile_table(fn, device, rows: int = 18) -> str:

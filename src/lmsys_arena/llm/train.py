@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from lmsys_arena.llm.format import section_options
 from lmsys_arena.llm.infer import autocast, collate, to_device, token_budget_batches
@@ -231,10 +232,11 @@ class Trainer:
         micro = self._micro_batches(mine, fwd)
         total_loss = torch.zeros((), device=self.device)
         for j, idx in enumerate(micro):
-            seqs, y, side = self._examples(idx, fwd, rev, labels, flip)
-            ids, mask = collate(seqs, self.pad_id, device=self.device, multiple=cfg.pad_multiple)
-            side = None if side is None else to_device(side, self.device)
-            target = to_device(np.asarray(y, dtype=np.int64), self.device)
+            with record_function("step.batch"):
+                seqs, y, side = self._examples(idx, fwd, rev, labels, flip)
+                ids, mask = collate(seqs, self.pad_id, device=self.device, multiple=cfg.pad_multiple)
+                side = None if side is None else to_device(side, self.device)
+                target = to_device(np.asarray(y, dtype=np.int64), self.device)
             sync = j == len(micro) - 1 or self.world == 1
             if self.fsdp:  # reduce-scatter the gradients on the last micro-batch only
                 self.ddp.set_requires_gradient_sync(sync)
@@ -242,7 +244,7 @@ class Trainer:
             if self.cudagraphs:  # the previous pass's graph outputs may be overwritten from here on
                 torch.compiler.cudagraph_mark_step_begin()
             with ctx:
-                with autocast(self.device, self.dtype):
+                with autocast(self.device, self.dtype), record_function("step.forward"):
                     logits = self.ddp(ids, mask, right_padded=True, aux=side).float()
                     loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=cfg.label_smoothing)
                     if cfg.rdrop:
@@ -254,8 +256,17 @@ class Trainer:
                               + F.kl_div(lq, lp, log_target=True, reduction="sum")) / 2
                         loss = loss + cfg.rdrop * kl
                 scaled = loss * self.world / n_global
-                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                with record_function("step.backward"):
+                    (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total_loss += loss.detach()
+        with record_function("step.optimizer"):
+            self._optimizer_step()
+        # the loss stays on the GPU: reading it every step would make the host wait for the GPU at each
+        # step boundary, leaving the GPU idle while the next batch is prepared and its first kernels launched
+        return total_loss * (self.world / n_global)
+
+    def _optimizer_step(self) -> None:
+        cfg = self.cfg
         if self.scaler:
             self.scaler.unscale_(self.opt)
         if cfg.max_grad_norm:
@@ -270,9 +281,6 @@ class Trainer:
             with torch.no_grad():
                 for n, p in self.params.items():
                     self.ema[n].mul_(self.cfg.ema).add_(p.detach().float(), alpha=1 - self.cfg.ema)
-        # the loss stays on the GPU: reading it every step would make the host wait for the GPU at each
-        # step boundary, leaving the GPU idle while the next batch is prepared and its first kernels launched
-        return total_loss * (self.world / n_global)
 
     def _micro_batches(self, rows: np.ndarray, fwd) -> list[np.ndarray]:
         if self.fsdp:  # every rank must run the same number of passes (each one all-gathers the weights)
