@@ -169,16 +169,20 @@ def gpu_busy(fn, device) -> dict:
         fn()
         sync(device)
         wall = time.time() - t0
-    events = prof.events()
-    kern = sum(e.device_time for e in events if e.device_type.name == "CUDA") / 1e6
+    events = prof.events()  # not the GPU-side copies of record_function ranges (they span many kernels)
+    kern = sum(e.device_time for e in events if is_kernel(e)) / 1e6
     return {"wall_s": wall, "gpu_kernel_s": kern, "busy": kern / wall, "idle_ms_by_host_range": idle_by_range(events)}
+
+
+def is_kernel(e) -> bool:
+    return e.device_type.name == "CUDA" and not e.name.startswith(("step.", "ProfilerStep"))
 
 
 def idle_by_range(events) -> dict:
     """GPU idle time (gaps between kernels, ms) by what the host was doing then: the Trainer's
     ``step.*`` record_function ranges (batch / forward / backward / optimizer), ``other`` outside them;
     plus how much of it came in gaps under 20 us (launch-rate bound) vs longer ones (host stalls)."""
-    kernels = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type.name == "CUDA")
+    kernels = sorted((e.time_range.start, e.time_range.end) for e in events if is_kernel(e))
     ranges = [(e.time_range.start, e.time_range.end, e.name) for e in events
               if e.device_type.name == "CPU" and e.name.startswith("step.")]
     out, small, end = {}, 0.0, None
@@ -267,7 +271,8 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     del model, tr
     return {"seconds": dt, "steps": len(timed), "tokens": tokens, "padded_tokens": padded, "tokens_s": tokens / dt,
             "max_mem_gib": mem, "warmup_s": warm_s, "world": int(os.environ.get("WORLD_SIZE", "1")),
-            "gpu_busy": busy.get("busy"), "step_ms": 1e3 * dt / max(len(timed), 1)}
+            "gpu_busy": busy.get("busy"), "idle_ms": busy.get("idle_ms_by_host_range"),
+            "step_ms": 1e3 * dt / max(len(timed), 1)}
 
 
 def run_variants(variants: list[str], argv: list[str]) -> dict:
