@@ -169,28 +169,69 @@ def test_bad_config_is_a_clear_error():
         LLMConfig.from_dict({**cfg(), "backbone": None})
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one(env, data, workdir, strategy):
-    """torchrun with 2 CPU processes (gloo) follows the 1-process trajectory: same OOF, with DDP and
-    with FSDP (sharded weights gathered into the saved adapter, then scored by whole copies)."""
+KILL_AFTER_CHECKPOINT = """import sys
+from lmsys_arena.cli import main
+from lmsys_arena.llm.train import Trainer
+
+save = Trainer.save_checkpoint
+
+def save_then_die(self, step, sched):  # every rank: the checkpoint is written, then the job dies
+    save(self, step, sched)
+    raise SystemExit(f"killed after the checkpoint at step {step}")
+
+Trainer.save_checkpoint = save_then_die
+main(sys.argv[1:])
+"""
+
+
+def torchrun_train(env, data, workdir, run: str, strategy: str, script: str | None = None):
+    """``lmsys_arena train`` (or ``script`` with the same arguments) in 2 CPU processes (gloo)."""
     import os
     import subprocess
     import sys
 
-    if not Path("runs/one/oof.parquet").exists():
-        train_run(cfg(), "runs/one", env, only_folds=[0])
     sets = [a for k, v in {**SMALL, "train.strategy": strategy}.items() for a in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-           "lmsys_arena", "--", "train", "--data", env.data, "--model", "tiny", "--run", "two", "--only-folds", "0",
-           *sets]
+    entry = [script, "--"] if script else ["-m", "lmsys_arena", "--"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *entry,
+           "train", "--data", env.data, "--model", "tiny", "--run", run, "--only-folds", "0", *sets]
     env_vars = {**os.environ, "LMSYS_MODELS_DIR": data["models"], "OMP_NUM_THREADS": "1"}
     # the CLI finds folds by data name: write them where it looks
     (workdir / "folds").mkdir(exist_ok=True)
     shutil.copy(env.folds_file, workdir / "folds" / "small.csv")
-    p = subprocess.run(cmd, env=env_vars, cwd=workdir, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env_vars, cwd=workdir, capture_output=True, text=True, timeout=300)
+
+
+def one_process_oof(env) -> pd.DataFrame:
+    if not Path("runs/one/oof.parquet").exists():
+        train_run(cfg(), "runs/one", env, only_folds=[0])
+    return pd.read_parquet("runs/one/oof.parquet")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(env, data, workdir, strategy):
+    """torchrun with 2 CPU processes (gloo) follows the 1-process trajectory: same OOF, with DDP and
+    with FSDP (sharded weights gathered into the saved adapter, then scored by whole copies)."""
+    one = one_process_oof(env)
+    p = torchrun_train(env, data, workdir, "two", strategy)
     assert p.returncode == 0, p.stderr[-3000:]
-    one, two = pd.read_parquet("runs/one/oof.parquet"), pd.read_parquet("runs/two/oof.parquet")
+    two = pd.read_parquet("runs/two/oof.parquet")
     np.testing.assert_allclose(two[PROB_COLS].to_numpy(), one[PROB_COLS].to_numpy(), atol=1e-5)
+
+
+def test_fsdp_run_killed_after_a_checkpoint_resumes_to_the_same_oof(env, data, workdir):
+    """2 FSDP processes die right after writing the (gathered, full-state) checkpoint; the rerun loads
+    it into the sharded model and optimizer and ends with the uninterrupted run's OOF."""
+    one = one_process_oof(env)
+    (workdir / "kill.py").write_text(KILL_AFTER_CHECKPOINT)
+    p = torchrun_train(env, data, workdir, "fsdp", "fsdp", script=str(workdir / "kill.py"))
+    assert p.returncode != 0 and "killed after the checkpoint at step 2" in p.stderr, p.stderr[-3000:]
+    assert (workdir / "runs/fsdp/fold0/ckpt.pt").exists()
+    assert not (workdir / "runs/fsdp/oof.parquet").exists()
+    p = torchrun_train(env, data, workdir, "fsdp", "fsdp")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resuming from" in p.stderr and "at step 2/" in p.stderr, p.stderr[-3000:]
+    got = pd.read_parquet("runs/fsdp/oof.parquet")
+    np.testing.assert_allclose(got[PROB_COLS].to_numpy(), one[PROB_COLS].to_numpy(), atol=1e-5)
 
 
 def test_pissa_ema_rdrop_adapters_reload_to_the_same_logits(env, workdir):
