@@ -52,7 +52,6 @@ def gemma3_270m_config(small: bool):
                             sliding_window=512, pad_token_id=0)
 
 
-SHAPES = {"gemma2-2b": lambda small: gemma2_2b_config(small), "gemma3-270m": lambda small: gemma3_270m_config(small)}
 # LoRA as in each shape's project config: gemma2-2b-it r=16 on q,k,v,o,gate; gemma3-270m r=32 on all linear layers
 LORA = {"gemma2-2b": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                                "gate_proj"]},
@@ -68,6 +67,9 @@ def gemma2_2b_config(small: bool):
     return Gemma2Config(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
                         num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
                         sliding_window=4096, pad_token_id=0)
+
+
+SHAPES = {"gemma2-2b": gemma2_2b_config, "gemma3-270m": gemma3_270m_config}  # shape -> config(small)
 
 
 def lognormal_lengths(n: int, mean: float, max_len: int, seed: int = 0, match_mean: bool = True) -> np.ndarray:

@@ -138,3 +138,19 @@ def test_compile_modes_validate_and_map_for_inference():
     assert _model_cfg(lc, torch.device("cpu"), for_infer=False).compile == "cudagraphs"
     assert _model_cfg(lc, torch.device("cpu"), for_infer=True).compile is False
     assert _model_cfg(lc, torch.device("cuda", 0), for_infer=True).compile is True
+
+
+def test_compile_mode_per_device_and_phase():
+    """One place decides what model.compile means: CPU runs stay eager under cudagraphs, GPU scoring
+    of a cudagraphs-trained model compiles plainly (a resumed fold reloads through the same path)."""
+    import torch
+
+    from lmsys_arena.llm.model import compile_mode
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert compile_mode(False, gpu, training=True) is None
+    assert compile_mode(True, cpu, training=False) == "plain"
+    assert compile_mode("cudagraphs", cpu, training=True) is None
+    assert compile_mode("cudagraphs", cpu, training=False) is None
+    assert compile_mode("cudagraphs", gpu, training=True) == "cudagraphs"
+    assert compile_mode("cudagraphs", gpu, training=False) == "plain"

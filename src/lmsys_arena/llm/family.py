@@ -26,7 +26,7 @@ import torch
 from lmsys_arena.llm.format import BattleEncoder, FormatConfig, lengths
 from lmsys_arena.llm.infer import InferConfig, combine_tta, score_ddp, score_local, score_multi_gpu
 from lmsys_arena.llm.model import aux_feature_names  # noqa: F401 (part of this module's API: tests, configs)
-from lmsys_arena.llm.model import DTYPES, ModelConfig, load_tokenizer, read_meta, resolve_backbone
+from lmsys_arena.llm.model import DTYPES, ModelConfig, compile_mode, load_tokenizer, read_meta, resolve_backbone
 from lmsys_arena.llm.train import CKPT, TrainConfig, dist_info
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
         d.update({k: v for k, v in (("dtype", lc.infer.dtype), ("quant", lc.infer.quant)) if v})
         if lc.infer.compile is not None:
             d["compile"] = lc.infer.compile
-        elif d["compile"] == "cudagraphs":  # a GPU training feature: plain compilation on GPU, none on CPU
-            d["compile"] = device.type == "cuda"
+        elif d["compile"] == "cudagraphs":  # a GPU training mode: plain compilation on a GPU, none on a CPU
+            d["compile"] = compile_mode(d["compile"], device, training=False) is not None
     if device.type == "cpu" and d["dtype"] != "fp32":
         log.info("CPU: running in fp32 instead of %s", d["dtype"])
         d["dtype"] = "fp32"
@@ -174,7 +174,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         _barrier(world)
         if trainer.fsdp:  # score with a whole copy per rank: ranks score different rows
             del model, trainer
-            model = load_trained(path, _model_cfg(lc, device, for_infer=True), fold_dir, device)
+            model = load_trained(path, mcfg, fold_dir, device)  # scored in the training precision, as with DDP
     logits, raw = _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid",
                          raw=True, aux=aux_matrix(mcfg, valid))
     if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis

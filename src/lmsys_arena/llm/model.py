@@ -402,8 +402,9 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
     head = make_head(_hidden_size(backbone), **mcfg.head).to(device)
     aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
-    if mcfg.compile is True or (mcfg.compile == "cudagraphs" and device.type == "cuda"):  # CPU: cudagraphs = eager
-        compile_layers(model, cudagraphs=mcfg.compile == "cudagraphs")
+    mode = compile_mode(mcfg.compile, device, training=True)
+    if mode:
+        compile_layers(model, cudagraphs=mode == "cudagraphs")
     return model
 
 
@@ -425,6 +426,19 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     if not lists:
         raise ValueError(f"{type(model).__name__}: no decoder layer list found to compile")
     return list(max(lists, key=len))
+
+
+def compile_mode(compile: bool | str, device: torch.device, training: bool) -> str | None:
+    """What ``model.compile`` means here: None (eager), "plain" (regional compile, dynamic shapes) or
+    "cudagraphs". CUDA graphs are a GPU training mode: CPU runs stay eager, and scoring (batch shapes
+    vary) compiles plainly on a GPU whatever the training used."""
+    if not compile:
+        return None
+    if compile == "cudagraphs":
+        if device.type != "cuda":
+            return None
+        return "cudagraphs" if training else "plain"
+    return "plain"
 
 
 def compile_layers(model: nn.Module, cudagraphs: bool = False) -> int:
@@ -501,7 +515,7 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
         aux.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("aux.")})
         aux = aux.to(device)
     model = PreferenceModel(backbone, head.to(device), aux)
-    if mcfg.compile:  # inference: plain compilation whatever the training used (batch shapes vary)
+    if compile_mode(mcfg.compile, device, training=False):
         compile_layers(model)
     return model.eval()
 

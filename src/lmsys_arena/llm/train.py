@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -240,7 +241,7 @@ class Trainer:
             sync = j == len(micro) - 1 or self.world == 1
             if self.fsdp:  # reduce-scatter the gradients on the last micro-batch only
                 self.ddp.set_requires_gradient_sync(sync)
-            ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else _null()
+            ctx = self.ddp.no_sync() if (not sync and hasattr(self.ddp, "no_sync")) else contextlib.nullcontext()
             if self.cudagraphs:  # the previous pass's graph outputs may be overwritten from here on
                 torch.compiler.cudagraph_mark_step_begin()
             with ctx:
@@ -410,10 +411,3 @@ def _like(ref: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
     return full.to(ref.device, ref.dtype)
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
