@@ -14,8 +14,11 @@ idle); a variant's tokens/s is then its share of the GPU, not its speed alone. `
 variant on N GPUs through torchrun instead, one after the other. The backbone is resolved (GGUF
 converted) once before the processes start. Prints, per variant: fold log loss with swap-TTA (the
 OOF) and without (the A|B logits in ``valid_raw.npz``), accuracy, train tokens/s (from the log) and
-wall time; with ``--gbdt``, the GBDT's loss on the same rows and the 50/50 blends (mean of
-probabilities, and of log-probabilities). Writes ``--out`` (JSON).
+wall time; the order consistency of the A|B and B|A logits (``metrics.order_consistency``), of the
+whole model and of its text head alone (near 0 or below: the text path collapsed); with ``--gbdt``,
+the GBDT's loss on the same rows, the 50/50 blends (mean of probabilities, and of log-probabilities)
+and the stack gain (what the LLM adds to the GBDT in a cross-validated logistic stack). Writes
+``--out`` (JSON).
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.metrics import accuracy, log_loss, softmax
+from lmsys_arena.metrics import accuracy, log_loss, order_consistency, softmax
 
 PROB = ["p_a", "p_b", "p_tie"]
 
@@ -73,13 +76,36 @@ def summarise(name: str, fold: int, gbdt: pd.DataFrame | None) -> dict:
         raw = np.load(raw_path)
         order = pd.Series(np.arange(len(raw["id"])), index=raw["id"]).loc[oof["id"].astype(str)].to_numpy()
         res["logloss_no_tta"] = log_loss(y, softmax(raw["ab"][order].astype(np.float64)))
+        if len(raw["ba"]):
+            res["order_consistency"] = order_consistency(raw["ab"], raw["ba"])
+            if "aux_ab" in raw:  # the text head alone (model logits minus the aux head's)
+                res["text_order_consistency"] = order_consistency(raw["ab"] - raw["aux_ab"], raw["ba"] - raw["aux_ba"])
     if gbdt is not None:
         g = gbdt.set_index(gbdt["id"].astype(str)).loc[oof["id"].astype(str), PROB].to_numpy()
         res["gbdt_logloss_same_rows"] = log_loss(y, g)
         res["blend50_prob"] = log_loss(y, (p + g) / 2)
         geo = np.exp((np.log(np.clip(p, 1e-15, 1)) + np.log(np.clip(g, 1e-15, 1))) / 2)
         res["blend50_logprob"] = log_loss(y, geo / geo.sum(1, keepdims=True))
+        res.update(stack_gain(y, g, p))
     return res
+
+
+def stack_gain(y: np.ndarray, gbdt: np.ndarray, llm: np.ndarray, folds: int = 5) -> dict:
+    """Does the LLM add information the GBDT lacks? 5-fold CV logistic regression on the fold's rows,
+    over [A-B margin, tie margin] of the GBDT's log-probabilities alone vs with the LLM's too. The gain
+    (``stack_gbdt - stack_gbdt_llm``) bounds what any blend of the two can gain beyond recalibration."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    def margins(p):
+        lp = np.log(np.clip(p, 1e-9, 1))
+        return np.column_stack([lp[:, 0] - lp[:, 1], lp[:, 2] - (lp[:, 0] + lp[:, 1]) / 2])
+
+    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
+    fit = lambda X: log_loss(y, cross_val_predict(LogisticRegression(max_iter=2000), X, y, cv=cv,  # noqa: E731
+                                                  method="predict_proba"))
+    alone, both = fit(margins(gbdt)), fit(np.column_stack([margins(gbdt), margins(llm)]))
+    return {"stack_gbdt": alone, "stack_gbdt_llm": both, "stack_gain": alone - both}
 
 
 def main(argv=None) -> dict:
@@ -147,6 +173,7 @@ def main(argv=None) -> dict:
         f = lambda k: f"{r[k]:.5f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
         print(f"SUMMARY {name:<14} tta {f('logloss_tta')} no-tta {f('logloss_no_tta')} acc {f('accuracy_tta')} "
               f"gbdt {f('gbdt_logloss_same_rows')} blend50 prob {f('blend50_prob')} logprob {f('blend50_logprob')} "
+              f"stack gain {f('stack_gain')} order {f('order_consistency')} text order {f('text_order_consistency')} "
               f"tok/s {r.get('train_tokens_s')} train {r.get('train_s')}s wall {r['wall_s']}s")
     return results
 

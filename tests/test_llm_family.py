@@ -153,10 +153,35 @@ def test_aux_head_features_and_source_bias_round_trip(env_extra, workdir):
     va = train[train["id"].isin(folds.loc[folds.fold == 0, "id"])].reset_index(drop=True)
     again = softmax(family.predict(c, va, fold))
     np.testing.assert_allclose(again, oof.set_index("id").loc[va["id"], PROB_COLS].to_numpy(), atol=1e-5)
+    raw = np.load(fold / "valid_raw.npz")  # the aux head's share, so the text head's logits can be told apart
+    assert raw["aux_ab"].shape == raw["ab"].shape == (len(va), 3) and np.isfinite(raw["aux_ba"]).all()
+    assert np.abs(raw["aux_ab"]).max() > 1e-3
     with pytest.raises(ValueError, match="match no feature"):
         family.aux_feature_names(["nope_*"])
     with pytest.raises(ValueError, match="unknown model.aux option"):
         family.LLMConfig.from_dict(cfg(**{"model.aux.hiden": 3}))
+
+
+def test_collapsed_text_path_is_flagged_even_when_the_aux_head_follows_the_order(caplog):
+    """Seen on real data (gemma3-270m, LoRA lr >= 5e-4): the text head's A/B margin became a constant
+    while the aux head kept the fold's loss unchanged. The check looks at the text head alone."""
+    from lmsys_arena.llm import family
+
+    rng = np.random.default_rng(0)
+    n = 300
+    aux_ab = rng.normal(size=(n, 3))
+    aux_ba = aux_ab[:, [1, 0, 2]]  # features are swapped exactly with the responses
+    text = np.column_stack([0.3 + 0.01 * rng.normal(size=n), 0.3 + 0.01 * rng.normal(size=n), rng.normal(size=n)])
+    raw = {"ab": text + aux_ab, "ba": text + aux_ba, "aux_ab": aux_ab, "aux_ba": aux_ba}
+    with caplog.at_level("WARNING"):
+        assert family._check_text_path(raw, "fold0") < family.TEXT_COLLAPSED
+    assert "text path has collapsed" in caplog.text
+    caplog.clear()
+    healthy = rng.normal(size=(n, 3))
+    raw = {"ab": healthy + aux_ab, "ba": healthy[:, [1, 0, 2]] + aux_ba, "aux_ab": aux_ab, "aux_ba": aux_ba}
+    with caplog.at_level("WARNING"):
+        assert family._check_text_path(raw, "fold0") > 0.99
+    assert "collapsed" not in caplog.text
 
 
 def test_bad_config_is_a_clear_error():

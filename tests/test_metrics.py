@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from lmsys_arena.metrics import EPS, SubmissionError, accuracy, log_loss, log_softmax, softmax, validate_submission
+from lmsys_arena.metrics import (EPS, SubmissionError, accuracy, log_loss, log_softmax, order_consistency, softmax,
+                                 validate_submission)
 from lmsys_arena.runner import unswap_average
 
 COLS = ["winner_model_a", "winner_model_b", "winner_tie"]
@@ -81,6 +82,16 @@ def test_accuracy_softmax_unswap():
     logits = np.log([[0.6, 0.3, 0.1]])
     swapped = np.log([[0.2, 0.7, 0.1]])  # seen as (B wins, A wins, tie): A wins 0.7
     assert np.allclose(np.exp(unswap_average(logits, swapped)), [[0.65, 0.25, 0.1]])
+
+
+def test_order_consistency():
+    rng = np.random.default_rng(0)
+    ab = rng.normal(size=(200, 3))
+    follows = ab[:, [1, 0, 2]] + 0.01 * rng.normal(size=(200, 3))  # B|A sees the same battle mirrored
+    ignores = ab.copy()  # same a - b margin whichever response comes first (a collapsed text model)
+    assert order_consistency(ab, follows) > 0.99
+    assert order_consistency(ab, ignores) < -0.99
+    assert order_consistency(np.zeros((5, 3)), ab[:5]) == 0.0
 
 
 # ---- validator ------------------------------------------------------------------------------------

@@ -47,6 +47,19 @@ def log_softmax(logits) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def order_consistency(logits_ab, logits_ba) -> float:
+    """How much a pairwise model's A-vs-B margin follows the responses when their order is swapped:
+    the correlation of ``a - b`` scored as A|B with ``b - a`` scored as B|A (logit columns a, b, tie).
+    About 1: the margin follows the content. About 0 or below: the model ignores the order, e.g. a text
+    model whose margin has collapsed to a constant (it then only predicts ties vs non-ties; swap-TTA
+    hides this by averaging the two orders). 0.0 when either margin is constant."""
+    ab, ba = np.asarray(logits_ab, dtype=np.float64), np.asarray(logits_ba, dtype=np.float64)
+    m_ab, m_ba = ab[:, 0] - ab[:, 1], ba[:, 1] - ba[:, 0]
+    if len(m_ab) < 2 or m_ab.std() < 1e-12 or m_ba.std() < 1e-12:
+        return 0.0
+    return float(np.corrcoef(m_ab, m_ba)[0, 1])
+
+
 class SubmissionError(ValueError):
     pass
 

@@ -175,11 +175,45 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         if trainer.fsdp:  # score with a whole copy per rank: ranks score different rows
             del model, trainer
             model = load_trained(path, mcfg, fold_dir, device)  # scored in the training precision, as with DDP
+    aux_valid = aux_matrix(mcfg, valid)
     logits, raw = _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid",
-                         raw=True, aux=aux_matrix(mcfg, valid))
+                         raw=True, aux=aux_valid)
     if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis
+        raw.update(_aux_logits(model, aux_valid, device))
+        _check_text_path(raw, fold_dir.name)
         np.savez(fold_dir / "valid_raw.npz", id=valid["id"].to_numpy().astype(str), **raw)
     return logits
+
+
+TEXT_COLLAPSED = 0.2  # order consistency of the text head below which fit_fold warns
+
+
+def _aux_logits(model, aux: tuple[np.ndarray, np.ndarray] | None, device) -> dict[str, np.ndarray]:
+    """The aux head's share of the validation logits in both orders (``aux_ab``, ``aux_ba``): the
+    model's logits minus these are its text head's."""
+    if aux is None or getattr(model, "aux", None) is None:
+        return {}
+    with torch.no_grad():
+        return {k: model.aux(torch.from_numpy(a).to(device)).float().cpu().numpy()
+                for k, a in zip(("aux_ab", "aux_ba"), aux)}
+
+
+def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
+    """Log the text head's order consistency (metrics.order_consistency) on the validation rows and
+    warn when the text path has collapsed: its A/B margin no longer depends on which response comes
+    first (seen on real data with a too high LoRA lr; with an aux head the fold's loss then hides it)."""
+    from lmsys_arena.metrics import order_consistency
+
+    if len(raw.get("ba", ())) == 0:
+        return None
+    ab, ba = raw["ab"] - raw.get("aux_ab", 0.0), raw["ba"] - raw.get("aux_ba", 0.0)
+    c = order_consistency(ab, ba)
+    log.info("%s: text head order consistency %.3f (1: A/B margin follows the responses)", fold, c)
+    if c < TEXT_COLLAPSED:
+        log.warning("%s: the text head's A/B margin ignores which response comes first (order consistency "
+                    "%.3f < %.1f): the text path has collapsed and the fold's predictions come from the aux "
+                    "head and the tie logit alone. Lower train.lr (LoRA).", fold, c, TEXT_COLLAPSED)
+    return c
 
 
 def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Path | None:
