@@ -201,7 +201,8 @@ def _aux_logits(model, aux: tuple[np.ndarray, np.ndarray] | None, device) -> dic
 def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
     """Log the text head's order consistency (metrics.order_consistency) on the validation rows and
     warn when the text path has collapsed: its A/B margin no longer depends on which response comes
-    first (seen on real data with a too high LoRA lr; with an aux head the fold's loss then hides it)."""
+    first (seen on real data with a too high LoRA lr; with an aux head the fold's loss then hides it).
+    Returns the consistency (None without swap-TTA logits)."""
     from lmsys_arena.metrics import order_consistency
 
     if len(raw.get("ba", ())) == 0:
@@ -210,9 +211,10 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
     c = order_consistency(ab, ba)
     log.info("%s: text head order consistency %.3f (1: A/B margin follows the responses)", fold, c)
     if c < TEXT_COLLAPSED:
-        log.warning("%s: the text head's A/B margin ignores which response comes first (order consistency "
-                    "%.3f < %.1f): the text path has collapsed and the fold's predictions come from the aux "
-                    "head and the tie logit alone. Lower train.lr (LoRA).", fold, c, TEXT_COLLAPSED)
+        log.warning("%s: the text head learned no A/B preference: its A/B margin ignores which response comes "
+                    "first (order consistency %.3f < %.1f), so the fold's A/B predictions come from the aux head "
+                    "alone. With pretrained weights the LoRA lr is the usual cause (gemma3-270m collapsed at "
+                    "train.lr >= 5e-4, README); a random-init backbone (tiny) shows it too.", fold, c, TEXT_COLLAPSED)
     return c
 
 
