@@ -24,20 +24,17 @@ from lmsys_arena.folds import read_folds
 from lmsys_arena.llm.family import LLMConfig, aux_matrix
 from lmsys_arena.llm.model import make_aux
 from lmsys_arena.metrics import log_loss, order_consistency, softmax
-from lmsys_arena.runner import RunSpec, _extra_for_fold, unswap_average
+from lmsys_arena.runner import RunSpec, fold_split, unswap_average
 
 SWAP = np.array([1, 0, 2])
 
 
 def fold_rows(spec: RunSpec, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fold's (train, valid) rows, as ``make train`` builds them."""
     train = spec.competition().train()
-    fold_of = read_folds(spec.resolved_folds_file(), train)
     extra = load_extra(spec.extra, train) if spec.extra else train.iloc[:0]
-    is_valid = (fold_of == fold).to_numpy()
-    va = train[is_valid].reset_index(drop=True)
-    keys = prompt_key(extra) if len(extra) else None
-    tr = pd.concat([train[~is_valid], _extra_for_fold(extra, keys, va, fold)], ignore_index=True)
-    return tr, va
+    return fold_split(train, read_folds(spec.resolved_folds_file(), train), extra,
+                      prompt_key(extra) if len(extra) else None, fold)
 
 
 def main(argv=None) -> dict:

@@ -261,6 +261,7 @@ def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
 
 
 def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
+    from lmsys_arena.llm.infer import round_up
     from lmsys_arena.llm.train import TrainConfig, Trainer, plan_epoch
 
     model = build_project_model(cfg, device, dtype, lora=True, a=a)
@@ -282,8 +283,8 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     plan = plan_epoch(lengths, a.train_batch, 0, 0, True)
     timed = plan[warm:warm + a.train_steps]
     tokens = int(sum(lengths[b].sum() for b in timed))
-    k = max(a.pad_multiple, 1)
-    padded = int(sum(sum(len(m) * -(-lengths[m].max() // k) * k for m in tr._micro_batches(b, seqs)) for b in timed))
+    padded = int(sum(sum(len(m) * round_up(int(lengths[m].max()), a.pad_multiple) for m in tr._micro_batches(b, seqs))
+                     for b in timed))
     no_flip = np.zeros(len(seqs), dtype=bool)
     t0 = time.time()
     for b in timed:

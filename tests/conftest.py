@@ -1,6 +1,8 @@
 import os
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,3 +23,24 @@ def workdir(tmp_path, monkeypatch) -> Path:
     """Run a test inside a temporary project folder (runs/, folds/, submissions/ land there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def write_small_competition(root: Path, n_rows: int, k: int = 2, seed: int = 42) -> tuple[Path, Path]:
+    """``root/small/``: the first ``n_rows`` sample train rows + the official test files, and
+    ``root/folds.csv`` (``k`` folds). Returns (data dir, folds file)."""
+    from lmsys_arena.data import Competition
+    from lmsys_arena.folds import make_folds
+
+    data = root / "small"
+    data.mkdir(parents=True)
+    pd.read_csv(SAMPLE / "train.csv").head(n_rows).to_csv(data / "train.csv", index=False)
+    for f in ("test.csv", "sample_submission.csv"):
+        shutil.copy(SAMPLE / f, data / f)
+    make_folds(Competition(data).train(), k=k, seed=seed).to_csv(root / "folds.csv", index=False)
+    return data, root / "folds.csv"
+
+
+@pytest.fixture(scope="session")
+def small_competition():
+    """:func:`write_small_competition`, for module-scoped fixtures."""
+    return write_small_competition

@@ -4,7 +4,6 @@ in), Qwen2 (with a chat template: the battle is wrapped in it) and Gemma-3 (text
 
     .venv/bin/python -m pytest tests/test_llm_backbones.py
 """
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 
 from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
-from lmsys_arena.folds import make_folds
 from lmsys_arena.llm.format import BattleEncoder, FormatConfig
 from lmsys_arena.llm.infer import collate
 from lmsys_arena.llm.model import PreferenceModel, load_tokenizer, make_head, tiny_tokenizer
@@ -53,17 +51,11 @@ def _backbone_folder(root: Path, family: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, small_competition):
     """60 real sample rows in 2 folds, and one backbone folder per family."""
-    sample_dir = Path(__file__).resolve().parents[1] / "input" / "sample"
     root = tmp_path_factory.mktemp("backbones")
-    d = root / "small"
-    d.mkdir()
-    pd.read_csv(sample_dir / "train.csv").head(60).to_csv(d / "train.csv", index=False)
-    for f in ("test.csv", "sample_submission.csv"):
-        shutil.copy(sample_dir / f, d / f)
-    make_folds(Competition(d).train(), k=2, seed=42).to_csv(root / "folds.csv", index=False)
-    return {"spec": RunSpec(data=str(d), folds_file=str(root / "folds.csv"), seed=42),
+    d, folds = small_competition(root, 60)
+    return {"spec": RunSpec(data=str(d), folds_file=str(folds), seed=42),
             "folders": {f: _backbone_folder(root, f) for f in FAMILIES}}
 
 

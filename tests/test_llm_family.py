@@ -12,7 +12,6 @@ import pytest
 
 from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition, swap_ab
-from lmsys_arena.folds import make_folds
 from lmsys_arena.metrics import softmax
 from lmsys_arena.runner import PROB_COLS, RunSpec, infer_run, train_run
 
@@ -21,18 +20,11 @@ SMALL = {"format.max_len": 192, "train.batch_size": 16, "train.micro_batch": 8, 
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, small_competition):
     """120 real sample rows, 2 folds, plus the official test file."""
-    sample_dir = Path(__file__).resolve().parents[1] / "input" / "sample"
     root = tmp_path_factory.mktemp("llmdata")
-    d = root / "small"
-    d.mkdir()
-    pd.read_csv(sample_dir / "train.csv").head(120).to_csv(d / "train.csv", index=False)
-    for f in ("test.csv", "sample_submission.csv"):
-        shutil.copy(sample_dir / f, d / f)
-    folds = make_folds(Competition(d).train(), k=2, seed=42)
-    folds.to_csv(root / "folds.csv", index=False)
-    return {"data": str(d), "folds": str(root / "folds.csv"), "models": str(root / "models")}
+    d, folds = small_competition(root, 120)
+    return {"data": str(d), "folds": str(folds), "models": str(root / "models")}
 
 
 @pytest.fixture
@@ -121,9 +113,9 @@ def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monk
 
 
 @pytest.fixture
-def env_extra(env, workdir):
+def env_extra(env, workdir, sample_dir):
     """The same rows plus 60 other sample rows as EXTRA (train-only), all relabelled tie."""
-    sample = pd.read_csv(Path(__file__).resolve().parents[1] / "input" / "sample" / "train.csv").iloc[200:260].copy()
+    sample = pd.read_csv(sample_dir / "train.csv").iloc[200:260].copy()
     sample[["winner_model_a", "winner_model_b", "winner_tie"]] = [0, 0, 1]
     sample.to_csv(workdir / "extra.csv", index=False)
     return RunSpec(data=env.data, folds_file=env.folds_file, seed=42, extra=str(workdir / "extra.csv"))

@@ -129,9 +129,7 @@ def train_run(cfg: dict, run_dir: str | Path, spec: RunSpec, *, only_folds: list
             log.info("fold %d: already done (log loss %.5f), skipping", f, fold_loss)
         else:
             fold_dir.mkdir(parents=True, exist_ok=True)
-            is_valid = (fold_of == f).to_numpy()
-            va = train[is_valid].reset_index(drop=True)
-            tr = pd.concat([train[~is_valid], _extra_for_fold(extra, extra_keys, va, f)], ignore_index=True)
+            tr, va = fold_split(train, fold_of, extra, extra_keys, f)
             t0 = time.time()
             logits = fam.fit_fold(cfg, tr, va, fold_dir, spec.seed + f)
             frame = frame_from_logits(va["id"], logits, fold=f, label=va["label"].to_numpy())
@@ -167,6 +165,15 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
 
 def _file_sha1(path: Path) -> str | None:
     return hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+
+
+def fold_split(train: pd.DataFrame, fold_of: pd.Series, extra: pd.DataFrame, extra_keys: pd.Series | None,
+               fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train rows, validation rows) of one fold: the other folds plus the extra rows whose prompt is
+    not in the validation rows (``extra_keys``: ``prompt_key(extra)``, None without extra rows)."""
+    is_valid = (fold_of == fold).to_numpy()
+    va = train[is_valid].reset_index(drop=True)
+    return pd.concat([train[~is_valid], _extra_for_fold(extra, extra_keys, va, fold)], ignore_index=True), va
 
 
 def _extra_for_fold(extra: pd.DataFrame, extra_keys: pd.Series | None, valid: pd.DataFrame, fold: int) -> pd.DataFrame:

@@ -213,8 +213,9 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
     if c < TEXT_COLLAPSED:
         log.warning("%s: the text head learned no A/B preference: its A/B margin ignores which response comes "
                     "first (order consistency %.3f < %.1f), so the fold's A/B predictions come from the aux head "
-                    "alone (without one they are constant). With pretrained weights the LoRA lr is the usual cause (gemma3-270m collapsed at "
-                    "train.lr >= 5e-4, README); a random-init backbone (tiny) shows it too.", fold, c, TEXT_COLLAPSED)
+                    "alone (without one they are constant). With pretrained weights the LoRA lr is the usual "
+                    "cause (gemma3-270m collapsed at train.lr >= 5e-4, README); a random-init backbone (tiny) "
+                    "shows it too.", fold, c, TEXT_COLLAPSED)
     return c
 
 

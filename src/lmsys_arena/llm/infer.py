@@ -70,10 +70,15 @@ def to_device(a: np.ndarray, device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (1 or less: ``n`` itself)."""
+    k = max(multiple, 1)
+    return -(-n // k) * k
+
+
 def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=None, multiple: int = 1):
     """Dynamic padding to the longest row (rounded up to ``multiple``): (input_ids, attention_mask) tensors."""
-    n, T = len(seqs), max(len(s) for s in seqs)
-    T = -(-T // max(multiple, 1)) * max(multiple, 1)
+    n, T = len(seqs), round_up(max(len(s) for s in seqs), multiple)
     ids = np.full((n, T), pad_id, dtype=np.int64)
     mask = np.zeros((n, T), dtype=np.int64)
     for r, s in enumerate(seqs):

@@ -364,7 +364,6 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"])
         return int(state["step"])
 
-
     def _optimizer_state(self) -> dict:
         if not self.fsdp:
             return self.opt.state_dict()
