@@ -85,7 +85,8 @@ def test_resume_after_kill_gives_same_oof(env, workdir, monkeypatch):
     np.testing.assert_allclose(got[PROB_COLS].to_numpy(), ref[PROB_COLS].to_numpy(), atol=1e-6)
 
 
-AUX = {"model.aux.features": ["lr_*", "diff_chars", "a_refusal*", "b_refusal*", "turns"], "model.aux.source_bias": True}
+AUX = {"model.aux.features": ["lr_*", "diff_chars", "a_refusal*", "b_refusal*", "turns"], "model.aux.source_bias": True,
+       "model.aux.source_input": True}
 
 
 @pytest.mark.parametrize("side", [{}, AUX], ids=["text", "text+aux"])
@@ -139,6 +140,7 @@ def test_aux_head_features_and_source_bias_round_trip(env_extra, workdir):
     bias = state["aux.source"]
     assert bias[2] > bias[0] and bias[2] > bias[1]  # extra rows: all ties -> their offset favours tie
     assert (state["aux.std"] > 0).all() and state["aux.mean"].shape == (len(meta["aux_features"]),)
+    assert state["aux.net.0.weight"].shape[1] == len(meta["aux_features"]) + 1  # source_input: is_extra feeds the MLP
     oof = pd.read_parquet("runs/aux/oof.parquet")
     train = Competition(Path(env_extra.data)).train()
     folds = pd.read_csv(env_extra.folds_file, dtype={"id": str})

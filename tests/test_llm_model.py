@@ -121,6 +121,36 @@ def test_aux_source_bias_keeps_competition_priors():
         assert want[0] <= p_tie <= want[1], (source_bias, p_tie)
 
 
+def test_aux_source_input_lets_the_feature_rule_differ_by_source():
+    """Competition rows: x0 > 0 -> A else B; extra rows: the reverse. No per-source offset can fit both
+    (with the bias alone one source stays near chance); with ``is_extra`` as an MLP input both are learnt."""
+    import torch.nn.functional as F
+
+    from lmsys_arena.llm.model import AuxHead
+
+    torch.manual_seed(0)
+    n = 400
+    extra = (torch.arange(n) % 2).float()
+    feats = torch.randn(n, 1)
+    pos = feats[:, 0] > 0
+    y = torch.where(extra.bool(), torch.where(pos, 1, 0), torch.where(pos, 0, 1))
+    aux_rows = torch.cat([feats, extra[:, None]], 1)
+    acc = {}
+    for source_input in (False, True):
+        aux = AuxHead(1, hidden=16, source_bias=True, source_input=source_input)
+        aux.set_stats(aux_rows)
+        opt = torch.optim.Adam(aux.parameters(), lr=0.03)
+        for _ in range(400):
+            opt.zero_grad()
+            F.cross_entropy(aux(aux_rows), y).backward()
+            opt.step()
+        with torch.no_grad():
+            hit = aux(aux_rows).argmax(-1) == y
+        acc[source_input] = (hit[extra == 0].float().mean().item(), hit[extra == 1].float().mean().item())
+    assert min(acc[True]) > 0.95, acc
+    assert sum(acc[False]) / 2 < 0.8, acc  # one shared rule: right on one source, about half of the other
+
+
 def test_compile_modes_validate_and_map_for_inference():
     """``compile: cudagraphs`` is a GPU training mode: inference gets plain compilation on a GPU and
     none on a CPU; unknown modes are refused."""

@@ -50,7 +50,8 @@ class ModelConfig:
                                                 "layers": None, "init": True})
     head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0, "norm": True})
     # side inputs added to the head's logits (AuxHead): hand-built battle features and/or a per-source bias
-    aux: dict = field(default_factory=lambda: {"features": None, "hidden": 64, "dropout": 0.0, "source_bias": False})
+    aux: dict = field(default_factory=lambda: {"features": None, "hidden": 64, "dropout": 0.0, "source_bias": False,
+                                               "source_input": False})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -267,11 +268,16 @@ class AuxHead(nn.Module):
     * ``source_bias``: a learned logit offset for external train-only rows (``EXTRA=``, other class
       balance, e.g. 22% ties vs 3%), so they do not move the predicted priors of competition rows
       (validation and test rows have ``is_extra = 0``).
+    * ``source_input``: ``is_extra`` is also an input of the MLP, so how the features map to the labels
+      may differ between the sources (as the GBDT's ``is_extra`` feature lets its trees do), e.g. when
+      ties follow a length rule in one source and not in the other.
     """
 
-    def __init__(self, n_features: int, hidden: int = 64, dropout: float = 0.0, source_bias: bool = False):
+    def __init__(self, n_features: int, hidden: int = 64, dropout: float = 0.0, source_bias: bool = False,
+                 source_input: bool = False):
         super().__init__()
         self.n_features = n_features
+        self.source_input = bool(source_input and n_features)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
         self.net = None
@@ -279,7 +285,7 @@ class AuxHead(nn.Module):
             last = nn.Linear(hidden, 3)
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-            self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(),
+            self.net = nn.Sequential(nn.Linear(n_features + self.source_input, hidden), nn.GELU(),
                                      *([nn.Dropout(dropout)] if dropout else []), last)
         self.source = nn.Parameter(torch.zeros(3)) if source_bias else None
 
@@ -293,7 +299,10 @@ class AuxHead(nn.Module):
         aux = aux.float()
         out = torch.zeros(aux.shape[0], 3, device=aux.device)
         if self.net is not None:
-            out = out + self.net(((aux[:, :self.n_features] - self.mean) / self.std).clamp(-5, 5))
+            x = ((aux[:, :self.n_features] - self.mean) / self.std).clamp(-5, 5)
+            if self.source_input:
+                x = torch.cat([x, aux[:, self.n_features:self.n_features + 1]], 1)
+            out = out + self.net(x)
         if self.source is not None:
             out = out + aux[:, self.n_features:self.n_features + 1] * self.source
         return out
@@ -379,7 +388,7 @@ def make_aux(mcfg: ModelConfig) -> AuxHead | None:
         return None
     a = mcfg.aux
     return AuxHead(len(mcfg.aux_features), int(a.get("hidden") or 64), float(a.get("dropout") or 0.0),
-                   bool(a.get("source_bias")))
+                   bool(a.get("source_bias")), bool(a.get("source_input")))
 
 
 def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
