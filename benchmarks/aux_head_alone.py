@@ -46,6 +46,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--epochs", type=float, default=None, help="default: the config's train.epochs")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--no-prior", action="store_true", help="start the source bias at zero (before set_source_prior)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
 
@@ -59,6 +60,8 @@ def main(argv=None) -> dict:
     x_ab, x_ba = (torch.from_numpy(x) for x in aux_matrix(lc.model, tr))
     head.set_stats(torch.cat([x_ab, x_ba]))
     y = tr["label"].to_numpy()
+    if not a.no_prior:
+        head.set_source_prior(y, x_ab[:, -1].numpy() > 0)
     bs = lc.train.batch_size
     steps = math.ceil(len(tr) / bs * (a.epochs or lc.train.epochs))
     warm = int(steps * lc.train.warmup)

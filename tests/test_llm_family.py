@@ -86,7 +86,7 @@ def test_resume_after_kill_gives_same_oof(env, workdir, monkeypatch):
 
 
 AUX = {"model.aux.features": ["lr_*", "diff_chars", "a_refusal*", "b_refusal*", "turns"], "model.aux.source_bias": True,
-       "model.aux.source_input": True}
+       "model.aux.source_input": True, "train.text_loss": 0.5}
 
 
 @pytest.mark.parametrize("side", [{}, AUX], ids=["text", "text+aux"])

@@ -121,6 +121,24 @@ def test_aux_source_bias_keeps_competition_priors():
         assert want[0] <= p_tie <= want[1], (source_bias, p_tie)
 
 
+def test_aux_source_prior_starts_at_the_log_ratio_of_tie_rates():
+    import numpy as np
+
+    from lmsys_arena.llm.model import AuxHead
+
+    aux = AuxHead(2, hidden=4, source_bias=True)
+    y = np.array([0] * 45 + [1] * 52 + [2] * 3 + [0] * 40 + [1] * 38 + [2] * 22)  # 3% vs 22% ties
+    extra = np.r_[np.zeros(100, bool), np.ones(100, bool)]
+    aux.set_source_prior(y, extra)
+    want_tie = np.log(23 / 102) - np.log(4 / 102)
+    want_ab = np.log(79 / 102) - np.log(98 / 102)
+    np.testing.assert_allclose(aux.source.detach().numpy(), [want_ab, want_ab, want_tie], rtol=1e-5)
+    before = aux.source.detach().clone()
+    aux.set_source_prior(y, np.zeros(200, bool))  # one source only: nothing to learn, left as it is
+    torch.testing.assert_close(aux.source.detach(), before)
+    AuxHead(2, hidden=4).set_source_prior(y, extra)  # no source bias: a no-op
+
+
 def test_aux_source_input_lets_the_feature_rule_differ_by_source():
     """Competition rows: x0 > 0 -> A else B; extra rows: the reverse. No per-source offset can fit both
     (with the bias alone one source stays near chance); with ``is_extra`` as an MLP input both are learnt."""
@@ -149,6 +167,30 @@ def test_aux_source_input_lets_the_feature_rule_differ_by_source():
         acc[source_input] = (hit[extra == 0].float().mean().item(), hit[extra == 1].float().mean().item())
     assert min(acc[True]) > 0.95, acc
     assert sum(acc[False]) / 2 < 0.8, acc  # one shared rule: right on one source, about half of the other
+
+
+def test_text_logits_for_text_loss_are_the_head_alone(model):
+    """``with_text=True`` (train.text_loss) returns the text head's logits beside the sum; a loss on them
+    trains the backbone side only, never the aux head."""
+    import torch.nn.functional as F
+
+    from lmsys_arena.llm.model import AuxHead
+
+    torch.manual_seed(0)
+    aux = AuxHead(3, hidden=8, source_bias=True, source_input=True)
+    torch.nn.init.normal_(aux.net[-1].weight)
+    m = PreferenceModel(model.backbone, model.head, aux)
+    ids = torch.randint(3, 300, (4, 12))
+    mask = torch.ones_like(ids)
+    rows = torch.cat([torch.randn(4, 3), torch.tensor([[0.0], [1.0], [0.0], [1.0]])], 1)
+    logits, text = m(ids, mask, aux=rows, with_text=True)
+    torch.testing.assert_close(logits - text, aux(rows))
+    torch.testing.assert_close(text, model(ids, mask))
+    m.zero_grad()
+    F.cross_entropy(text, torch.tensor([0, 1, 2, 0])).backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in aux.parameters())
+    assert m.head[-1].weight.grad.abs().max() > 0
+    m.zero_grad()
 
 
 def test_compile_modes_validate_and_map_for_inference():

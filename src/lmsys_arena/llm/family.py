@@ -151,6 +151,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         model = build_model(path, mcfg, device, seed)
         if model.aux is not None:
             model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
+            model.aux.set_source_prior(train["label"].to_numpy(), aux[0][:, -1] > 0)
             log.info("aux head: %d battle features%s", len(names),
                      ", source bias for %d extra rows" % int(aux[0][:, -1].sum()) if mcfg.aux.get("source_bias") else "")
         log.info("model %s on %s (%s): %s", path, device, mcfg.dtype, describe(model))
@@ -201,7 +202,8 @@ def _aux_logits(model, aux: tuple[np.ndarray, np.ndarray] | None, device) -> dic
 def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
     """Log the text head's order consistency (metrics.order_consistency) on the validation rows and
     warn when the text path has collapsed: its A/B margin no longer depends on which response comes
-    first (seen on real data with a too high LoRA lr; with an aux head the fold's loss then hides it).
+    first (seen on real data with a too high LoRA lr, and with an aux head but no ``train.text_loss`` at
+    any lr; with an aux head the fold's loss hides it).
     Returns the consistency (None without swap-TTA logits)."""
     from lmsys_arena.metrics import order_consistency
 
@@ -213,9 +215,9 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
     if c < TEXT_COLLAPSED:
         log.warning("%s: the text head learned no A/B preference: its A/B margin ignores which response comes "
                     "first (order consistency %.3f < %.1f), so the fold's A/B predictions come from the aux head "
-                    "alone (without one they are constant). With pretrained weights the LoRA lr is the usual "
-                    "cause (gemma3-270m collapsed at train.lr >= 5e-4, README); a random-init backbone (tiny) "
-                    "shows it too.", fold, c, TEXT_COLLAPSED)
+                    "alone (without one they are constant). With pretrained weights: with an aux head set "
+                    "train.text_loss (gemma3-270m: 1.0), else lower the LoRA lr (gemma3-270m collapsed at "
+                    "train.lr >= 5e-4, README); a random-init backbone (tiny) shows it too.", fold, c, TEXT_COLLAPSED)
     return c
 
 
