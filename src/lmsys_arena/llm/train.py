@@ -387,18 +387,29 @@ class Trainer:
 
 def shard_fsdp(model) -> None:
     """FSDP2 (``fully_shard``): each decoder layer's weights, then the rest, sharded over the ranks;
-    a layer's weights are all-gathered just for its forward/backward."""
+    a layer's weights are all-gathered just for its forward/backward.
+
+    Layers compiled by ``model.compile_layers`` (in place: their hooks inside the graph) are compiled
+    again around their ``forward`` alone, so FSDP's all-gather / reshard hooks run eagerly around the
+    compiled code (as torchtitan compiles each block before ``fully_shard``). No CUDA graphs under
+    FSDP: the gathered weights' memory is freed and reallocated on every pass."""
     from torch.distributed.fsdp import fully_shard
 
     from lmsys_arena.llm.model import decoder_layers
 
-    if any(getattr(m, "_compiled_call_impl", None) for m in model.modules()):
-        raise ValueError("train.strategy=fsdp does not combine with model.compile yet; set model.compile=false")
     if str(model.backbone.peft_config["default"].init_lora_weights).startswith("pissa"):
         raise ValueError("train.strategy=fsdp does not combine with PiSSA init yet; set model.lora.init=true")
+    compiled = 0
     for layer in decoder_layers(model):
+        if getattr(layer, "_compiled_call_impl", None) is not None:
+            layer._compiled_call_impl = None
+            layer.forward = torch.compile(layer.forward, dynamic=True)
+            compiled += 1
         fully_shard(layer)
     fully_shard(model)
+    if compiled:
+        model.cudagraphs = False
+        log.info("FSDP: %d decoder layers compiled around their forward (dynamic shapes, no CUDA graphs)", compiled)
 
 
 def full_state(tensors: dict | None) -> dict | None:
