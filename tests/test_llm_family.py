@@ -184,6 +184,8 @@ def test_bad_config_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown train option"):
         LLMConfig.from_dict(cfg(**{"train.lrr": 1}))
     assert LLMConfig.from_dict(cfg(**{"train.lr": "4e-4"})).train.lr == 4e-4  # YAML 1.1 string
+    with pytest.raises(ValueError, match="text_loss must be >= 0"):
+        LLMConfig.from_dict(cfg(**{"train.text_loss": -1}))
     with pytest.raises(ValueError, match="backbone"):
         LLMConfig.from_dict({**cfg(), "backbone": None})
 

@@ -66,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"train.swap must be none, random or both, got {self.swap!r}")
         if self.strategy not in ("ddp", "fsdp"):
             raise ValueError(f"train.strategy must be ddp or fsdp, got {self.strategy!r}")
+        if self.text_loss < 0:
+            raise ValueError(f"train.text_loss must be >= 0, got {self.text_loss}")
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
 
