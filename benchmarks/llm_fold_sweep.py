@@ -7,7 +7,8 @@ their validation log loss without and with swap-TTA, and their blends with a GBD
     python benchmarks/llm_fold_sweep.py ... --gpus 2 --variants "ddp:..."     # one variant on 2 GPUs (torchrun)
     python benchmarks/llm_fold_sweep.py ... --gpus 2 --from-best runs/llm_fold_sweep.json --variants "ddp:"
 
-Each variant is ``name:KEY=VALUE KEY=VALUE ...`` (config overrides, as ``make train SET=...``) and
+Each variant is ``name:KEY=VALUE KEY=VALUE ...`` (config overrides, as ``make train SET=...``;
+``seed=N`` is the run's ``--seed`` instead, default ``--seed``) and
 becomes ``runs/<name>/`` through the normal CLI (``python -m lmsys_arena train --only-folds <fold>``),
 one process per variant, ``--per-gpu`` variants sharing a GPU (the 270M model leaves most of an H200
 idle); a variant's tokens/s is then its share of the GPU, not its speed alone. ``--gpus N`` runs each
@@ -45,9 +46,10 @@ def launch(name: str, sets: list[str], a, gpus: str, log_path: Path) -> subproce
     if a.gpus > 1:
         base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.gpus),
                 "-m", "lmsys_arena", "--"]
+    seed = next((s.split("=", 1)[1] for s in sets if s.startswith("seed=")), str(a.seed))
     cmd = base + ["train", "--data", a.data, "--model", a.model, "--run", name, "--only-folds", str(a.fold),
-                  "--seed", str(a.seed)] + (["--extra", a.extra] if a.extra else [])
-    for s in sets:
+                  "--seed", seed] + (["--extra", a.extra] if a.extra else [])
+    for s in (s for s in sets if not s.startswith("seed=")):
         cmd += ["--set", s]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
     print(f"[{name}] GPU {gpus}: {shlex.join(cmd)}", flush=True)
