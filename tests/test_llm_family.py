@@ -169,7 +169,11 @@ def test_collapsed_text_path_is_flagged_even_when_the_aux_head_follows_the_order
     raw = {"ab": text + aux_ab, "ba": text + aux_ba, "aux_ab": aux_ab, "aux_ba": aux_ba}
     with caplog.at_level("WARNING"):
         assert family._check_text_path(raw, "fold0") < family.TEXT_COLLAPSED
-    assert "learned no A/B preference" in caplog.text
+    assert "learned no A/B preference" in caplog.text and "set train.text_loss" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # text_loss already on: the advice says so
+        family._check_text_path(raw, "fold0", text_loss=1.0)
+    assert "train.text_loss is already 1" in caplog.text
     caplog.clear()
     healthy = rng.normal(size=(n, 3))
     raw = {"ab": healthy + aux_ab, "ba": healthy[:, [1, 0, 2]] + aux_ba, "aux_ab": aux_ab, "aux_ba": aux_ba}

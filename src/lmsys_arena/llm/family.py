@@ -181,7 +181,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
                          raw=True, aux=aux_valid)
     if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis
         raw.update(_aux_logits(model, aux_valid, device))
-        _check_text_path(raw, fold_dir.name)
+        _check_text_path(raw, fold_dir.name, lc.train.text_loss)
         np.savez(fold_dir / "valid_raw.npz", id=valid["id"].to_numpy().astype(str), **raw)
     return logits
 
@@ -199,11 +199,11 @@ def _aux_logits(model, aux: tuple[np.ndarray, np.ndarray] | None, device) -> dic
                 for k, a in zip(("aux_ab", "aux_ba"), aux)}
 
 
-def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
+def _check_text_path(raw: dict[str, np.ndarray], fold: str, text_loss: float = 0.0) -> float | None:
     """Log the text head's order consistency (metrics.order_consistency) on the validation rows and
     warn when the text path has collapsed: its A/B margin no longer depends on which response comes
     first (seen on real data with a too high LoRA lr, and with an aux head but no ``train.text_loss`` at
-    any lr; with an aux head the fold's loss hides it).
+    any lr, and at some seeds with it on a weak text signal; with an aux head the fold's loss hides it).
     Returns the consistency (None without swap-TTA logits)."""
     from lmsys_arena.metrics import order_consistency
 
@@ -213,11 +213,20 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str) -> float | None:
     c = order_consistency(ab, ba)
     log.info("%s: text head order consistency %.3f (1: A/B margin follows the responses)", fold, c)
     if c < TEXT_COLLAPSED:
+        has_aux = "aux_ab" in raw
+        if has_aux and text_loss > 0:
+            advice = ("train.text_loss is already %g: the text signal is weak for this backbone on these rows "
+                      "(gemma3-270m on the shared sample: at 2 seeds of 3, README); compare the fold loss with "
+                      "benchmarks/aux_head_alone.py, try another seed, a larger backbone or a higher "
+                      "train.text_loss" % text_loss)
+        elif has_aux:
+            advice = "set train.text_loss (gemma3-270m: 1.0)"
+        else:
+            advice = "lower the LoRA lr (gemma3-270m collapsed at train.lr >= 5e-4, README)"
         log.warning("%s: the text head learned no A/B preference: its A/B margin ignores which response comes "
                     "first (order consistency %.3f < %.1f), so the fold's A/B predictions come from the aux head "
-                    "alone (without one they are constant). With pretrained weights: with an aux head set "
-                    "train.text_loss (gemma3-270m: 1.0), else lower the LoRA lr (gemma3-270m collapsed at "
-                    "train.lr >= 5e-4, README); a random-init backbone (tiny) shows it too.", fold, c, TEXT_COLLAPSED)
+                    "alone (without one they are constant). With pretrained weights: %s; a random-init backbone "
+                    "(tiny) shows it too.", fold, c, TEXT_COLLAPSED, advice)
     return c
 
 
