@@ -5,8 +5,8 @@ than this, its text path adds nothing on these rows (see README, "Measured: qual
     python benchmarks/aux_head_alone.py --data DATA --extra EXTRA --model gemma3-270m --fold 0 [--epochs 1.5]
 
 Same train/valid rows as ``make train`` (folds file, extra rows minus those sharing a validation prompt),
-random A/B swaps per row per epoch (``train.swap: random``), AdamW at ``train.head_lr`` with warmup + cosine,
-``train.batch_size`` rows per step, swap-TTA on the validation rows. Prints the fold log loss with and
+random A/B swaps per row per epoch (``train.swap: random``), AdamW at ``train.head_lr`` with the config's
+warmup + schedule (``llm.train.lr_lambda``), ``train.batch_size`` rows per step, swap-TTA on the validation rows. Prints the fold log loss with and
 without TTA, and the order consistency (``metrics.order_consistency``).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from lmsys_arena.data import load_extra, prompt_key
 from lmsys_arena.folds import read_folds
 from lmsys_arena.llm.family import LLMConfig, aux_matrix
 from lmsys_arena.llm.model import make_aux
+from lmsys_arena.llm.train import lr_lambda
 from lmsys_arena.metrics import log_loss, order_consistency, softmax
 from lmsys_arena.runner import RunSpec, fold_split, unswap_average
 
@@ -66,8 +67,7 @@ def main(argv=None) -> dict:
     steps = math.ceil(len(tr) / bs * (a.epochs or lc.train.epochs))
     warm = int(steps * lc.train.warmup)
     opt = torch.optim.AdamW(head.parameters(), lr=lc.train.head_lr, weight_decay=lc.train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(warm, 1) if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(steps - warm, 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, warm, lc.train.schedule))
     order = np.concatenate([rng.permutation(len(tr)) for _ in range(math.ceil(steps * bs / len(tr)) + 1)])
     for s in range(steps):
         idx = order[s * bs:(s + 1) * bs]
