@@ -114,7 +114,7 @@ def test_ratio_param_times_another_key():
 
 
 def test_unknown_tune_key_is_an_error():
-    with pytest.raises(ValueError, match="unknown keys \\['fold'\\]"):
+    with pytest.raises(ValueError, match="unknown key .tune.fold.; did you mean .tune.folds."):
         tune.TuneSettings.from_cfg({"name": "x", "tune": {"fold": [0]}})
 
 

@@ -1,23 +1,34 @@
 """One entry point: ``python -m lmsys_arena <command>`` (the Makefile calls this).
 
     python -m lmsys_arena folds  --data input/sample --folds 5 --seed 42
-    python -m lmsys_arena train  --model xgb --run xgb [--extra extra.csv] [--set params.max_depth=8]
-    python -m lmsys_arena infer  --run xgb
-    python -m lmsys_arena score  --run xgb
-    python -m lmsys_arena check  --sub submissions/xgb.csv [--data input/sample]
+    python -m lmsys_arena train  --model xgb [--run NAME] [--extra extra.csv] [--set params.max_depth=8]
+    python -m lmsys_arena infer  --run xgb-sample
+    python -m lmsys_arena score  --run xgb-sample
+    python -m lmsys_arena check  --sub submissions/xgb-sample.csv [--data input/sample]
+    python -m lmsys_arena config gemma3-270m [--set train.lr=1e-4]    # the resolved config
     python -m lmsys_arena tune   --model xgb --trials 40 [--storage URL] [--study NAME] [--workers 2]
     python -m lmsys_arena best   --study xgb
     python -m lmsys_arena ensemble --runs xgb lgbm --name blend
     python -m lmsys_arena kernels --runs blend ; kernel-datasets ; check-kernels ; push
+
+Exit codes: 0 done, 1 failed (e.g. a missing run), 2 usage error, 3 bad data or config.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 log = logging.getLogger("lmsys_arena")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_BAD_INPUT = 1, 2, 3
+
+
+class UsageError(ValueError):
+    """A command line that cannot work (exit code 2)."""
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -34,37 +45,55 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmsys_arena.versions import version_line
+
+    common = argparse.ArgumentParser(add_help=False)  # accepted after the subcommand too
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO (default), WARNING, ERROR")
     ap = argparse.ArgumentParser(prog="lmsys_arena", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-level", default=os.environ.get("LOG_LEVEL") or "INFO",
+                    help="DEBUG (shows tracebacks), INFO (default), WARNING, ERROR; env LOG_LEVEL")
+    ap.add_argument("--version", action="version", version=version_line())
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("folds", help="write folds/<data-name>.csv (id, fold)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    p = command("folds", "write folds/<data-name>.csv (id, fold)")
     _data_args(p)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
 
-    p = sub.add_parser("train", help="train one model per fold; writes runs/<run>/")
+    p = command("train", "train one model per fold; writes runs/<run>/")
     _data_args(p)
     _model_args(p)
-    p.add_argument("--run", default=None, help="run name (default: the model name)")
+    p.add_argument("--run", default=None, help="run name (default: the model name, + -<data folder> off the "
+                   "competition data)")
     p.add_argument("--extra", default=None, help="CSV of external train-only rows (same columns as train.csv)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only-folds", default=None, help="comma-separated folds to train, e.g. 0 or 0,1")
     p.add_argument("--fresh", action="store_true", help="delete runs/<run>/ first instead of resuming")
 
-    p = sub.add_parser("infer", help="fold-averaged test predictions and submissions/<run>.csv")
+    p = command("infer", "fold-averaged test predictions and submissions/<run>.csv")
     p.add_argument("--run", required=True)
     p.add_argument("--data", default=None, help="folder with test.csv (default: the run's data)")
     p.add_argument("--sub", default=None, help="submission path (default: submissions/<run>.csv)")
 
-    p = sub.add_parser("score", help="per-fold and overall OOF log loss and accuracy -> runs/<run>/metrics.json")
+    p = command("score", "per-fold and overall OOF log loss and accuracy -> runs/<run>/metrics.json")
     p.add_argument("--run", required=True)
 
-    p = sub.add_parser("check", help="validate a submission CSV against the test ids")
+    p = command("check", "validate a submission CSV against the test ids")
     p.add_argument("--sub", required=True)
     _data_args(p)
 
-    p = sub.add_parser("tune", help="create or resume an Optuna study")
+    p = command("config", "print a resolved config (every option, defaults included), or the reference")
+    p.add_argument("model", nargs="?", default=None, help="config name in configs/ or a path to a YAML config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (dotted key)")
+    p.add_argument("--params", default=None, help="params file of overrides, or 'best'")
+    p.add_argument("--study", default=None, help="study name for --params best")
+    p.add_argument("--reference", action="store_true", help="the Markdown reference of every option")
+    p.add_argument("--out", default=None, help="write to this file instead of printing")
+
+    p = command("tune", "create or resume an Optuna study")
     _data_args(p)
     _model_args(p)
     p.add_argument("--extra", default=None)
@@ -73,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)")
     p.add_argument("--workers", type=int, default=1)
 
-    p = sub.add_parser("best", help="write studies/<study>.best.yaml, print the summary, save plots")
+    p = command("best", "write studies/<study>.best.yaml, print the summary, save plots")
     p.add_argument("--study", required=True)
     p.add_argument("--storage", default=None)
 
-    p = sub.add_parser("ensemble", help="fit simplex blend weights on OOF; apply to test; write a run + submission")
+    p = command("ensemble", "fit simplex blend weights on OOF; apply to test; write a run + submission")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--name", default="blend")
     p.add_argument("--space", choices=["logprob", "prob"], default="logprob",
@@ -88,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oof-only", action="store_true",
                    help="fit and score on OOF only (members without test.parquet yet); no submission")
 
-    p = sub.add_parser("kernels", help="build kernels/<name>/ for the given runs (one kernel per run)")
+    p = command("kernels", "build kernels/<name>/ for the given runs (one kernel per run)")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--name", default=None, help="kernel name (one run only; default: the run name)")
     p.add_argument("--budget-hours", type=float, default=8.5, help="LLM time guard from kernel start")
@@ -99,60 +128,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", default=None, help="GBDT run for rows the LLM does not reach in time")
     p.add_argument("--public", action="store_true")
     p.add_argument("--machine-shape", default="NvidiaTeslaT4", help="Kaggle accelerator (NvidiaTeslaT4 = T4 x2)")
-    p = sub.add_parser("kernel-datasets", help="build the code+wheels and artefacts dataset folders")
+    p = command("kernel-datasets", "build the code+wheels and artefacts dataset folders")
     p.add_argument("--names", nargs="*", default=None, help="kernels to package (default: all in kernels/)")
     p.add_argument("--wheels", choices=["full", "minimal"], default="full",
                    help="full: package + dependency wheels for Kaggle; minimal: the package wheel only")
-    p = sub.add_parser("check-kernels", help="validate every kernel offline, incl. a local simulated run")
+    p = command("check-kernels", "validate every kernel offline, incl. a local simulated run")
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--data", default=None, help="competition folder for the simulation (default: input/sample "
                    "unless input/lmsys-chatbot-arena exists)")
     p.add_argument("--no-sim", action="store_true", help="skip the simulated run")
     p.add_argument("--no-wheel-check", action="store_true", help="skip the empty-venv offline install")
-    p = sub.add_parser("push", help="kaggle datasets version/create + kaggle kernels push")
+    p = command("push", "kaggle datasets version/create + kaggle kernels push")
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--message", default=None, help="dataset version notes")
     return ap
 
 
-def _resolve_data(args) -> str:
-    from lmsys_arena.runner import default_data_dir
+def resolve_data(args) -> str:
+    from lmsys_arena.data import default_data_dir
 
     return Path(args.data).as_posix() if args.data else default_data_dir().as_posix()
 
 
-def _resolve_config(args) -> dict:
-    from lmsys_arena.config import load_config, load_params_file, parse_set_args
+def resolve_config(args) -> dict:
+    """The config of ``--model`` with ``--params`` and ``--set`` applied (errors name their source)."""
+    from lmsys_arena.config import load_config, load_params_file, parse_assignments
 
-    overrides = {}
+    overrides, sources = {}, {}
     if args.params:
         path = args.params
         if path == "best":
             path = Path("studies") / f"{args.study or Path(args.model).stem}.best.yaml"
             if not path.exists():
-                raise SystemExit(f"{path} not found: run `make best STUDY={path.name[:-10]}` first")
-        overrides.update(load_params_file(path))
-        log.info("params from %s: %s", path, overrides)
-    overrides.update(parse_set_args(args.set))
-    return load_config(args.model, overrides)
+                raise FileNotFoundError(f"{path} not found: run `make best STUDY={path.name[:-10]}` first")
+        params = load_params_file(path)
+        overrides.update(params)
+        sources.update({k: f"params file {path}" for k in params})
+        log.info("params from %s: %s", path, params)
+    for item in args.set:
+        key_value = parse_assignments([item], flag="--set")
+        overrides.update(key_value)
+        sources.update({k: f"--set {item}" for k in key_value})
+    return load_config(args.model, overrides, sources=sources)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     from lmsys_arena.io import setup_logging
 
-    setup_logging(args.log_level)
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level.upper())
     try:
         _dispatch(args)
     except Exception as e:  # clear one-line errors for users; tracebacks with --log-level DEBUG
-        from lmsys_arena.data import DataError
-        from lmsys_arena.metrics import SubmissionError
+        code = _exit_code(e)
+        if code is None or args.log_level.upper() == "DEBUG":
+            raise
+        log.error("%s: %s (--log-level DEBUG shows the traceback)", type(e).__name__, e)
+        sys.exit(code)
 
-        if isinstance(e, (DataError, SubmissionError, OSError, ValueError, KeyError, RuntimeError)) \
-                and args.log_level.upper() != "DEBUG":
-            log.error("%s: %s (--log-level DEBUG shows the traceback)", type(e).__name__, e)
-            sys.exit(2)
-        raise
+
+def _exit_code(e: Exception) -> int | None:
+    from lmsys_arena.data import DataError
+    from lmsys_arena.metrics import SubmissionError
+    from lmsys_arena.schema import ConfigError
+
+    if isinstance(e, UsageError):
+        return EXIT_USAGE
+    if isinstance(e, (DataError, SubmissionError, ConfigError)):
+        return EXIT_BAD_INPUT
+    if isinstance(e, (OSError, ValueError, KeyError, RuntimeError)):
+        return EXIT_FAILED
+    return None
 
 
 def _dispatch(args) -> None:
@@ -161,50 +207,82 @@ def _dispatch(args) -> None:
         from lmsys_arena.data import Competition
         from lmsys_arena.folds import folds_path, make_folds, write_folds
 
-        comp = Competition(Path(_resolve_data(args)))
+        comp = Competition(Path(resolve_data(args)))
         train = comp.train(skip_bad=args.skip_bad)
         write_folds(make_folds(train, k=args.folds, seed=args.seed), folds_path(comp.name), labels=train["label"])
     elif cmd == "train":
-        from lmsys_arena.runner import RunSpec, format_metrics, train_run
+        from lmsys_arena.runner import format_metrics, train_run
+        from lmsys_arena.runs import RUNS_DIR, RunSpec, default_run_name
 
-        cfg = _resolve_config(args)
-        spec = RunSpec(data=_resolve_data(args), extra=args.extra, seed=args.seed, skip_bad=args.skip_bad)
-        only = [int(f) for f in args.only_folds.split(",")] if args.only_folds else None
-        run = args.run or cfg["name"]
-        metrics = train_run(cfg, Path("runs") / run, spec, only_folds=only, fresh=args.fresh)
+        cfg = resolve_config(args)
+        data = resolve_data(args)
+        spec = RunSpec(data=data, extra=args.extra, seed=args.seed, skip_bad=args.skip_bad)
+        only = _folds_list(args.only_folds)
+        run = args.run or default_run_name(args.model, data)
+        metrics = train_run(cfg, RUNS_DIR / run, spec, only_folds=only, fresh=args.fresh)
         print(format_metrics(run, metrics))
     elif cmd == "infer":
         from lmsys_arena.runner import infer_run
+        from lmsys_arena.runs import RUNS_DIR
 
-        infer_run(Path("runs") / args.run, data=args.data, submission=args.sub)
+        infer_run(RUNS_DIR / args.run, data=args.data, submission=args.sub)
     elif cmd == "score":
         from lmsys_arena.runner import format_metrics, score_run
+        from lmsys_arena.runs import RUNS_DIR
 
-        print(format_metrics(args.run, score_run(Path("runs") / args.run)))
+        print(format_metrics(args.run, score_run(RUNS_DIR / args.run)))
     elif cmd == "check":
         import pandas as pd
 
         from lmsys_arena.data import Competition
         from lmsys_arena.metrics import validate_submission
 
-        comp = Competition(Path(_resolve_data(args)))
+        comp = Competition(Path(resolve_data(args)))
         sub = pd.read_csv(args.sub, dtype={"id": str})
         validate_submission(sub, comp.test(skip_bad=args.skip_bad)["id"], name=args.sub)
         print(f"{args.sub}: valid submission ({len(sub)} rows) for {comp.test_csv}")
+    elif cmd == "config":
+        _config_command(args)
     elif cmd in ("tune", "best"):
         from lmsys_arena import tune
 
-        tune.cli(args, resolve_config=_resolve_config, resolve_data=_resolve_data)
+        tune.cli(args, resolve_config=resolve_config, resolve_data=resolve_data)
     elif cmd == "ensemble":
         from lmsys_arena import ensemble
 
         ensemble.cli(args)
-    elif cmd in ("kernels", "kernel-datasets", "check-kernels", "push"):
+    else:
         from lmsys_arena import kernels
 
         kernels.cli(args)
-    else:  # pragma: no cover - argparse guards this
-        raise SystemExit(f"unknown command {cmd}")
+
+
+def _folds_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(f) for f in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--only-folds expects comma-separated fold numbers, got {text!r}") from None
+
+
+def _config_command(args) -> None:
+    from lmsys_arena.config import to_yaml
+    from lmsys_arena.io import write_text
+
+    if args.reference:
+        from lmsys_arena.reference import markdown
+
+        text = markdown()
+    elif args.model:
+        text = to_yaml(resolve_config(args))
+    else:
+        raise UsageError("config needs a MODEL (a config name or a YAML path), or --reference")
+    if args.out:
+        write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
 
 
 if __name__ == "__main__":

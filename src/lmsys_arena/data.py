@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 CLASS_NAMES = ("winner_model_a", "winner_model_b", "winner_tie")
+COMPETITION_NAME = "lmsys-chatbot-arena"  # Kaggle's slug, and the folder name of the real data in input/
 PROGRESS_MIN_ROWS = 20_000  # show a tqdm bar (rows/s, ETA) for files at least this long
 _scan_once = json.decoder.JSONDecoder().scan_once  # the C scanner: no per-call wrapper overhead
 
@@ -279,19 +280,15 @@ def _load(path: Path, *, skip_bad: bool, require_labels: bool | None,
     return df, report
 
 
-def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
-    """The same battles with A and B exchanged (labels 0 <-> 1, ties stay ties)."""
-    out = df.copy()
-    out["response_a"], out["response_b"] = df["response_b"], df["response_a"]
-    out["model_a"], out["model_b"] = df["model_b"], df["model_a"]
-    lab = df["label"].to_numpy()
-    out["label"] = np.where(lab == 0, 1, np.where(lab == 1, 0, lab)).astype(np.int8)
-    return out
-
-
 def prompt_key(df: pd.DataFrame) -> pd.Series:
     """Text identity of a battle's prompt (all turns), used to group folds."""
     return df["prompt"].map(lambda turns: "\x1e".join(t.strip() for t in turns))
+
+
+def default_data_dir() -> Path:
+    """``input/lmsys-chatbot-arena`` when it holds train.csv, else the bundled ``input/sample``."""
+    full = Path("input") / COMPETITION_NAME
+    return full if (full / "train.csv").exists() else Path("input/sample")
 
 
 @dataclass

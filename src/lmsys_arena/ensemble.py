@@ -29,13 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.io import read_json, write_json, write_parquet
 from lmsys_arena.metrics import log_loss, log_softmax, softmax
+from lmsys_arena.runs import Run, frame_from_logprobs, frame_logprobs
 
 log = logging.getLogger(__name__)
 
-PROB_COLS = ["p_a", "p_b", "p_tie"]
-LOGIT_COLS = ["logit_a", "logit_b", "logit_tie"]
 SPACES = ("logprob", "prob")
 T_BOUNDS = (0.2, 5.0)
 
@@ -140,38 +138,6 @@ def fit_blend(logps: list[np.ndarray], labels, *, space: str = "logprob", temper
 
 # --------------------------------------------------------------------------- run loading / alignment
 
-def member_logprobs(frame: pd.DataFrame) -> np.ndarray:
-    """Log-probabilities of a run frame (its logits through log_softmax, else log of its probabilities)."""
-    if all(c in frame.columns for c in LOGIT_COLS):
-        return log_softmax(frame[LOGIT_COLS].to_numpy(dtype=np.float64))
-    return np.log(np.clip(frame[PROB_COLS].to_numpy(dtype=np.float64), 1e-300, None))
-
-
-def _read_run_frame(run_dir: Path, what: str) -> pd.DataFrame:
-    path = run_dir / f"{what}.parquet"
-    folds = sorted(run_dir.glob("fold*/valid.parquet"))
-    if what == "oof" and not path.exists() and folds:  # finished folds of a run still in progress
-        log.info("%s: no oof.parquet, using %s", run_dir, ", ".join(str(f.parent.name) for f in folds))
-        path = run_dir / "_folds"
-        df = pd.concat([pd.read_parquet(f) for f in folds], ignore_index=True)
-        return _checked(df, path)
-    if not path.exists():
-        hint = f"make train RUN={run_dir.name}" if what == "oof" else f"make infer RUN={run_dir.name}"
-        raise FileNotFoundError(f"{path} not found: run `{hint}` first")
-    return _checked(pd.read_parquet(path), path)
-
-
-def _checked(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    df["id"] = df["id"].astype(str)
-    if df["id"].duplicated().any():
-        raise ValueError(f"{path}: duplicate id {df['id'][df['id'].duplicated()].iloc[0]!r}")
-    lp = member_logprobs(df)
-    bad = ~np.isfinite(lp).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{path}: row id={df['id'].iloc[int(np.argmax(bad))]!r} has non-finite predictions")
-    return df
-
-
 def align_oof(frames: dict[str, pd.DataFrame], *, common_rows: bool = False) -> pd.DataFrame:
     """One frame of ``id, fold, label`` on the rows all members share, in the first member's order.
 
@@ -222,17 +188,10 @@ def align_test(frames: dict[str, pd.DataFrame]) -> pd.Index:
 
 
 def _stack(frames: dict[str, pd.DataFrame], ids: pd.Index) -> list[np.ndarray]:
-    return [member_logprobs(f.set_index("id").loc[ids].reset_index()) for f in frames.values()]
+    return [frame_logprobs(f.set_index("id").loc[ids].reset_index()) for f in frames.values()]
 
 
 # --------------------------------------------------------------------------- the command
-
-def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:
-    df = pd.DataFrame({"id": list(ids), **cols})
-    df[PROB_COLS] = softmax(logp)
-    df[LOGIT_COLS] = logp
-    return df
-
 
 def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", temperature: bool = True,
                   common_rows: bool = False, oof_only: bool = False, runs_root: str | Path = "runs",
@@ -248,8 +207,8 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
         raise ValueError(f"a run is listed twice: {runs}")
     if name in runs:
         raise ValueError(f"the blend name {name!r} is also a member; pick another --name")
-    oofs = {r: _read_run_frame(runs_root / r, "oof") for r in runs}
-    tests = {} if oof_only else {r: _read_run_frame(runs_root / r, "test") for r in runs}
+    oofs = {r: Run(runs_root / r).read_oof(partial=True) for r in runs}
+    tests = {} if oof_only else {r: Run(runs_root / r).read_test() for r in runs}
     base = align_oof(oofs, common_rows=common_rows)
     y = base["label"].to_numpy()
     oof_lps = _stack(oofs, pd.Index(base["id"]))
@@ -272,19 +231,19 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
         test_ids = align_test(tests)
         test = frame_from_logprobs(test_ids, combine(_stack(tests, test_ids), weights, t, space))
 
-    run_dir = runs_root / name
-    if oof_only and (run_dir / "test.parquet").exists():
-        (run_dir / "test.parquet").unlink()  # stale: it belonged to other weights
+    run = Run(runs_root / name)
+    if oof_only and run.test_file.exists():
+        run.test_file.unlink()  # stale: it belonged to other weights
     cfg = {**asdict(blend), "extra": {"oof_rows": len(oof), "member_oof_rows": {r: len(f) for r, f in oofs.items()},
                                       "test_rows": None if test is None else len(test), "oof_only": oof_only}}
-    write_json(run_dir / "config.json", cfg)
-    write_parquet(run_dir / "oof.parquet", oof)
-    write_json(run_dir / "metrics.json", metrics)
+    run.write_blend_config(cfg)
+    run.write_oof(oof)
+    run.write_metrics(metrics)
     if test is None:
         log.warning("--oof-only: no test predictions and no submission for %s", name)
         return metrics
-    write_parquet(run_dir / "test.parquet", test)
-    data = _member_data_dir(runs_root / runs[0])
+    run.write_test(test)
+    data = Run(runs_root / runs[0]).data_dir()
     if data is not None:
         from lmsys_arena.data import Competition
 
@@ -293,15 +252,6 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
     else:
         write_submission(test, Path(submissions) / f"{name}.csv", test["id"])
     return metrics
-
-
-def _member_data_dir(run_dir: Path) -> str | None:
-    """The competition folder a leaf member was trained on (blends recurse to their first member)."""
-    cfg = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    if cfg.get("family") == "blend":
-        return _member_data_dir(run_dir.parent / cfg["members"][0])
-    data = (cfg.get("run") or {}).get("data")
-    return data if data and (Path(data) / "test.csv").exists() else None
 
 
 def format_table(name: str, metrics: dict) -> str:

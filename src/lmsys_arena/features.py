@@ -9,7 +9,7 @@ per row under ``cache/features/<spec-hash>/<shard-hash>.parquet``, keyed by a ha
 texts: a fold's train rows, its valid rows and the test rows all reuse earlier work, and a
 changed row is recomputed on its own.
 
-Column naming defines the A/B swap (see :func:`swap_features`):
+Column naming defines the A/B swap (:func:`lmsys_arena.swap.swap_features`):
 
     a_<x> / b_<x>      the same quantity for response A / B        -> exchanged
     diff_<x>, lr_<x>   a - b and log1p(a) - log1p(b)               -> negated
@@ -97,17 +97,6 @@ def feature_names() -> list[str]:
 
 
 FEATURE_NAMES = feature_names()
-
-
-def swap_features(X: pd.DataFrame) -> pd.DataFrame:
-    """The feature frame of the A/B-swapped battles, without recomputing anything."""
-    out = X.copy()
-    for c in X.columns:
-        if c.startswith("a_") and "b_" + c[2:] in X.columns:
-            out[c], out["b_" + c[2:]] = X["b_" + c[2:]].to_numpy(), X[c].to_numpy()
-        elif c.startswith(("diff_", "lr_")):
-            out[c] = -X[c].to_numpy()
-    return out
 
 
 # ---------------------------------------------------------------------------------------- computing

@@ -3,26 +3,12 @@
     make folds train infer MODEL=xgb            # or MODEL=lgbm
     make train MODEL=lgbm SET="num_boost_round=50 params.learning_rate=0.1"
 
-Config keys (``configs/xgb.yaml``, ``configs/lgbm.yaml``):
-
-    backend               xgboost | lightgbm
-    swap_augment          train on every row twice, also as B|A with the label swapped
-    tta                   predict p(x) and unswap(p(swap(x))) and average them (runner.unswap_average)
-    num_boost_round       upper bound on trees (per class)
-    early_stopping_rounds stop when the fold's validation log loss has not improved for this many rounds
-    source_feature        add ``is_extra`` (1 on external rows, 0 on train/test rows) so the trees can
-                          learn the external set's different class balance instead of shifting the priors
-    text_score            add ``diff_text_score``: a Naive-Bayes log-count-ratio score of hashed word
-                          1-2-grams of A minus B, fitted per fold (out-of-fold for the fold's train rows)
-    threads               0 = all cores
-    log_every             log the validation loss every N rounds (0 = off)
-    params                passed to the backend as is (learning rate, depth, sampling, ...)
-
-The swapped rows come from :func:`features.swap_features` (a column permutation/negation), so
-neither augmentation nor TTA computes features twice. Fold files: ``model.json`` (xgboost) or
-``model.txt`` (lightgbm), both truncated to the best iteration, and ``gbdt.json`` (backend,
-best iteration, feature names).
+The options are :class:`GBDTConfig` (docs/config-reference.md). The swapped rows come from
+:func:`swap.swap_features` (a column permutation/negation), so neither augmentation nor TTA computes
+features twice. Fold files: ``model.json`` (xgboost) or ``model.txt`` (lightgbm), both truncated to the
+best iteration, ``gbdt.json`` (backend, best iteration, feature names) and ``text_score.npy``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,71 +18,102 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.features import build_bow, build_features, swap_features
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lmsys_arena.features import build_bow, build_features
 from lmsys_arena.io import read_json, write_json
-from lmsys_arena.runner import unswap_average
+from lmsys_arena.options import RunOptions
+from lmsys_arena.schema import OptionError, build, option
+from lmsys_arena.swap import swap_features, swap_labels, unswap_average
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("xgboost", "lightgbm")
+# booster parameters whose type is checked (others pass to the backend as they are)
+INT_PARAMS = {"max_depth", "max_bin", "num_leaves", "min_data_in_leaf", "bagging_freq", "max_leaves",
+              "num_parallel_tree", "min_child_samples"}
+FLOAT_PARAMS = {"learning_rate", "eta", "min_child_weight", "subsample", "colsample_bytree", "colsample_bylevel",
+                "reg_lambda", "reg_alpha", "lambda", "alpha", "gamma", "feature_fraction", "bagging_fraction",
+                "lambda_l1", "lambda_l2", "min_gain_to_split", "min_sum_hessian_in_leaf"}
 
 
-def _threads(cfg: dict) -> int:
-    return int(cfg.get("threads", 0) or os.cpu_count() or 1)
+@dataclass
+class GBDTConfig(RunOptions):
+    """A feature GBDT (``family: gbdt``)."""
+
+    backend: Literal["xgboost", "lightgbm"] = option("xgboost", "the booster library")
+    swap_augment: bool = option(True, "train on every row twice, also as B|A with the label swapped")
+    num_boost_round: int = option(3000, "upper bound on boosting rounds")
+    early_stopping_rounds: int = option(100, "stop when the fold's validation log loss has not improved for this many rounds")
+    source_feature: bool = option(True, "add is_extra (1 on EXTRA rows): the trees learn the external set's class balance")
+    text_score: bool = option(True, "add diff_text_score: a Naive-Bayes score of hashed word 1-2-grams, fitted per fold")
+    text_score_alpha: float = option(1.0, "additive smoothing of the text score's word counts")
+    text_score_folds: int = option(5, "inner prompt-grouped folds for the text score of the fold's train rows")
+    feature_cache: bool = option(True, "reuse features cached under cache/features/ (keyed by each row's texts)")
+    threads: int = option(0, "CPU threads (0: all cores)")
+    log_every: int = option(0, "log the validation loss every N rounds (0: off)")
+    params: dict[str, Any] = option(factory=dict, help="passed to the backend as is (learning rate, depth, sampling, ...)")
+
+    def __post_init__(self):
+        for k, v in self.params.items():
+            integer = isinstance(v, int) and not isinstance(v, bool)
+            if k in INT_PARAMS and not integer:
+                raise OptionError(f"params.{k}", f"must be an integer, got {v!r} ({type(v).__name__})")
+            if k in FLOAT_PARAMS and not (integer or isinstance(v, float)):
+                raise OptionError(f"params.{k}", f"must be a number, got {v!r} ({type(v).__name__})")
+            if isinstance(v, (dict, list)):
+                raise OptionError(f"params.{k}", f"must be a single value, got {v!r}")
 
 
-def _backend(cfg: dict) -> str:
-    b = cfg.get("backend", "xgboost")
-    if b not in BACKENDS:
-        raise ValueError(f"gbdt backend {b!r} unknown; use one of {BACKENDS}")
-    return b
+def options(cfg: dict) -> GBDTConfig:
+    return build(GBDTConfig, cfg)
 
 
-def features(cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+def _threads(o: GBDTConfig) -> int:
+    return int(o.threads or os.cpu_count() or 1)
+
+
+def features(o: GBDTConfig, df: pd.DataFrame) -> pd.DataFrame:
     """The cached text features, plus ``is_extra`` (1 for external train-only rows) if ``source_feature``."""
-    X = build_features(df, use_cache=cfg.get("feature_cache", True))
-    if cfg.get("source_feature", False):
+    X = build_features(df, use_cache=o.feature_cache)
+    if o.source_feature:
         source = df["source"].to_numpy() if "source" in df.columns else np.full(len(df), "")
         X["is_extra"] = (source == "extra").astype(np.float32)
     return X
 
 
-def swap_labels(y: np.ndarray) -> np.ndarray:
-    return np.where(y == 2, 2, 1 - y).astype(y.dtype)
-
-
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
-    fold_dir = Path(fold_dir)
-    Xtr, Xva = features(cfg, train), features(cfg, valid)
-    if cfg.get("text_score", False):
-        Xtr["diff_text_score"], Xva["diff_text_score"] = _fit_text_score(cfg, train, valid, fold_dir, seed)
+    fold_dir, o = Path(fold_dir), options(cfg)
+    Xtr, Xva = features(o, train), features(o, valid)
+    if o.text_score:
+        Xtr["diff_text_score"], Xva["diff_text_score"] = _fit_text_score(o, train, valid, fold_dir)
     ytr, yva = train["label"].to_numpy().astype(np.int32), valid["label"].to_numpy().astype(np.int32)
-    if cfg.get("swap_augment", True):
+    if o.swap_augment:
         Xtr = pd.concat([Xtr, swap_features(Xtr)], ignore_index=True)
         ytr = np.concatenate([ytr, swap_labels(ytr)])
-    backend = _backend(cfg)
+    backend = o.backend
     fit = _fit_xgboost if backend == "xgboost" else _fit_lightgbm
-    model, best_iter = fit(cfg, Xtr, ytr, Xva, yva, fold_dir, seed)
+    model, best_iter = fit(o, Xtr, ytr, Xva, yva, fold_dir, seed)
     write_json(fold_dir / "gbdt.json", {"backend": backend, "best_iteration": best_iter, "features": list(Xtr.columns),
                                         "train_rows": len(Xtr), "valid_rows": len(Xva)})
     log.info("%s: %s stopped at %d rounds (%d train rows incl. swaps)", fold_dir.name, backend, best_iter + 1, len(Xtr))
-    return _predict_logits(cfg, model, Xva)
+    return _predict_logits(o, model, Xva)
 
 
 def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
-    fold_dir = Path(fold_dir)
+    fold_dir, o = Path(fold_dir), options(cfg)
     meta = read_json(fold_dir / "gbdt.json")
-    X = features(cfg, df)
-    if cfg.get("text_score", False):
-        X["diff_text_score"] = _text_score(cfg, df, np.load(fold_dir / "text_score.npy"))
+    X = features(o, df)
+    if o.text_score:
+        X["diff_text_score"] = _text_score(o, df, np.load(fold_dir / "text_score.npy"))
     if meta["features"] != list(X.columns):
         raise RuntimeError(f"{fold_dir} was trained on other features (features.py changed): retrain with FRESH=1")
-    return _predict_logits(cfg, _load(meta["backend"], fold_dir), X)
+    return _predict_logits(o, _load(meta["backend"], fold_dir), X)
 
 
-def _predict_logits(cfg: dict, model, X: pd.DataFrame) -> np.ndarray:
+def _predict_logits(o: GBDTConfig, model, X: pd.DataFrame) -> np.ndarray:
     logit = np.log(np.clip(_proba(model, X), 1e-15, 1))
-    if cfg.get("tta", True):
+    if o.tta:
         logit_sw = np.log(np.clip(_proba(model, swap_features(X)), 1e-15, 1))
         return unswap_average(logit, logit_sw)
     return logit
@@ -116,13 +133,13 @@ def _nb_weights(A, B, y: np.ndarray, alpha: float) -> np.ndarray:
     return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
 
 
-def _text_score(cfg: dict, df: pd.DataFrame, w: np.ndarray) -> np.ndarray:
+def _text_score(o: GBDTConfig, df: pd.DataFrame, w: np.ndarray) -> np.ndarray:
     """(bow(A) - bow(B)) . w: antisymmetric, so the swapped row's score is exactly the negation."""
-    A, B = build_bow(df, use_cache=cfg.get("feature_cache", True))
+    A, B = build_bow(df, use_cache=o.feature_cache)
     return (A @ w - B @ w).astype(np.float32)
 
 
-def _fit_text_score(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int):
+def _fit_text_score(o: GBDTConfig, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path):
     """Naive-Bayes text score as one stacked feature: out-of-fold on the fold's train rows (inner
     prompt-grouped folds, so the trees never see a score fitted on the row itself), fitted on all
     of them for the valid rows and later the test rows (weights saved as ``text_score.npy``)."""
@@ -130,33 +147,33 @@ def _fit_text_score(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_di
 
     from lmsys_arena.data import prompt_key
 
-    alpha = float(cfg.get("text_score_alpha", 1.0))
-    A, B = build_bow(train, use_cache=cfg.get("feature_cache", True))
+    alpha = o.text_score_alpha
+    A, B = build_bow(train, use_cache=o.feature_cache)
     y = train["label"].to_numpy()
     oof = np.zeros(len(train), dtype=np.float32)
     groups = pd.factorize(prompt_key(train))[0]
-    for fit_idx, pred_idx in GroupKFold(n_splits=int(cfg.get("text_score_folds", 5))).split(A, groups=groups):
+    for fit_idx, pred_idx in GroupKFold(n_splits=o.text_score_folds).split(A, groups=groups):
         w = _nb_weights(A[fit_idx], B[fit_idx], y[fit_idx], alpha)
         oof[pred_idx] = A[pred_idx] @ w - B[pred_idx] @ w
     w = _nb_weights(A, B, y, alpha)
     np.save(fold_dir / "text_score.npy", w)
-    return oof, _text_score(cfg, valid, w)
+    return oof, _text_score(o, valid, w)
 
 
 # ------------------------------------------------------------------------------------------ backends
 
 
-def _fit_xgboost(cfg, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
+def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
     import xgboost as xgb
 
     params = {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss", "tree_method": "hist",
-              "nthread": _threads(cfg), "seed": seed, "verbosity": 1, **cfg.get("params", {})}
+              "nthread": _threads(o), "seed": seed, "verbosity": 1, **o.params}
     dtr = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=params.get("max_bin", 256))
     dva = xgb.DMatrix(Xva, label=yva)
-    every = int(cfg.get("log_every", 0))
+    every = o.log_every
     callbacks = [_xgb_log(every)] if every else []
-    booster = xgb.train(params, dtr, num_boost_round=int(cfg.get("num_boost_round", 3000)), evals=[(dva, "valid")],
-                        early_stopping_rounds=int(cfg.get("early_stopping_rounds", 100)), verbose_eval=False,
+    booster = xgb.train(params, dtr, num_boost_round=o.num_boost_round, evals=[(dva, "valid")],
+                        early_stopping_rounds=o.early_stopping_rounds, verbose_eval=False,
                         callbacks=callbacks)
     best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
     booster = booster[: best + 1]  # keep only the trees up to the best round
@@ -164,18 +181,18 @@ def _fit_xgboost(cfg, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
     return booster, best
 
 
-def _fit_lightgbm(cfg, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
+def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
     import lightgbm as lgb
 
-    params = {"objective": "multiclass", "num_class": 3, "metric": "multi_logloss", "num_threads": _threads(cfg),
-              "seed": seed, "verbosity": -1, "deterministic": True, "force_row_wise": True, **cfg.get("params", {})}
+    params = {"objective": "multiclass", "num_class": 3, "metric": "multi_logloss", "num_threads": _threads(o),
+              "seed": seed, "verbosity": -1, "deterministic": True, "force_row_wise": True, **o.params}
     dtr = lgb.Dataset(Xtr, label=ytr, free_raw_data=True)
     dva = lgb.Dataset(Xva, label=yva, reference=dtr)
-    every = int(cfg.get("log_every", 0))
-    callbacks = [lgb.early_stopping(int(cfg.get("early_stopping_rounds", 100)), verbose=False)]
+    every = o.log_every
+    callbacks = [lgb.early_stopping(o.early_stopping_rounds, verbose=False)]
     if every:
         callbacks.append(_lgb_log(every))
-    booster = lgb.train(params, dtr, num_boost_round=int(cfg.get("num_boost_round", 3000)), valid_sets=[dva],
+    booster = lgb.train(params, dtr, num_boost_round=o.num_boost_round, valid_sets=[dva],
                         valid_names=["valid"], callbacks=callbacks)
     best = max(int(booster.best_iteration or booster.current_iteration()), 1) - 1
     booster.save_model(str(fold_dir / "model.txt"), num_iteration=best + 1)

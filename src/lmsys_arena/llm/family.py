@@ -5,8 +5,8 @@
     make train MODEL=gemma2-9b-it BACKBONE=/path/to/hf-folder GPUS=2   # DDP through torchrun
     make infer MODEL=gemma3-270m                            # one process per visible GPU
 
-A config has the sections ``format`` (format.FormatConfig), ``model`` (model.ModelConfig),
-``train`` (train.TrainConfig), ``infer`` (infer.InferConfig), plus ``backbone`` and ``tta``.
+Its options are :class:`llm.config.LLMConfig`: ``backbone``, ``tta`` and the sections ``format``,
+``model`` (``lora``, ``head``, ``aux``), ``train`` and ``infer``.
 Each fold folder gets ``adapter/`` (peft), ``head.pt``, ``llm_meta.json`` and, while training,
 ``ckpt.pt`` (resume point). ``predict`` returns NaN logits for rows not reached before
 ``LMSYS_DEADLINE`` (see infer.py).
@@ -16,40 +16,28 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lmsys_arena.llm.format import BattleEncoder, FormatConfig, lengths
-from lmsys_arena.llm.infer import InferConfig, combine_tta, score_ddp, score_local, score_multi_gpu
-from lmsys_arena.llm.model import aux_feature_names  # noqa: F401 (part of this module's API: tests, configs)
-from lmsys_arena.llm.model import DTYPES, ModelConfig, compile_mode, load_tokenizer, read_meta, resolve_backbone
-from lmsys_arena.llm.train import CKPT, TrainConfig, dist_info
+from lmsys_arena.dist import init as dist_info
+from lmsys_arena.llm.config import LLMConfig, ModelConfig, aux_feature_names  # noqa: F401 (API: tests, configs)
+from lmsys_arena.llm.format import BattleEncoder, lengths
+from lmsys_arena.llm.infer import score_ddp, score_local, score_multi_gpu
+from lmsys_arena.llm.model import DTYPES, compile_mode, load_tokenizer, read_meta, resolve_backbone
+from lmsys_arena.llm.train import CKPT
+from lmsys_arena.schema import build
+from lmsys_arena.swap import combine_tta
 
 log = logging.getLogger(__name__)
 DONE = "train_done"
 
 
-@dataclass
-class LLMConfig:
-    backbone: str
-    format: FormatConfig
-    model: ModelConfig
-    train: TrainConfig
-    infer: InferConfig
-    tta: bool = True
-
-    @classmethod
-    def from_dict(cls, cfg: dict) -> "LLMConfig":
-        if not cfg.get("backbone"):
-            raise ValueError("llm config needs 'backbone' (HF folder, .gguf, pypi:<package> or tiny); "
-                             "set it with BACKBONE=... / --set backbone=...")
-        return cls(backbone=str(cfg["backbone"]), format=FormatConfig.from_dict(cfg.get("format")),
-                   model=ModelConfig.from_dict(cfg.get("model")), train=TrainConfig.from_dict(cfg.get("train")),
-                   infer=InferConfig.from_dict(cfg.get("infer")), tta=bool(cfg.get("tta", True)))
+def options(cfg: dict) -> LLMConfig:
+    return build(LLMConfig, cfg)
 
 
 def _device(local_rank: int) -> torch.device:
@@ -74,17 +62,18 @@ def _backbone(lc: LLMConfig, rank: int, world: int) -> Path:
 
 
 def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelConfig:
-    d = dict(lc.model.__dict__)
+    d = {}
     if for_infer:
         d.update({k: v for k, v in (("dtype", lc.infer.dtype), ("quant", lc.infer.quant)) if v})
         if lc.infer.compile is not None:
             d["compile"] = lc.infer.compile
-        elif d["compile"] == "cudagraphs":  # a GPU training mode: plain compilation on a GPU, none on a CPU
-            d["compile"] = compile_mode(d["compile"], device, training=False) is not None
-    if device.type == "cpu" and d["dtype"] != "fp32":
-        log.info("CPU: running in fp32 instead of %s", d["dtype"])
+        elif lc.model.compile == "cudagraphs":  # a GPU training mode: plain compilation on a GPU, none on a CPU
+            d["compile"] = compile_mode(lc.model.compile, device, training=False) is not None
+    dtype = d.get("dtype", lc.model.dtype)
+    if device.type == "cpu" and dtype != "fp32":
+        log.info("CPU: running in fp32 instead of %s", dtype)
         d["dtype"] = "fp32"
-    return ModelConfig(**d)
+    return dataclasses.replace(lc.model, **d)
 
 
 # ---------------------------------------------------------------- side inputs (model.aux)
@@ -98,7 +87,8 @@ def aux_matrix(mcfg: ModelConfig, df: pd.DataFrame) -> tuple[np.ndarray, np.ndar
     names = mcfg.aux_features
     extra = (df["source"].to_numpy() == "extra") if "source" in df.columns else np.zeros(len(df), dtype=bool)
     if names:
-        from lmsys_arena.features import build_features, swap_features
+        from lmsys_arena.features import build_features
+        from lmsys_arena.swap import swap_features
 
         X = build_features(df)
         sides = [X[names], swap_features(X)[names]]
@@ -133,7 +123,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     from lmsys_arena.llm.model import build_model, describe, load_trained, save_trained, write_meta
     from lmsys_arena.llm.train import Trainer, full_state
 
-    lc = LLMConfig.from_dict(cfg)
+    lc = options(cfg)
     fold_dir = Path(fold_dir)
     rank, world, local = dist_info()
     device = _device(local)
@@ -153,7 +143,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
             model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
             model.aux.set_source_prior(train["label"].to_numpy(), aux[0][:, -1] > 0)
             log.info("aux head: %d battle features%s", len(names),
-                     ", source bias for %d extra rows" % int(aux[0][:, -1].sum()) if mcfg.aux.get("source_bias") else "")
+                     ", source bias for %d extra rows" % int(aux[0][:, -1].sum()) if mcfg.aux.source_bias else "")
         log.info("model %s on %s (%s): %s", path, device, mcfg.dtype, describe(model))
         pissa_init = _save_pissa_init(model, mcfg, fold_dir, rank)
         _barrier(world)
@@ -231,7 +221,7 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str, text_loss: float = 0
 
 
 def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Path | None:
-    init = str(mcfg.lora.get("init", True))
+    init = str(mcfg.lora.init)
     if not init.startswith("pissa"):
         return None
     path = fold_dir / "pissa_init"
@@ -239,7 +229,7 @@ def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Pat
         pc = model.backbone.peft_config["default"]
         pc.init_lora_weights = True
         model.backbone.save_pretrained(path)
-        pc.init_lora_weights = mcfg.lora["init"]
+        pc.init_lora_weights = mcfg.lora.init
     return path
 
 
@@ -255,10 +245,9 @@ def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str, 
     return (out, {"ab": logits[:n], "ba": logits[n:]}) if raw else out
 
 
-def _load_for_worker(path: str, mcfg: dict, fold_dir: str, device: torch.device):
+def _load_for_worker(path: str, m: ModelConfig, fold_dir: str, device: torch.device):
     from lmsys_arena.llm.model import load_trained
 
-    m = ModelConfig(**mcfg)
     model = load_trained(Path(path), m, Path(fold_dir), device)
     return model, load_tokenizer(Path(path)).pad_token_id, DTYPES[m.dtype]
 
@@ -266,7 +255,7 @@ def _load_for_worker(path: str, mcfg: dict, fold_dir: str, device: torch.device)
 def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     """Logits (n, 3) for ``df`` with the fold's adapter; swap-TTA when ``cfg['tta']``; NaN rows for
     rows not reached before the deadline. Uses DDP ranks under torchrun, else one process per GPU."""
-    lc = LLMConfig.from_dict(cfg)
+    lc = options(cfg)
     rank, world, local = dist_info()
     device = _device(local)
     path = _backbone(lc, rank, world)
@@ -283,7 +272,7 @@ def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     aux = aux_matrix(mcfg, df)
     if world == 1 and workers > 1:
         fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
-        load_fn = functools.partial(_load_for_worker, str(path), dict(mcfg.__dict__), str(fold_dir))
+        load_fn = functools.partial(_load_for_worker, str(path), mcfg, str(fold_dir))
         logits = score_multi_gpu(load_fn, fwd + (rev or []), lc.infer, workers, desc=desc, aux=_stack(aux, lc.tta))
         n = len(df)
         return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)

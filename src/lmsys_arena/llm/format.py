@@ -21,61 +21,13 @@ A and B shares the allocation is mirror-symmetric: format(swap(x)) is format(x) 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
+from lmsys_arena.llm.config import FormatConfig
+
 SENTINEL = "\x00BODY\x00"
 GEMMA_TURNS = ("<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n")
-
-
-@dataclass
-class FormatConfig:
-    max_len: int = 1024
-    keep: str = "newest"  # which rounds survive when not all fit: newest | oldest
-    truncation_side: str = "right"  # right: keep a cut text's start; left: keep its end
-    shares: dict = field(default_factory=lambda: {"prompt": 0.2, "a": 0.4, "b": 0.4})
-    instruction: str = "Which response better answers the prompt: A, B, or is it a tie?"
-    labels: dict = field(default_factory=lambda: {"prompt": "\n\n## Prompt\n", "a": "\n\n## Response A\n",
-                                                   "b": "\n\n## Response B\n"})
-    min_split: int = 32  # a round is split only if at least this many of its text tokens fit; else dropped
-    chars_per_token: float = 8.0  # texts are cut to max_len * this many characters before tokenizing
-
-    def __post_init__(self):
-        if self.keep not in ("newest", "oldest"):
-            raise ValueError(f"format.keep must be 'newest' or 'oldest', got {self.keep!r}")
-        if self.truncation_side not in ("left", "right"):
-            raise ValueError(f"format.truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
-        missing = {"prompt", "a", "b"} - set(self.shares)
-        if missing or any(v < 0 for v in self.shares.values()) or sum(self.shares.values()) <= 0:
-            raise ValueError(f"format.shares needs non-negative prompt, a, b (sum > 0), got {self.shares}")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "FormatConfig":
-        return cls(**section_options(cls, d, "format"))
-
-
-def section_options(cls, d: dict | None, section: str) -> dict:
-    """A config section's options for dataclass ``cls``: unknown keys refused (naming them), numbers coerced."""
-    d = dict(d or {})
-    unknown = set(d) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown {section} option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-    return coerce_numbers(cls, d)
-
-
-def coerce_numbers(cls, d: dict) -> dict:
-    """YAML 1.1 reads ``4e-4`` as a string: convert values of float/int fields, naming bad ones."""
-    out = dict(d)
-    for name, f in cls.__dataclass_fields__.items():
-        kind = {"float": float, "int": int}.get(str(f.type))
-        if kind and isinstance(out.get(name), str):
-            try:
-                out[name] = kind(float(out[name]))
-            except ValueError:
-                raise ValueError(f"{cls.__name__}.{name} must be a number, got {out[name]!r}") from None
-    return out
 
 
 def template_pieces(tokenizer) -> tuple[str, str]:
@@ -116,7 +68,7 @@ def waterfill(need: tuple[int, int, int], shares: tuple[float, float, float], bu
 
 def allocate(rounds: list[tuple[int, int, int]], budget: int, label_cost: int, cfg: FormatConfig) -> list[list[int]]:
     """Kept token counts per round and segment ([0, 0, 0] = round dropped)."""
-    shares = (cfg.shares["prompt"], cfg.shares["a"], cfg.shares["b"])
+    shares = (cfg.shares.prompt, cfg.shares.a, cfg.shares.b)
     out = [[0, 0, 0] for _ in rounds]
     order = range(len(rounds) - 1, -1, -1) if cfg.keep == "newest" else range(len(rounds))
     left = budget
@@ -150,7 +102,7 @@ class BattleEncoder:
         enc = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
         self.head = enc(before) + enc(cfg.instruction)
         self.tail = enc(after)
-        self.label_ids = [enc(cfg.labels[k]) for k in ("prompt", "a", "b")]
+        self.label_ids = [enc(getattr(cfg.labels, k)) for k in ("prompt", "a", "b")]
         self.label_cost = sum(len(x) for x in self.label_ids)
         self.budget = cfg.max_len - len(self.head) - len(self.tail)
         if self.budget <= self.label_cost + 3:

@@ -16,32 +16,16 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lmsys_arena.llm.format import section_options
-
 from lmsys_arena.deadline import deadline_passed
+from lmsys_arena.llm.config import InferConfig
+from lmsys_arena.swap import combine_tta  # noqa: F401 (re-exported for the family)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InferConfig:
-    max_tokens: int = 65536  # padded tokens per batch
-    max_rows: int = 256
-    workers: int = 0  # processes (one per GPU) when not under DDP; 0 = every visible GPU
-    dtype: str | None = None  # override model.dtype for inference (fp16 on T4s)
-    quant: str | None = None  # override model.quant for inference (4bit / 8bit weights)
-    compile: bool | str | None = None  # override model.compile for inference (default: model.compile, but
-    # plain compile instead of cudagraphs: inference batches have too many distinct shapes to record)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "InferConfig":
-        return cls(**section_options(cls, d, "infer"))
 
 
 def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
@@ -140,23 +124,6 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
     finally:
         bar.close()
         model.train(was_training)
-    return out
-
-
-def combine_tta(logits: np.ndarray, logits_swapped: np.ndarray | None) -> np.ndarray:
-    """Swap-TTA average (runner.unswap_average) where both orders were scored; one order where only
-    one was (deadline); NaN where neither."""
-    from lmsys_arena.runner import unswap_average
-
-    if logits_swapped is None:
-        return logits
-    out = np.full(logits.shape, np.nan, dtype=np.float64)
-    ok_f, ok_s = np.isfinite(logits).all(1), np.isfinite(logits_swapped).all(1)
-    both = ok_f & ok_s
-    if both.any():
-        out[both] = unswap_average(logits[both], logits_swapped[both])
-    out[ok_f & ~ok_s] = logits[ok_f & ~ok_s]
-    out[~ok_f & ok_s] = logits_swapped[~ok_f & ok_s][:, [1, 0, 2]]
     return out
 
 

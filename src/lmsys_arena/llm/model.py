@@ -22,88 +22,20 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from lmsys_arena.llm.config import ModelConfig, aux_feature_names  # noqa: F401 (aux_feature_names: API)
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HEAD_FILE = "head.pt"
 ADAPTER_DIR = "adapter"
-
-
-@dataclass
-class ModelConfig:
-    dtype: str = "bf16"  # bf16 | fp16 | fp32: weights and autocast dtype
-    quant: str | None = None  # None | 4bit (QLoRA NF4 + double quant) | 8bit  (bitsandbytes, CUDA only)
-    attn: str = "sdpa"  # attention implementation: sdpa | eager | flash_attention_2
-    softcap: bool = False  # keep Gemma-2 attention logit soft-capping (needs attn: eager)
-    grad_ckpt: bool = False
-    # torch.compile each decoder layer (regional, dynamic shapes): fuses norms/rotary/GELU. "cudagraphs": also
-    # replay each layer as a CUDA graph in training (mode reduce-overhead, static shapes), for small models whose
-    # steps are launch-bound; pair it with train.pad_multiple = format.max_len (one shape, one compile)
-    compile: bool | str = False
-    lora: dict = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear",
-                                                "layers": None, "init": True})
-    head: dict = field(default_factory=lambda: {"layers": 1, "hidden": 0, "dropout": 0.0, "norm": True})
-    # side inputs added to the head's logits (AuxHead): hand-built battle features and/or a per-source bias
-    aux: dict = field(default_factory=lambda: {"features": None, "hidden": 64, "dropout": 0.0, "source_bias": False,
-                                               "source_input": False})
-
-    def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.quant not in (None, "4bit", "8bit"):
-            raise ValueError(f"model.quant must be null, 4bit or 8bit, got {self.quant!r}")
-        if self.compile not in (True, False, "cudagraphs"):
-            raise ValueError(f"model.compile must be true, false or cudagraphs, got {self.compile!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ModelConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        base = cls()
-        for k in ("lora", "head", "aux"):
-            d[k] = {**getattr(base, k), **(d.get(k) or {})}
-        unknown = set(d["aux"]) - set(base.aux)
-        if unknown:
-            raise ValueError(f"unknown model.aux option(s) {sorted(unknown)}; known: {sorted(base.aux)}")
-        return cls(**d)
-
-    @property
-    def uses_aux(self) -> bool:
-        return bool(self.aux.get("features")) or bool(self.aux.get("source_bias"))
-
-    @property
-    def aux_features(self) -> list[str]:
-        """The battle-feature columns the aux head reads (``aux.features`` resolved)."""
-        return aux_feature_names(self.aux.get("features"))
-
-
-def aux_feature_names(spec) -> list[str]:
-    """``model.aux.features``: null (none), ``all`` or a list of names / fnmatch patterns (``lr_*``)
-    of :func:`lmsys_arena.features.feature_names`, kept in that order."""
-    import fnmatch
-
-    from lmsys_arena.features import feature_names
-
-    if not spec:
-        return []
-    names = feature_names()
-    if spec == "all":
-        return names
-    pats = [spec] if isinstance(spec, str) else list(spec)
-    unmatched = [p for p in pats if not fnmatch.filter(names, p)]
-    if unmatched:
-        raise ValueError(f"model.aux.features: {unmatched} match no feature (see features.feature_names())")
-    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
-
 
 
 # ---------------------------------------------------------------- backbones
@@ -393,21 +325,19 @@ def load_backbone(path: Path, mcfg: ModelConfig, device: torch.device) -> nn.Mod
     return model
 
 
-def lora_config(lcfg: dict, inference: bool = False):
+def lora_config(lcfg, inference: bool = False):
     from peft import LoraConfig
 
-    return LoraConfig(r=lcfg["r"], lora_alpha=lcfg["alpha"], lora_dropout=lcfg.get("dropout", 0.0),
-                      target_modules=lcfg.get("target_modules", "all-linear"),
-                      layers_to_transform=lcfg.get("layers"), init_lora_weights=lcfg.get("init", True),
-                      use_rslora=lcfg.get("rslora", False), bias="none", inference_mode=inference)
+    return LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout, target_modules=lcfg.target_modules,
+                      layers_to_transform=lcfg.layers, init_lora_weights=lcfg.init, use_rslora=lcfg.rslora,
+                      bias="none", inference_mode=inference)
 
 
 def make_aux(mcfg: ModelConfig) -> AuxHead | None:
     if not mcfg.uses_aux:
         return None
     a = mcfg.aux
-    return AuxHead(len(mcfg.aux_features), int(a.get("hidden") or 64), float(a.get("dropout") or 0.0),
-                   bool(a.get("source_bias")), bool(a.get("source_input")))
+    return AuxHead(len(mcfg.aux_features), a.hidden or 64, a.dropout, a.source_bias, a.source_input)
 
 
 def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
@@ -427,7 +357,7 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = get_peft_model(backbone, lora_config(mcfg.lora))
     lora_input_cast(backbone, False)
-    head = make_head(_hidden_size(backbone), **mcfg.head).to(device)
+    head = make_head(_hidden_size(backbone), **dataclasses.asdict(mcfg.head)).to(device)
     aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
     mode = compile_mode(mcfg.compile, device, training=True)
@@ -535,7 +465,7 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
     if not mcfg.quant:
         backbone = backbone.merge_and_unload()
     lora_input_cast(backbone, False)
-    head = make_head(_hidden_size(backbone), **mcfg.head)
+    head = make_head(_hidden_size(backbone), **dataclasses.asdict(mcfg.head))
     state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
     aux = make_aux(mcfg)

@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,53 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from lmsys_arena.llm.format import section_options
+from lmsys_arena.dist import init as dist_info
+from lmsys_arena.llm.config import TrainConfig
+from lmsys_arena.swap import swap_labels
 from lmsys_arena.llm.infer import autocast, collate, to_device, token_budget_batches
 
 log = logging.getLogger(__name__)
 CKPT = "ckpt.pt"
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = 1.0
-    batch_size: int = 16  # rows per optimizer step, all GPUs together
-    micro_batch: int = 4  # rows per forward pass on one GPU (at most)
-    micro_tokens: int = 0  # padded tokens per forward pass (rows x longest, both orders with swap: both); 0 = off
-    lr: float = 2e-4  # LoRA weights
-    head_lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup: float = 0.05  # fraction of the steps
-    schedule: str = "cosine"  # cosine | linear | constant
-    max_grad_norm: float = 1.0
-    swap: str = "random"  # none | random | both
-    rdrop: float = 0.0  # weight of the symmetric KL between two dropout passes (0 = off)
-    ema: float = 0.0  # EMA decay of LoRA + head weights, used for the final model (0 = off)
-    group_by_length: bool = True
-    pad_multiple: int = 1  # pad each micro-batch's length up to a multiple of this (64: few shapes for cudagraphs)
-    strategy: str = "ddp"  # several GPUs: ddp (a full copy per GPU) | fsdp (FSDP2: weights sharded over the GPUs,
-    # for models that do not fit one card; micro-batches by rows, micro_tokens ignored)
-    label_smoothing: float = 0.0
-    # weight of a second cross-entropy on the text head's logits alone (with model.aux). The aux head fits the
-    # battle features within a few steps; without this the text head then learns no A/B preference at all
-    # (gemma3-270m fold 0: text-head order consistency -0.6 to -1.0 at LoRA lr 1e-4 to 1e-3). 0 = off
-    text_loss: float = 0.0
-    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints
-    log_every: int = 50
-
-    def __post_init__(self):
-        if self.swap not in ("none", "random", "both"):
-            raise ValueError(f"train.swap must be none, random or both, got {self.swap!r}")
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"train.strategy must be ddp or fsdp, got {self.strategy!r}")
-        if self.text_loss < 0:
-            raise ValueError(f"train.text_loss must be >= 0, got {self.text_loss}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ValueError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TrainConfig":
-        return cls(**section_options(cls, d, "train"))
 
 
 # ---------------------------------------------------------------- batch plan
@@ -129,24 +88,6 @@ def lr_lambda(total: int, warmup: int, schedule: str):
         t = (step - warmup) / max(total - warmup, 1)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0))) if schedule == "cosine" else max(0.0, 1 - t)
     return f
-
-
-# ---------------------------------------------------------------- distributed helpers
-
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), local
 
 
 # ---------------------------------------------------------------- the loop
@@ -307,7 +248,7 @@ class Trainer:
         seqs, ys, order = [], [], []  # order: 0 = A|B, 1 = B|A
         for i in idx:
             y = int(labels[i])
-            ysw = {0: 1, 1: 0}.get(y, y)
+            ysw = int(swap_labels(y))
             if self.cfg.swap == "both":
                 seqs += [fwd[i], rev[i]]
                 ys += [y, ysw]

@@ -1,0 +1,327 @@
+"""The run folder contract: every command that writes or reads ``runs/<run>/`` goes through here.
+
+    runs/<run>/
+      config.json     the resolved config + "run" (where the inputs came from) + "provenance"
+                      (package versions, git commit, data file hashes) + "config_hash"
+      fold<k>/        the family's model files; valid.parquet is written last and marks the fold done
+      oof.parquet     out-of-fold predictions of the done folds (FRAME columns below, + fold, label)
+      test.parquet    fold-averaged test predictions (after `make infer`)
+      metrics.json    OOF log loss / accuracy, per fold
+      run.log         the log of every command run on this run
+
+A blend (``make ensemble``) is a run too: its config.json names its members and weights, it has no
+fold folders. Prediction frames have the columns ``id``, then :data:`PROB_COLS` and :data:`LOGIT_COLS`
+(classes A wins, B wins, tie).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lmsys_arena import dist
+from lmsys_arena.config import config_hash, flatten
+from lmsys_arena.data import COMPETITION_NAME, Competition
+from lmsys_arena.io import read_json, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = Path("runs")
+CONFIG_FILE, OOF_FILE, TEST_FILE, METRICS_FILE, LOG_FILE = (
+    "config.json", "oof.parquet", "test.parquet", "metrics.json", "run.log")
+FOLD_DONE = "valid.parquet"  # written last in a fold folder: the fold is done
+PROB_COLS = ["p_a", "p_b", "p_tie"]
+LOGIT_COLS = ["logit_a", "logit_b", "logit_tie"]
+BOOKKEEPING = ("config_hash", "run", "provenance")  # config.json keys that are not the model's config
+NOT_MODEL = ("search_space", "tune", "base")  # config keys read by `make tune` only / by the loader
+
+
+def default_run_name(model: str, data: str | Path) -> str:
+    """``<model>`` on the competition's own data, ``<model>-<data folder>`` on any other (the bundled
+    sample included), so a quick-start run never blocks the same command on the real data."""
+    stem = Path(model).stem if str(model).endswith((".yaml", ".yml")) else Path(str(model)).name
+    data_name = Path(data).resolve().name
+    return stem if data_name == COMPETITION_NAME else f"{stem}-{data_name}"
+
+
+@dataclass
+class RunSpec:
+    """Where a run's inputs come from; stored in ``config.json`` ("run") so infer/score find them."""
+
+    data: str
+    extra: str | None = None
+    folds_file: str | None = None
+    seed: int = 42
+    skip_bad: bool = False
+    max_rows: int | None = None  # row budget (tuning): a seeded sample of train rows, taken before the fold split
+    folds_sha1: str | None = None  # recorded by run_config (the folds file's content); not an input
+
+    def competition(self) -> Competition:
+        return Competition(Path(self.data))
+
+    def resolved_folds_file(self) -> Path:
+        from lmsys_arena.folds import folds_path
+
+        return Path(self.folds_file) if self.folds_file else folds_path(self.competition().name)
+
+
+def file_sha1(path: str | Path | None) -> str | None:
+    if not path or not Path(path).exists():
+        return None
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def run_config(cfg: dict, spec: RunSpec) -> dict:
+    """The resolved config stored in ``config.json`` (its hash decides whether a run folder can resume)."""
+    run = {"data": spec.data, "extra": spec.extra, "folds_file": str(spec.resolved_folds_file()),
+           "seed": spec.seed, "skip_bad": spec.skip_bad}
+    if spec.max_rows:
+        run["max_rows"] = spec.max_rows
+    # the folds file's content, so re-running `make folds` with other FOLDS/SEED refuses to mix splits
+    run["folds_sha1"] = file_sha1(spec.resolved_folds_file())
+    return {**{k: v for k, v in cfg.items() if k not in NOT_MODEL}, "run": run}
+
+
+def provenance(spec: RunSpec | None) -> dict:
+    """What produced a run: versions, git commit and input file hashes (recorded, not compared)."""
+    from lmsys_arena.versions import git_commit, library_versions, package_version
+
+    out = {"package": package_version(), "git_commit": git_commit(), "libraries": library_versions()}
+    if spec is not None:
+        comp = spec.competition()
+        out["data_sha1"] = {"train": file_sha1(comp.train_csv), "test": file_sha1(comp.test_csv),
+                            "extra": file_sha1(spec.extra), "folds": file_sha1(spec.resolved_folds_file())}
+    return out
+
+
+def frame_from_logits(ids, logits: np.ndarray, **extra_cols) -> pd.DataFrame:
+    """A prediction frame from a model's logits (refuses NaN/inf and wrong shapes)."""
+    from lmsys_arena.metrics import softmax
+
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape != (len(ids), 3) or not np.isfinite(logits).all():
+        raise ValueError(f"model returned bad logits: shape {logits.shape}, finite={np.isfinite(logits).all()}")
+    df = pd.DataFrame({"id": list(ids), **extra_cols})
+    df[PROB_COLS] = softmax(logits)
+    df[LOGIT_COLS] = logits
+    return df
+
+
+def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:
+    """A prediction frame from log-probabilities (NaN rows allowed: a kernel fills them later)."""
+    from lmsys_arena.metrics import softmax
+
+    df = pd.DataFrame({"id": list(ids), **cols})
+    df[PROB_COLS] = softmax(logp)
+    df[LOGIT_COLS] = logp
+    return df
+
+
+def frame_logprobs(frame: pd.DataFrame) -> np.ndarray:
+    """Log-probabilities of a prediction frame (its logits through log_softmax, else log of its probabilities)."""
+    from lmsys_arena.metrics import log_softmax
+
+    if all(c in frame.columns for c in LOGIT_COLS):
+        return log_softmax(frame[LOGIT_COLS].to_numpy(dtype=np.float64))
+    return np.log(np.clip(frame[PROB_COLS].to_numpy(dtype=np.float64), 1e-300, None))
+
+
+def frame_probs(frame: pd.DataFrame) -> np.ndarray:
+    return frame[PROB_COLS].to_numpy(dtype=np.float64)
+
+
+class Run:
+    """One run folder (``runs/<name>/``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def named(cls, name: str, root: str | Path = RUNS_DIR) -> "Run":
+        return cls(Path(root) / name)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def oof_file(self) -> Path:
+        return self.path / OOF_FILE
+
+    @property
+    def test_file(self) -> Path:
+        return self.path / TEST_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / f"fold{fold}"
+
+    def fold_done_file(self, fold: int) -> Path:
+        return self.fold_dir(fold) / FOLD_DONE
+
+    def done_folds(self) -> list[int]:
+        """Folds whose ``valid.parquet`` exists, in order."""
+        return sorted(int(d.name[4:]) for d in self.path.glob("fold*")
+                      if d.name[4:].isdigit() and (d / FOLD_DONE).exists())
+
+    def sibling(self, name: str) -> "Run":
+        return Run(self.path.parent / name)
+
+    # ------------------------------------------------------------------ config.json
+
+    def exists(self) -> bool:
+        return self.config_file.exists()
+
+    def read_config(self) -> dict:
+        """config.json as written (bookkeeping included)."""
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.config_file} not found: train the run (`make train RUN={self.name}`) "
+                                    f"or blend it (`make ensemble`) first")
+        return read_json(self.config_file)
+
+    def model_config(self) -> tuple[dict, RunSpec | None]:
+        """(the model's config without bookkeeping, the run's inputs; None for a blend)."""
+        cfg = self.read_config()
+        run = cfg.get("run")
+        spec = RunSpec(**run) if run else None
+        return {k: v for k, v in cfg.items() if k not in BOOKKEEPING}, spec
+
+    def family(self):
+        from lmsys_arena import families
+
+        return families.of(self.read_config())
+
+    def members(self) -> list[str]:
+        """A blend's member runs ([] for a trained run)."""
+        return list(self.read_config().get("members") or [])
+
+    def data_dir(self) -> str | None:
+        """The competition folder the run was trained on (a blend: its first member's), if it is here."""
+        if not self.exists():
+            return None
+        members = self.members()
+        if members:
+            return self.sibling(members[0]).data_dir()
+        data = (self.read_config().get("run") or {}).get("data")
+        return data if data and (Path(data) / "test.csv").exists() else None
+
+    def prepare(self, full_cfg: dict, fresh: bool, spec: RunSpec | None = None) -> None:
+        """Before training: ``fresh`` removes the folder; an existing config.json must match ``full_cfg``
+        (else the run is refused, naming the differing keys); a new run gets its config.json."""
+        if self.path.exists() and fresh:
+            if dist.is_main_process():
+                log.info("--fresh: removing %s", self.path)
+                shutil.rmtree(self.path)
+            dist.barrier()
+        if self.config_file.exists():
+            old = {k: v for k, v in read_json(self.config_file).items() if k not in ("config_hash", "provenance")}
+            if config_hash(old) != config_hash(full_cfg):
+                raise RuntimeError(f"{self.path} was trained with a different config; use another RUN name, "
+                                   f"or FRESH=1 to retrain from scratch (diff: {config_diff(old, full_cfg)})")
+            return
+        if dist.is_main_process():
+            write_json(self.config_file, {**full_cfg, "config_hash": config_hash(full_cfg),
+                                          "provenance": provenance(spec)})
+
+    def write_blend_config(self, cfg: dict) -> None:
+        write_json(self.config_file, {**cfg, "provenance": provenance(None)})
+
+    # ------------------------------------------------------------------ frames and metrics
+
+    def read_fold_frame(self, fold: int) -> pd.DataFrame:
+        return pd.read_parquet(self.fold_done_file(fold))
+
+    def write_fold_frame(self, fold: int, frame: pd.DataFrame) -> None:
+        write_parquet(self.fold_done_file(fold), frame)
+
+    def read_oof(self, partial: bool = False) -> pd.DataFrame:
+        """``oof.parquet``; with ``partial``, the done folds of a run still in progress when it has none."""
+        if not self.oof_file.exists() and partial and self.done_folds():
+            folds = self.done_folds()
+            log.info("%s: no %s, using folds %s", self.path, OOF_FILE, folds)
+            return checked_frame(pd.concat([self.read_fold_frame(f) for f in folds], ignore_index=True),
+                                 self.path / "_folds")
+        if not self.oof_file.exists():
+            raise FileNotFoundError(f"{self.oof_file} not found: run `make train RUN={self.name}` first")
+        return checked_frame(pd.read_parquet(self.oof_file), self.oof_file)
+
+    def read_test(self) -> pd.DataFrame:
+        if not self.test_file.exists():
+            raise FileNotFoundError(f"{self.test_file} not found: run `make infer RUN={self.name}` first")
+        return checked_frame(pd.read_parquet(self.test_file), self.test_file)
+
+    def write_oof(self, frame: pd.DataFrame) -> None:
+        write_parquet(self.oof_file, frame)
+
+    def write_test(self, frame: pd.DataFrame) -> None:
+        write_parquet(self.test_file, frame)
+
+    def merge_metrics(self, metrics: dict) -> None:
+        old = read_json(self.metrics_file) if self.metrics_file.exists() else {}
+        write_json(self.metrics_file, {**old, **metrics})
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.metrics_file, metrics)
+
+    @contextlib.contextmanager
+    def logging_to_file(self):
+        """Append this process's log records to ``run.log`` while the block runs (main process only)."""
+        if not dist.is_main_process():
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def checked_frame(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A prediction frame read back: ids as strings, unique, finite predictions."""
+    df["id"] = df["id"].astype(str)
+    if df["id"].duplicated().any():
+        raise ValueError(f"{path}: duplicate id {df['id'][df['id'].duplicated()].iloc[0]!r}")
+    bad = ~np.isfinite(frame_logprobs(df)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: row id={df['id'].iloc[int(np.argmax(bad))]!r} has non-finite predictions")
+    return df
+
+
+def config_diff(a: dict, b: dict, most: int = 5) -> str:
+    fa, fb = flatten(a), flatten(b)
+    keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    return ", ".join(f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in keys[:most]) or "none"
+
+
+__all__ = ["Run", "RunSpec", "run_config", "default_run_name", "frame_from_logits", "frame_from_logprobs",
+           "frame_logprobs", "PROB_COLS", "LOGIT_COLS"]
