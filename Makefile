@@ -1,9 +1,9 @@
 # Thin wrapper over `python -m lmsys_arena`; every target first makes .venv (see `make setup`).
 #   make folds train infer                    # xgb on input/lmsys-chatbot-arena, else the bundled input/sample
 #   make train MODEL=lgbm EXTRA=../shared/data/lmsys-arena-subset/extra_arena33k.csv
-#   make score RUN=xgb ; make check SUB=submissions/xgb.csv ; make test
-# Data/run variables: DATA EXTRA (train-only rows) MODEL RUN (default MODEL) FOLDS SEED SKIP_BAD=1 ONLY_FOLDS=0,1
-# FRESH=1 SET="key=value ..." PARAMS; README.md "Data, folds and scoring" has the table.
+#   make score ; make check ; make config MODEL=gemma3-270m ; make test
+# Variables: DATA EXTRA (train-only rows) MODEL RUN FOLDS SEED SKIP_BAD=1 ONLY_FOLDS=0,1 FRESH=1
+# SET="key=value ..." PARAMS GPUS BACKBONE LOG_LEVEL; README.md "Conventions" has the table.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +13,9 @@ STAMP := $(VENV)/.installed
 DATA ?= $(if $(wildcard input/lmsys-chatbot-arena/train.csv),input/lmsys-chatbot-arena,input/sample)
 EXTRA ?=
 MODEL ?= xgb
-RUN ?= $(notdir $(basename $(MODEL)))
+# runs.default_run_name: <model> on the competition data, <model>-<data folder> on any other
+DATA_NAME := $(notdir $(abspath $(DATA)))
+RUN ?= $(notdir $(basename $(MODEL)))$(if $(filter lmsys-chatbot-arena,$(DATA_NAME)),,-$(DATA_NAME))
 FOLDS ?= 5
 SEED ?= 42
 PARAMS ?=
@@ -40,27 +42,33 @@ LLM_SET ?=
 WHEELS ?=
 SIM_DATA ?=
 SKIP_BAD ?=
+LOG_LEVEL ?=
+EXTRAS ?= llm,tune,kaggle,dev
 
-# torch==2.13.0 is installed first (on CPU machines the local CPU wheel; nothing later re-resolves it);
-# CPU machines get xgboost-cpu (plain xgboost pulls ~700 MB of CUDA wheels). A guard fails the install if
-# any nvidia-* wheel still arrives on a machine without CUDA.
+# torch==$(TORCH_VERSION) is installed first, so nothing later re-resolves it: from the configured index
+# (this project's CPU machines have a local CPU wheel), or TORCH_INDEX, e.g. PyTorch's CPU wheel index
+# https://download.pytorch.org/whl/cpu on a plain Linux box. A guard fails the install if any nvidia-*
+# wheel arrives on a machine without CUDA.
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-XGBOOST_PKG ?= $(if $(HAS_CUDA),xgboost,xgboost-cpu)
 TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
 
+LOG_ARG := $(if $(LOG_LEVEL),--log-level $(LOG_LEVEL))
+CLI := $(PY) -m lmsys_arena $(LOG_ARG)
 BAD_ARGS := $(if $(SKIP_BAD),--skip-bad)
 DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA)) $(BAD_ARGS)
 MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
 	$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
 LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena --,$(PY) -m lmsys_arena)
 
-.PHONY: setup folds train infer score check test tune best ensemble kernels kernel-datasets check-kernels push clean-venv
+.PHONY: setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
+	check-kernels push clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q $(XGBOOST_PKG) -e '.[dev]'
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 ifneq ($(HAS_CUDA),1)
 	@if $(PY) -m pip list 2>/dev/null | grep -i '^nvidia-'; then \
 		echo "error: CUDA wheels (above) were pulled on a machine without CUDA: a dependency asks for plain torch/xgboost"; \
@@ -71,50 +79,66 @@ endif
 setup: $(STAMP)
 
 folds: $(STAMP)
-	$(PY) -m lmsys_arena folds --data $(DATA) --folds $(FOLDS) --seed $(SEED) $(BAD_ARGS)
+	$(CLI) folds --data $(DATA) --folds $(FOLDS) --seed $(SEED) $(BAD_ARGS)
 
 train: $(STAMP)
-	$(LAUNCH) train $(DATA_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
+	$(LAUNCH) train $(LOG_ARG) $(DATA_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
 		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh)
 
 infer: $(STAMP)
-	$(PY) -m lmsys_arena infer --run $(RUN) $(if $(filter command line environment,$(origin DATA)),--data $(DATA))
+	$(CLI) infer --run $(RUN) $(if $(filter command line environment,$(origin DATA)),--data $(DATA))
 
 score: $(STAMP)
-	$(PY) -m lmsys_arena score --run $(RUN)
+	$(CLI) score --run $(RUN)
 
 check: $(STAMP)
-	$(PY) -m lmsys_arena check --sub $(SUB) --data $(DATA) $(BAD_ARGS)
+	$(CLI) check --sub $(SUB) --data $(DATA) $(BAD_ARGS)
 
-test: $(STAMP)
-	$(PY) -m pytest tests
+config: $(STAMP)
+	$(CLI) config $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
+		$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
+
+docs: $(STAMP)
+	$(CLI) config --reference --out docs/config-reference.md
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks
+
+# what CI runs (.ci/run): the linters, then the suite with a throwaway PostgreSQL when its binaries exist
+test: lint
+	scripts/with-postgres $(PY) -m pytest tests
 
 # Optuna: TRIALS = the study's total (COMPLETE+PRUNED), resumable; WORKERS local processes (1 core or GPU each);
 # STORAGE any SQLAlchemy URL (default sqlite:///studies/$(STUDY).db); then `make best`, `make train PARAMS=best`
 tune: $(STAMP)
-	$(PY) -m lmsys_arena tune $(DATA_ARGS) $(MODEL_ARGS) --study $(STUDY) --trials $(TRIALS) --seed $(SEED) \
+	$(CLI) tune $(DATA_ARGS) $(MODEL_ARGS) --study $(STUDY) --trials $(TRIALS) --seed $(SEED) \
 		--workers $(WORKERS) $(if $(STORAGE),--storage $(STORAGE))
 
 best: $(STAMP)
-	$(PY) -m lmsys_arena best --study $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
+	$(CLI) best --study $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
 
 ensemble: $(STAMP)
-	$(PY) -m lmsys_arena ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(COMMON_ROWS),--common-rows) \
+	$(CLI) ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(COMMON_ROWS),--common-rows) \
 		$(if $(SPACE),--space $(SPACE)) $(if $(OOF_ONLY),--oof-only)
 
 kernels: $(STAMP)
-	$(PY) -m lmsys_arena kernels --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(FALLBACK),--fallback $(FALLBACK)) \
+	$(CLI) kernels --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(FALLBACK),--fallback $(FALLBACK)) \
 		$(if $(BUDGET_H),--budget-hours $(BUDGET_H)) $(foreach s,$(MODEL_SOURCE),--model-source $(s)) \
 		$(foreach s,$(LLM_SET),--llm-set $(s))
 
 kernel-datasets: $(STAMP)
-	$(PY) -m lmsys_arena kernel-datasets $(if $(NAME),--names $(NAME)) $(if $(WHEELS),--wheels $(WHEELS))
+	$(CLI) kernel-datasets $(if $(NAME),--names $(NAME)) $(if $(WHEELS),--wheels $(WHEELS))
 
 check-kernels: $(STAMP)
-	$(PY) -m lmsys_arena check-kernels $(if $(NAME),--names $(NAME)) $(if $(SIM_DATA),--data $(SIM_DATA))
+	$(CLI) check-kernels $(if $(NAME),--names $(NAME)) $(if $(SIM_DATA),--data $(SIM_DATA))
 
 push: $(STAMP)
-	$(PY) -m lmsys_arena push $(if $(NAME),--names $(NAME))
+	$(CLI) push $(if $(NAME),--names $(NAME))
 
 clean-venv:
 	rm -rf $(VENV)

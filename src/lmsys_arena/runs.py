@@ -17,6 +17,7 @@ fold folders. Prediction frames have the columns ``id``, then :data:`PROB_COLS` 
 from __future__ import annotations
 
 import contextlib
+import os
 import hashlib
 import logging
 import shutil
@@ -47,7 +48,7 @@ def default_run_name(model: str, data: str | Path) -> str:
     """``<model>`` on the competition's own data, ``<model>-<data folder>`` on any other (the bundled
     sample included), so a quick-start run never blocks the same command on the real data."""
     stem = Path(model).stem if str(model).endswith((".yaml", ".yml")) else Path(str(model)).name
-    data_name = Path(data).resolve().name
+    data_name = Path(os.path.abspath(data)).name
     return stem if data_name == COMPETITION_NAME else f"{stem}-{data_name}"
 
 
