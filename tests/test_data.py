@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena.data import Competition, DataError, load_battles, load_extra, parse_turns, swap_ab
+from lmsys_arena.data import Competition, DataError, load_battles, load_extra, parse_turns
+from lmsys_arena.swap import swap_battles
 
 HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b",
           "winner_model_a", "winner_model_b", "winner_tie"]
@@ -119,7 +120,7 @@ def test_real_sample_train(sample_dir):
 
 def test_swap_ab_swaps_labels(sample_dir):
     df = load_battles(sample_dir / "train.csv").head(50)
-    sw = swap_ab(df)
+    sw = swap_battles(df)
     assert (sw["response_a"] == df["response_b"]).all() and (sw["model_b"] == df["model_a"]).all()
     expect = np.array([1, 0, 2])[df["label"].to_numpy()]
     assert (sw["label"].to_numpy() == expect).all()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena import runner
+from lmsys_arena import families, runner, runs
 from lmsys_arena.cli import main
 from lmsys_arena.data import Competition
 from lmsys_arena.metrics import log_loss, softmax, validate_submission
@@ -55,7 +55,7 @@ TOY = {"family": "toy", "name": "toy", "w": 0.5}
 
 @pytest.fixture
 def toy(monkeypatch):
-    monkeypatch.setitem(runner.FAMILIES, "toy", __name__)
+    monkeypatch.setitem(families.FAMILIES, "toy", families.FamilyInfo("toy", schema="", module=__name__))
     FITS.clear()
     FAIL_AT.clear()
     yield
@@ -75,7 +75,7 @@ def mini(workdir, sample_dir):
 
 
 def spec(data, **kw):
-    return runner.RunSpec(data=str(data), **kw)
+    return runs.RunSpec(data=str(data), **kw)
 
 
 def fits_of(fold):
@@ -102,9 +102,9 @@ def test_resume_after_kill_gives_same_oof(toy, mini, workdir):
     pd.testing.assert_frame_equal(a, b)
     assert resumed["oof_logloss"] == clean["oof_logloss"]
     assert sorted(a["id"]) == sorted(pd.read_csv(mini / "train.csv", dtype=str)["id"])
-    assert list(a.columns) == ["id", "fold", "label", *runner.PROB_COLS, *runner.LOGIT_COLS]
-    assert np.allclose(a[runner.PROB_COLS].sum(axis=1), 1)
-    assert log_loss(a["label"], a[runner.PROB_COLS].to_numpy()) == pytest.approx(clean["oof_logloss"])
+    assert list(a.columns) == ["id", "fold", "label", *runs.PROB_COLS, *runs.LOGIT_COLS]
+    assert np.allclose(a[runs.PROB_COLS].sum(axis=1), 1)
+    assert log_loss(a["label"], a[runs.PROB_COLS].to_numpy()) == pytest.approx(clean["oof_logloss"])
 
 
 def test_only_folds_then_rest(toy, mini, workdir):
@@ -163,7 +163,7 @@ def test_infer_averages_folds_and_writes_valid_submission(toy, mini, workdir):
     test = pd.read_csv(mini / "test.csv", dtype=str)
     tdf = Competition(mini).test()
     expect = np.mean([softmax(predict(TOY, tdf, run / f"fold{f}")) for f in range(3)], axis=0)
-    assert np.allclose(frame[runner.PROB_COLS].to_numpy(), expect)
+    assert np.allclose(frame[runs.PROB_COLS].to_numpy(), expect)
     sub = pd.read_csv(workdir / "submissions" / "toy.csv", dtype={"id": str})
     validate_submission(sub, test["id"])
     assert sub["id"].tolist() == test["id"].tolist()
@@ -187,7 +187,7 @@ def test_cli_end_to_end_xgb(mini, workdir, capsys):
     out = capsys.readouterr().out
     oof = pd.read_parquet(run / "oof.parquet")
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["oof_logloss"] == pytest.approx(log_loss(oof["label"], oof[runner.PROB_COLS].to_numpy()))
+    assert metrics["oof_logloss"] == pytest.approx(log_loss(oof["label"], oof[runs.PROB_COLS].to_numpy()))
     assert 0.5 < metrics["oof_logloss"] < 1.2 and len(oof) == 300
     assert f"OOF log loss {metrics['oof_logloss']:.5f}" in out and out.count("  fold ") == 3
     main(["check", "--sub", "submissions/x.csv", "--data", str(mini)])
@@ -197,11 +197,11 @@ def test_cli_end_to_end_xgb(mini, workdir, capsys):
     # a second `train` resumes: nothing retrained, same OOF
     main(["train", *common])
     pd.testing.assert_frame_equal(pd.read_parquet(run / "oof.parquet"), oof)
-    # a bad submission fails `check` with exit code 2
+    # a bad submission fails `check` with exit code 3 (bad input)
     sub.iloc[:2].to_csv(workdir / "bad.csv", index=False)
     with pytest.raises(SystemExit) as e:
         main(["check", "--sub", "bad.csv", "--data", str(mini)])
-    assert e.value.code == 2
+    assert e.value.code == 3
 
 
 def test_cli_bad_input_is_one_line_error(workdir, sample_dir):
@@ -212,7 +212,7 @@ def test_cli_bad_input_is_one_line_error(workdir, sample_dir):
     raw.to_csv(data / "train.csv", index=False)
     proc = subprocess.run([sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data)],
                           capture_output=True, text=True, cwd=workdir)
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # bad data
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1
@@ -233,13 +233,17 @@ def test_makefile_passes_variables():
     lines = [line for line in out.splitlines() if "-m lmsys_arena" in line]
     folds, train, infer, check = lines
     assert "folds --data input/x --folds 4 --seed 3 --skip-bad" in folds
-    for flag in ("--data input/x", "--extra e.csv", "--skip-bad", "--model lgbm", "--run lgbm", "--seed 3"):
+    for flag in ("--data input/x", "--extra e.csv", "--skip-bad", "--model lgbm", "--run lgbm-x", "--seed 3"):
         assert flag in train
     assert "--only-folds 0,1" in out and "--fresh" in out
-    assert "infer --run lgbm --data input/x" in infer
-    assert "check --sub submissions/lgbm.csv --data input/x --skip-bad" in check
+    assert "infer --run lgbm-x --data input/x" in infer
+    assert "check --sub submissions/lgbm-x.csv --data input/x --skip-bad" in check
     default = subprocess.run(["make", "-n", "-C", str(ROOT), "infer"], capture_output=True, text=True, check=True).stdout
-    assert "infer --run xgb" in default and "--data" not in default.split("infer --run xgb")[1].splitlines()[0]
+    assert "infer --run xgb-sample" in default  # runs.default_run_name: <model>-<data> off the competition data
+    assert "--data" not in default.split("infer --run xgb-sample")[1].splitlines()[0]
+    real = subprocess.run(["make", "-n", "-C", str(ROOT), "infer", "DATA=/x/lmsys-chatbot-arena", "LOG_LEVEL=DEBUG"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "--log-level DEBUG infer --run xgb --data /x/lmsys-chatbot-arena" in real
 
 
 def test_atomic_write_keeps_old_file_on_error_and_normal_mode(tmp_path):

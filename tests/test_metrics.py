@@ -12,7 +12,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from lmsys_arena.metrics import (EPS, SubmissionError, accuracy, log_loss, log_softmax, order_consistency, softmax,
                                  validate_submission)
-from lmsys_arena.runner import unswap_average
+from lmsys_arena.swap import unswap_average
 
 COLS = ["winner_model_a", "winner_model_b", "winner_tie"]
 

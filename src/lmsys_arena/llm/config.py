@@ -170,4 +170,7 @@ class LLMConfig(RunOptions):
         if not self.backbone:
             raise OptionError("backbone", "an llm config needs a backbone (HF folder, .gguf, pypi:<package> or tiny); "
                               "set it with BACKBONE=... / --set backbone=...")
-        self.model.aux_features  # noqa: B018 - refuses patterns that match no feature, before any data is read
+        try:  # patterns that match no feature fail here, before any data is read
+            self.model.aux_features  # noqa: B018
+        except ValueError as e:
+            raise OptionError("model.aux.features", str(e).split(": ", 1)[-1]) from None
