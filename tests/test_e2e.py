@@ -260,3 +260,33 @@ def test_atomic_write_keeps_old_file_on_error_and_normal_mode(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["m.json"]  # no temp file left
     assert os.stat(path).st_mode & 0o777 == FILE_MODE
+
+
+def test_run_log_file_and_warnings_once_per_run(toy, mini, workdir):
+    import logging
+
+    from lmsys_arena.io import setup_logging
+
+    setup_logging("INFO")
+    logging.getLogger().setLevel(logging.INFO)  # under pytest basicConfig leaves the root at WARNING
+    orig = fit_fold
+
+    def noisy(cfg, train, valid, fold_dir, seed):
+        logging.getLogger("lmsys_arena.toy").warning("the same advice from every fold")
+        logging.getLogger("lmsys_arena.toy").warning("%s: a fold-specific value", Path(fold_dir).name,
+                                                     extra={"once": True})
+        return orig(cfg, train, valid, fold_dir, seed)
+
+    globals()["fit_fold"] = noisy
+    try:
+        runner.train_run(TOY, workdir / "runs" / "toy", spec(mini))
+    finally:
+        globals()["fit_fold"] = orig
+    log_text = (workdir / "runs" / "toy" / "run.log").read_text()
+    assert log_text.count("the same advice from every fold") == 1  # 3 folds, shown once
+    assert log_text.count("a fold-specific value") == 1 and "fold0: a fold-specific value" in log_text
+    assert "OOF log loss" in log_text
+    cfg = json.loads((workdir / "runs" / "toy" / "config.json").read_text())
+    prov = cfg["provenance"]
+    assert prov["package"] and "numpy" in prov["libraries"] and prov["data_sha1"]["train"]
+    assert set(prov["data_sha1"]) == {"train", "test", "extra", "folds"}

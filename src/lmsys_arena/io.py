@@ -69,5 +69,29 @@ def write_csv(path: str | Path, df: pd.DataFrame, **kw) -> None:
     log.info("wrote %s (%d rows)", path, len(df))
 
 
+class OncePerRun(logging.Filter):
+    """Drops a warning already shown in this run (e.g. the same warning from every fold): an exact repeat,
+    or any repeat of a message template logged with ``extra={"once": True}``. Reset per run."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        if not hasattr(record, "_shown"):  # decided once per record, whichever handler asks first
+            key = record.msg if getattr(record, "once", False) else record.getMessage()
+            record._shown = key not in self.seen
+            self.seen.add(key)
+        return record._shown
+
+
+ONCE_PER_RUN = OncePerRun()
+
+
 def setup_logging(level: str | int = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        if ONCE_PER_RUN not in handler.filters:
+            handler.addFilter(ONCE_PER_RUN)

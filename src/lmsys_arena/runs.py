@@ -291,13 +291,18 @@ class Run:
 
     @contextlib.contextmanager
     def logging_to_file(self):
-        """Append this process's log records to ``run.log`` while the block runs (main process only)."""
+        """Append this process's log records to ``run.log`` while the block runs (main process only); a
+        warning repeated within the block (e.g. by every fold) is shown once."""
+        from lmsys_arena.io import ONCE_PER_RUN
+
+        ONCE_PER_RUN.seen.clear()
         if not dist.is_main_process():
             yield
             return
         self.path.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.addFilter(ONCE_PER_RUN)
         root = logging.getLogger()
         root.addHandler(handler)
         try:
