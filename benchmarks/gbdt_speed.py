@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from lmsys_arena import gbdt
-from lmsys_arena.config import load_config, parse_set_args
-from lmsys_arena.data import load_battles, swap_ab
+from lmsys_arena.config import load_config, parse_assignments
+from lmsys_arena.data import load_battles
+from lmsys_arena.swap import swap_battles
 from lmsys_arena.features import build_bow, build_features
 from lmsys_arena.folds import make_folds
 from lmsys_arena.metrics import log_loss, softmax
@@ -41,7 +42,7 @@ SHARED = Path("/work/shared/data/lmsys-arena-subset/train.csv")
 def replicate(df: pd.DataFrame, rows: int) -> pd.DataFrame:
     parts = []
     for k in range(int(np.ceil(rows / len(df)))):
-        part = swap_ab(df) if k % 2 else df.copy()
+        part = swap_battles(df) if k % 2 else df.copy()
         if k:
             pad = " " * k
             part["id"] = part["id"] + f"-{k}"
@@ -87,12 +88,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level="WARNING")
 
-    cfg = load_config(args.model, parse_set_args(args.set))
+    cfg = load_config(args.model, parse_assignments(args.set))
     t0 = time.perf_counter()
     df = replicate(load_battles(args.data), args.rows)
     fold = make_folds(df, k=5, seed=42)["fold"].to_numpy()
     print(f"{args.model}: {len(df)} rows ({df['label'].value_counts().sort_index().tolist()} a/b/tie), "
-          f"prepared in {time.perf_counter() - t0:.1f}s; threads={gbdt._threads(cfg)}; load {os.getloadavg()[0]:.2f}")
+          f"prepared in {time.perf_counter() - t0:.1f}s; threads={gbdt._threads(gbdt.options(cfg))}; load {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = [one_run(cfg, df, fold, Path(tmp) / "cache", Path(tmp) / f"run{i}", train=i == 1 or args.train_twice)
                 for i in (1, 2)]
