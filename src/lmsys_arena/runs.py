@@ -106,27 +106,23 @@ def provenance(spec: RunSpec | None) -> dict:
     return out
 
 
-def frame_from_logits(ids, logits: np.ndarray, **extra_cols) -> pd.DataFrame:
-    """A prediction frame from a model's logits (refuses NaN/inf and wrong shapes)."""
-    from lmsys_arena.metrics import softmax
-
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape != (len(ids), 3) or not np.isfinite(logits).all():
-        raise ValueError(f"model returned bad logits: shape {logits.shape}, finite={np.isfinite(logits).all()}")
-    df = pd.DataFrame({"id": list(ids), **extra_cols})
-    df[PROB_COLS] = softmax(logits)
-    df[LOGIT_COLS] = logits
-    return df
-
-
 def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:
-    """A prediction frame from log-probabilities (NaN rows allowed: a kernel fills them later)."""
+    """A prediction frame (``id``, extra columns, probabilities, logits) from log-probabilities or logits;
+    NaN rows are kept (a kernel fills them later)."""
     from lmsys_arena.metrics import softmax
 
     df = pd.DataFrame({"id": list(ids), **cols})
     df[PROB_COLS] = softmax(logp)
     df[LOGIT_COLS] = logp
     return df
+
+
+def frame_from_logits(ids, logits: np.ndarray, **extra_cols) -> pd.DataFrame:
+    """A prediction frame from a model's logits (refuses NaN/inf and wrong shapes)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape != (len(ids), 3) or not np.isfinite(logits).all():
+        raise ValueError(f"model returned bad logits: shape {logits.shape}, finite={np.isfinite(logits).all()}")
+    return frame_from_logprobs(ids, logits, **extra_cols)
 
 
 def frame_logprobs(frame: pd.DataFrame) -> np.ndarray:
@@ -159,25 +155,11 @@ class Run:
     def name(self) -> str:
         return self.path.name
 
-    @property
-    def config_file(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def oof_file(self) -> Path:
-        return self.path / OOF_FILE
-
-    @property
-    def test_file(self) -> Path:
-        return self.path / TEST_FILE
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / METRICS_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.path / LOG_FILE
+    config_file = property(lambda self: self.path / CONFIG_FILE)
+    oof_file = property(lambda self: self.path / OOF_FILE)
+    test_file = property(lambda self: self.path / TEST_FILE)
+    metrics_file = property(lambda self: self.path / METRICS_FILE)
+    log_file = property(lambda self: self.path / LOG_FILE)
 
     def fold_dir(self, fold: int) -> Path:
         return self.path / f"fold{fold}"
