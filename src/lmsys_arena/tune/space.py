@@ -106,8 +106,9 @@ def default_params(space: list[ParamSpec], cfg: dict) -> dict:
             v = v / base if isinstance(base, (int, float)) and base else None
             v = int(v) if v is not None and float(v).is_integer() else v
         if p.type == "categorical":
-            if v is not None and any(v == c and type(v) is type(c) for c in p.choices):
-                out[p.name] = v
+            same = [c for c in p.choices if v is not None and _same_choice(v, c)]
+            if same:
+                out[p.name] = same[0]
         elif p.contains(v):
             out[p.name] = int(v) if p.type == "int" else float(v)
     return out
@@ -130,3 +131,12 @@ def sample_overrides(trial, space: list[ParamSpec], cfg: dict) -> dict:
             v = int(v) if float(v).is_integer() and isinstance(base, int) else v
         out[p.key] = v
     return out
+
+
+def _same_choice(v, c) -> bool:
+    """A config value equals a categorical choice: 1.0 (a float option) is the choice 1, True is not 1."""
+    if isinstance(v, bool) or isinstance(c, bool):
+        return v is c
+    if isinstance(v, (int, float)) and isinstance(c, (int, float)):
+        return float(v) == float(c)
+    return v == c and type(v) is type(c)
