@@ -31,7 +31,7 @@ SUB ?= submissions/$(RUN).csv
 RUNS ?=
 NAME ?=
 SET ?=
-# ensembles and kernels (README "Ensembles and Kaggle kernels")
+# ensembles and kernels (docs/ensemble.md, docs/kaggle.md)
 COMMON_ROWS ?=
 OOF_ONLY ?=
 SPACE ?=

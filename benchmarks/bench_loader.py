@@ -7,6 +7,7 @@ bundled/real train rows with fresh ids. Baseline: pandas.read_csv + json.loads p
 Python loop (what a first version does). Prints seconds and rows/s for both, and the ratio.
 Run it on a quiet machine (it prints `uptime`'s load).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ pruning, threads=1) in a fresh study under a temp folder; the rate is trials / (
 start) from the study's own timestamps, so process start-up is not counted. Prints the load
 average before and after: on a busy machine the ratio means little, rerun it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,20 +25,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_project(tmp: Path, data: Path, folds: int, rounds: int) -> Path:
     from lmsys_arena.data import Competition
-    from lmsys_arena.folds import make_folds, write_folds
-
     from lmsys_arena.features import build_features
+    from lmsys_arena.folds import make_folds, write_folds
 
     comp = Competition(data)
     train = comp.train()
     write_folds(make_folds(train, k=folds, seed=0), tmp / "folds" / f"{comp.name}.csv")
     build_features(train)  # warm the feature cache, so the first timed trial is not the slow one
-    cfg = {"family": "gbdt", "backend": "xgboost", "name": "bench", "swap_augment": True, "tta": True,
-           "num_boost_round": rounds, "early_stopping_rounds": 10 * rounds, "threads": 1,
-           "params": {"max_depth": 6, "learning_rate": 0.05, "subsample": 0.8},
-           "tune": {"sampler": "random", "pruner": "none", "enqueue_defaults": False},
-           # a narrow range: every trial costs about the same
-           "search_space": {"params.subsample": {"type": "float", "low": 0.79, "high": 0.81}}}
+    cfg = {
+        "family": "gbdt",
+        "backend": "xgboost",
+        "name": "bench",
+        "swap_augment": True,
+        "tta": True,
+        "num_boost_round": rounds,
+        "early_stopping_rounds": 10 * rounds,
+        "threads": 1,
+        "params": {"max_depth": 6, "learning_rate": 0.05, "subsample": 0.8},
+        "tune": {"sampler": "random", "pruner": "none", "enqueue_defaults": False},
+        # a narrow range: every trial costs about the same
+        "search_space": {"params.subsample": {"type": "float", "low": 0.79, "high": 0.81}},
+    }
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -60,9 +68,18 @@ def run(workers: int, trials: int, cfg_path: Path, data: Path, max_rows: int | N
     if max_rows:
         cfg["tune"]["max_rows"] = max_rows
     name = f"w{workers}"
-    job = tune.StudyJob(cfg=cfg, spec=RunSpec(data=str(data)), study=name, storage=tune.default_storage(name),
-                        target=trials, seed=0, settings=tune.TuneSettings.from_cfg(cfg), workers=workers, threads=1,
-                        log_level="WARNING")
+    job = tune.StudyJob(
+        cfg=cfg,
+        spec=RunSpec(data=str(data)),
+        study=name,
+        storage=tune.default_storage(name),
+        target=trials,
+        seed=0,
+        settings=tune.TuneSettings.from_cfg(cfg),
+        workers=workers,
+        threads=1,
+        log_level="WARNING",
+    )
     tune.tune(job)
     import optuna
 

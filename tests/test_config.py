@@ -34,33 +34,39 @@ def train(model: str, *sets: str) -> list[str]:
     return ["train", "--data", NO_DATA, "--model", model, *[a for s in sets for a in ("--set", s)]]
 
 
-@pytest.mark.parametrize("model, override, key, closest", [
-    ("xgb", "num_boost_rounds=500", "num_boost_rounds", "num_boost_round"),        # a GBDT key
-    ("tiny", "formt.max_len=256", "formt", "format"),                               # an LLM section
-    ("tiny", "model.lora.rr=4", "model.lora.rr", "model.lora.r"),                   # a lora member
-    ("tiny", "model.head.layer=2", "model.head.layer", "model.head.layers"),        # a head member
-    ("tiny", "model.aux.hiden=8", "model.aux.hiden", "model.aux.hidden"),           # an aux member
-    ("lgbm", "tune.prunner=none", "tune.prunner", "tune.pruner"),                   # a tune setting
-    ("tiny", "train.lrr=1e-3", "train.lrr", "train.lr"),                            # a train option
-    ("tiny", "infer.max_token=4096", "infer.max_token", "infer.max_tokens"),        # an infer option
-])
+@pytest.mark.parametrize(
+    "model, override, key, closest",
+    [
+        ("xgb", "num_boost_rounds=500", "num_boost_rounds", "num_boost_round"),  # a GBDT key
+        ("tiny", "formt.max_len=256", "formt", "format"),  # an LLM section
+        ("tiny", "model.lora.rr=4", "model.lora.rr", "model.lora.r"),  # a lora member
+        ("tiny", "model.head.layer=2", "model.head.layer", "model.head.layers"),  # a head member
+        ("tiny", "model.aux.hiden=8", "model.aux.hiden", "model.aux.hidden"),  # an aux member
+        ("lgbm", "tune.prunner=none", "tune.prunner", "tune.pruner"),  # a tune setting
+        ("tiny", "train.lrr=1e-3", "train.lrr", "train.lr"),  # a train option
+        ("tiny", "infer.max_token=4096", "infer.max_token", "infer.max_tokens"),  # an infer option
+    ],
+)
 def test_misspelt_key_names_the_key_the_source_and_the_closest(caplog, model, override, key, closest):
     msg = fails(caplog, train(model, override))
     assert f"--set {override}" in msg and f"unknown key {key!r}" in msg and f"did you mean {closest!r}" in msg
 
 
-@pytest.mark.parametrize("model, override, words", [
-    ("xgb", "params.max_depth=abc", "params.max_depth: must be an integer, got 'abc'"),
-    ("xgb", "num_boost_round=many", "num_boost_round must be an integer, got 'many'"),
-    ("tiny", "train.lr=fast", "train.lr must be a number, got 'fast'"),
-    ("tiny", "train.swap=maybe", "train.swap must be one of 'none', 'random', 'both', got 'maybe'"),
-    ("tiny", "model.softcap=3", "model.softcap must be true or false, got 3"),
-    ("tiny", "model.compile=max", "model.compile must be true or false or one of 'cudagraphs', got 'max'"),
-    ("tiny", "format=1024", "format must be a mapping of options, got 1024"),
-    ("tiny", "model.aux.features=[nope_*]", "match no feature"),
-    ("tiny", "train.text_loss=-1", "train.text_loss: must be >= 0"),
-    ("xgb", "backend=catboost", "backend must be one of 'xgboost', 'lightgbm', got 'catboost'"),
-])
+@pytest.mark.parametrize(
+    "model, override, words",
+    [
+        ("xgb", "params.max_depth=abc", "params.max_depth: must be an integer, got 'abc'"),
+        ("xgb", "num_boost_round=many", "num_boost_round must be an integer, got 'many'"),
+        ("tiny", "train.lr=fast", "train.lr must be a number, got 'fast'"),
+        ("tiny", "train.swap=maybe", "train.swap must be one of 'none', 'random', 'both', got 'maybe'"),
+        ("tiny", "model.softcap=3", "model.softcap must be true or false, got 3"),
+        ("tiny", "model.compile=max", "model.compile must be true or false or one of 'cudagraphs', got 'max'"),
+        ("tiny", "format=1024", "format must be a mapping of options, got 1024"),
+        ("tiny", "model.aux.features=[nope_*]", "match no feature"),
+        ("tiny", "train.text_loss=-1", "train.text_loss: must be >= 0"),
+        ("xgb", "backend=catboost", "backend must be one of 'xgboost', 'lightgbm', got 'catboost'"),
+    ],
+)
 def test_wrong_type_names_the_key_and_the_expected_type(caplog, model, override, words):
     msg = fails(caplog, train(model, override))
     assert f"--set {override}" in msg and words in msg, msg
@@ -82,12 +88,15 @@ def test_misspelt_key_in_a_file_names_the_file(caplog, tmp_path):
 
 
 def test_search_space_keys_are_config_keys(caplog, tmp_path):
-    llm = write(tmp_path / "s.yaml", {"base": "tiny", "search_space": {"train.lrr": {"type": "float", "low": 1e-4,
-                                                                                     "high": 1e-3}}})
+    llm = write(
+        tmp_path / "s.yaml",
+        {"base": "tiny", "search_space": {"train.lrr": {"type": "float", "low": 1e-4, "high": 1e-3}}},
+    )
     msg = fails(caplog, ["tune", "--data", NO_DATA, "--model", str(llm)])
     assert str(llm) in msg and "unknown key 'train.lrr'" in msg and "'train.lr'" in msg
-    gb = write(tmp_path / "g.yaml", {"base": "xgb", "search_space": {"num_boost_rond": {"type": "int", "low": 1,
-                                                                                       "high": 9}}})
+    gb = write(
+        tmp_path / "g.yaml", {"base": "xgb", "search_space": {"num_boost_rond": {"type": "int", "low": 1, "high": 9}}}
+    )
     assert "did you mean 'num_boost_round'" in fails(caplog, ["tune", "--data", NO_DATA, "--model", str(gb)])
     spec = write(tmp_path / "t.yaml", {"base": "xgb", "search_space": {"params.eta": {"tyep": "float"}}})
     assert "search_space.params.eta" in fails(caplog, ["tune", "--data", NO_DATA, "--model", str(spec)])
@@ -107,8 +116,10 @@ def test_family_and_config_name_errors(caplog, tmp_path):
 
 
 def test_base_inheritance_merges_sections(tmp_path):
-    variant = write(tmp_path / "gemma3-270m-text.yaml", {"base": "gemma3-270m", "model": {"aux": {"features": None}},
-                                                          "train": {"lr": 1e-4}})
+    variant = write(
+        tmp_path / "gemma3-270m-text.yaml",
+        {"base": "gemma3-270m", "model": {"aux": {"features": None}}, "train": {"lr": 1e-4}},
+    )
     cfg, base = load_config(variant), load_config("gemma3-270m")
     assert cfg["name"] == "gemma3-270m-text" and cfg["train"]["lr"] == 1e-4 and cfg["model"]["aux"]["features"] is None
     assert cfg["model"]["aux"]["source_bias"] and cfg["model"]["lora"] == base["model"]["lora"]  # merged, not replaced

@@ -1,7 +1,8 @@
 """Loader: odd-but-valid cells decode right, each bad input names file/row id/column, --skip-bad counts.
 
-    .venv/bin/python -m pytest tests/test_data.py
+.venv/bin/python -m pytest tests/test_data.py
 """
+
 import csv
 import json
 import logging
@@ -13,8 +14,17 @@ import pytest
 from lmsys_arena.data import Competition, DataError, load_battles, load_extra, parse_turns
 from lmsys_arena.swap import swap_battles
 
-HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b",
-          "winner_model_a", "winner_model_b", "winner_tie"]
+HEADER = [
+    "id",
+    "model_a",
+    "model_b",
+    "prompt",
+    "response_a",
+    "response_b",
+    "winner_model_a",
+    "winner_model_b",
+    "winner_tie",
+]
 
 
 def row(id_, prompt='["hi"]', a='["A"]', b='["B"]', label=(1, 0, 0), models=("m1", "m2")):
@@ -31,6 +41,7 @@ def write(path, rows, header=HEADER):
 
 # ---- odd but valid --------------------------------------------------------------------------------
 
+
 def test_ids_kept_as_written(tmp_path):
     df = load_battles(write(tmp_path / "t.csv", [row("007"), row("123"), row("a1b2c3d4e5"), row(" 42 ")]))
     assert df["id"].tolist() == ["007", "123", "a1b2c3d4e5", "42"]
@@ -38,8 +49,12 @@ def test_ids_kept_as_written(tmp_path):
 
 
 def test_labels_to_class_index(tmp_path):
-    rows = [row("1", label=(1, 0, 0)), row("2", label=(0, 1, 0)), row("3", label=(0, 0, 1)),
-            row("4", label=("0.0", "1.0", "0.0"))]
+    rows = [
+        row("1", label=(1, 0, 0)),
+        row("2", label=(0, 1, 0)),
+        row("3", label=(0, 0, 1)),
+        row("4", label=("0.0", "1.0", "0.0")),
+    ]
     df = load_battles(write(tmp_path / "t.csv", rows))
     assert df["label"].tolist() == [0, 1, 2, 1]
     assert df["label"].dtype == np.int8
@@ -50,7 +65,7 @@ def test_odd_cells_decode(tmp_path):
     rows = [
         row("nulls", prompt='["q1", null]', a='[null, "a2"]', b='["", ""]'),
         row("plain", prompt="just text, not JSON", a='["A"]', b='["B"]'),
-        row("pair", prompt=json.dumps(["smile \U0001F600"]), a='["\\ud83d\\ude00 ok"]', b='["B"]'),
+        row("pair", prompt=json.dumps(["smile \U0001f600"]), a='["\\ud83d\\ude00 ok"]', b='["B"]'),
         row("lone", prompt='["broken \\ud83d here"]', a='["\\udc00"]', b='["B"]'),
         row("long", prompt=json.dumps([long_turn]), a='["A"]', b='["B"]'),
         row("turns", prompt='["q1", "q2", "q3"]', a='["a1"]', b='["b1", "b2", "b3"]'),
@@ -61,8 +76,8 @@ def test_odd_cells_decode(tmp_path):
     assert df.loc["nulls", "response_a"] == ["", "a2"]
     assert df.loc["nulls", "response_b"] == ["", ""]
     assert df.loc["plain", "prompt"] == ["just text, not JSON"]
-    assert df.loc["pair", "prompt"] == ["smile \U0001F600"]
-    assert df.loc["pair", "response_a"] == ["\U0001F600 ok"]
+    assert df.loc["pair", "prompt"] == ["smile \U0001f600"]
+    assert df.loc["pair", "response_a"] == ["\U0001f600 ok"]
     assert df.loc["lone", "prompt"] == ["broken \ufffd here"]
     assert df.loc["lone", "response_a"] == ["\ufffd"]
     for col in ("prompt", "response_a", "response_b"):  # every decoded text is valid UTF-8
@@ -82,8 +97,14 @@ def test_odd_cells_decode(tmp_path):
 def test_parse_turns_unit():
     assert parse_turns('["a", null]') == (["a", ""], False)
     assert parse_turns("hello [world]") == (["hello [world]"], True)
-    for cell, reason in [("", "empty cell"), ("[]", "empty JSON list"), ('["a"', "unparsable"),
-                         ("[1]", "turn 0 is a int"), ('["a"] x', "extra data"), ('[{"a": 1}]', "turn 0 is a dict")]:
+    for cell, reason in [
+        ("", "empty cell"),
+        ("[]", "empty JSON list"),
+        ('["a"', "unparsable"),
+        ("[1]", "turn 0 is a int"),
+        ('["a"] x', "extra data"),
+        ('[{"a": 1}]', "turn 0 is a dict"),
+    ]:
         with pytest.raises(ValueError, match=reason):
             parse_turns(cell)
 
@@ -96,8 +117,11 @@ def test_test_file_without_labels(sample_dir):
 
 
 def test_test_file_is_lenient(tmp_path):
-    write(tmp_path / "test.csv", [["1", '["ok"]', '["a"]', '["b"]'], ["2", '["truncated', "", '["b"]']],
-          header=["id", "prompt", "response_a", "response_b"])
+    write(
+        tmp_path / "test.csv",
+        [["1", '["ok"]', '["a"]', '["b"]'], ["2", '["truncated', "", '["b"]']],
+        header=["id", "prompt", "response_a", "response_b"],
+    )
     df = Competition(tmp_path).test()
     assert df["prompt"].tolist() == [["ok"], ['["truncated']]
     assert df["response_a"].tolist()[1] == [""]
@@ -128,18 +152,22 @@ def test_swap_ab_swaps_labels(sample_dir):
 
 # ---- bad input -> DataError naming file, row id, column ----------------------------------------------
 
-@pytest.mark.parametrize("bad_row, column, reason", [
-    (row("X1", prompt='["unterminated'), "prompt", "unparsable JSON list"),
-    (row("X1", a="[1, 2]"), "response_a", "turn 0 is a int"),
-    (row("X1", b=""), "response_b", "empty cell"),
-    (row("X1", b="[]"), "response_b", "empty JSON list"),
-    (row("X1", label=(1, 1, 0)), "winner_model_a/winner_model_b/winner_tie", "not one-hot"),
-    (row("X1", label=(0, 0, 0)), "winner_model_a/winner_model_b/winner_tie", "not one-hot"),
-    (row("X1", label=(2, 0, 0)), "winner_model_a/winner_model_b/winner_tie", "not one-hot"),
-    (row("X1", label=(1, "yes", 0)), "winner_model_b", "'yes' is not a number"),
-    (row("X1", label=(1, "", 0)), "winner_model_b", "is not a number"),
-    (row("", label=(1, 0, 0)), "id", "empty id"),
-])
+
+@pytest.mark.parametrize(
+    "bad_row, column, reason",
+    [
+        (row("X1", prompt='["unterminated'), "prompt", "unparsable JSON list"),
+        (row("X1", a="[1, 2]"), "response_a", "turn 0 is a int"),
+        (row("X1", b=""), "response_b", "empty cell"),
+        (row("X1", b="[]"), "response_b", "empty JSON list"),
+        (row("X1", label=(1, 1, 0)), "winner_model_a/winner_model_b/winner_tie", "not one-hot"),
+        (row("X1", label=(0, 0, 0)), "winner_model_a/winner_model_b/winner_tie", "not one-hot"),
+        (row("X1", label=(2, 0, 0)), "winner_model_a/winner_model_b/winner_tie", "not one-hot"),
+        (row("X1", label=(1, "yes", 0)), "winner_model_b", "'yes' is not a number"),
+        (row("X1", label=(1, "", 0)), "winner_model_b", "is not a number"),
+        (row("", label=(1, 0, 0)), "id", "empty id"),
+    ],
+)
 def test_bad_cell_names_file_row_column(tmp_path, bad_row, column, reason):
     path = write(tmp_path / "bad.csv", [row("ok1"), bad_row, row("ok2")])
     with pytest.raises(DataError) as e:
@@ -152,13 +180,18 @@ def test_bad_cell_names_file_row_column(tmp_path, bad_row, column, reason):
 
 def test_duplicate_id(tmp_path):
     path = write(tmp_path / "dup.csv", [row("5"), row("6"), row("5", prompt='["other"]')])
-    with pytest.raises(DataError, match=r"row id='5' \(CSV record 4\) column 'id': duplicate id \(first at CSV record 2\)"):
+    with pytest.raises(
+        DataError, match=r"row id='5' \(CSV record 4\) column 'id': duplicate id \(first at CSV record 2\)"
+    ):
         load_battles(path)
 
 
 def test_missing_column(tmp_path):
-    path = write(tmp_path / "nocol.csv", [[r[0], *r[3:6]] for r in [row("1")]],
-                 header=["id", "prompt", "response_a", "response_b"])
+    path = write(
+        tmp_path / "nocol.csv",
+        [[r[0], *r[3:6]] for r in [row("1")]],
+        header=["id", "prompt", "response_a", "response_b"],
+    )
     with pytest.raises(DataError, match=r"nocol.csv: missing column\(s\) \['winner_model_a'"):
         load_battles(path, require_labels=True)
     path = write(tmp_path / "noresp.csv", [["1", '["p"]', '["a"]']], header=["id", "prompt", "response_a"])
@@ -196,8 +229,17 @@ def test_skip_bad_counts_and_reports(tmp_path, caplog):
 def test_load_extra_drops_train_copies_and_renames_id_clashes(tmp_path, sample_dir):
     train = load_battles(sample_dir / "train.csv").head(20)
     t0 = train.iloc[0]
-    copy = [t0["id"] + "x", "m", "n", json.dumps(t0["prompt"]), json.dumps(t0["response_a"]),
-            json.dumps(t0["response_b"]), "0", "1", "0"]
+    copy = [
+        t0["id"] + "x",
+        "m",
+        "n",
+        json.dumps(t0["prompt"]),
+        json.dumps(t0["response_a"]),
+        json.dumps(t0["response_b"]),
+        "0",
+        "1",
+        "0",
+    ]
     clash = row(train["id"].iloc[1], prompt='["a fresh prompt"]')
     extra = load_extra(write(tmp_path / "extra.csv", [copy, clash, row("new")]), train)
     assert extra["id"].tolist() == ["extra-" + train["id"].iloc[1], "new"]

@@ -5,6 +5,7 @@ last tests run the real CLI (folds -> train xgb -> infer -> score -> check) on 3
 
     .venv/bin/python -m pytest tests/test_e2e.py
 """
+
 import json
 import shutil
 import subprocess
@@ -67,7 +68,9 @@ def mini(workdir, sample_dir):
     """input/mini: the first 300 sample train rows + the official test rows, folds/mini.csv (3 folds)."""
     data = workdir / "input" / "mini"
     data.mkdir(parents=True)
-    pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).head(300).to_csv(data / "train.csv", index=False)
+    pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).head(300).to_csv(
+        data / "train.csv", index=False
+    )
     for name in ("test.csv", "sample_submission.csv"):
         shutil.copy(sample_dir / name, data / name)
     main(["folds", "--data", str(data), "--folds", "3", "--seed", "42"])
@@ -83,6 +86,7 @@ def fits_of(fold):
 
 
 # ---- runner ---------------------------------------------------------------------------------------
+
 
 def test_resume_after_kill_gives_same_oof(toy, mini, workdir):
     clean = runner.train_run(TOY, workdir / "runs" / "clean", spec(mini))
@@ -172,9 +176,24 @@ def test_infer_averages_folds_and_writes_valid_submission(toy, mini, workdir):
 
 # ---- the real CLI ---------------------------------------------------------------------------------
 
+
 def test_cli_end_to_end_xgb(mini, workdir, capsys):
-    common = ["--data", str(mini), "--model", "xgb", "--run", "x", "--set", "num_boost_round=25",
-              "--set", "early_stopping_rounds=10", "--set", "params.max_depth=3", "--set", "threads=1"]
+    common = [
+        "--data",
+        str(mini),
+        "--model",
+        "xgb",
+        "--run",
+        "x",
+        "--set",
+        "num_boost_round=25",
+        "--set",
+        "early_stopping_rounds=10",
+        "--set",
+        "params.max_depth=3",
+        "--set",
+        "threads=1",
+    ]
     main(["train", *common])
     run = workdir / "runs" / "x"
     for f in range(3):
@@ -210,16 +229,21 @@ def test_cli_bad_input_is_one_line_error(workdir, sample_dir):
     raw = pd.read_csv(sample_dir / "train.csv", dtype=str, keep_default_na=False).head(20)
     raw.loc[7, "winner_tie"] = "1"  # two winners
     raw.to_csv(data / "train.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data)],
-                          capture_output=True, text=True, cwd=workdir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data)], capture_output=True, text=True, cwd=workdir
+    )
     assert proc.returncode == 3  # bad data
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1
     assert str(data / "train.csv") in errors[0] and f"id={raw.loc[7, 'id']!r}" in errors[0]
     assert "winner_model_a/winner_model_b/winner_tie" in errors[0] and "not one-hot" in errors[0]
-    proc = subprocess.run([sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data), "--skip-bad",
-                           "--folds", "3"], capture_output=True, text=True, cwd=workdir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmsys_arena", "folds", "--data", str(data), "--skip-bad", "--folds", "3"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "kept 19, skipped 1 bad rows" in proc.stderr
     assert len(pd.read_csv(workdir / "folds" / "bad.csv")) == 19
@@ -227,9 +251,29 @@ def test_cli_bad_input_is_one_line_error(workdir, sample_dir):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_makefile_passes_variables():
-    out = subprocess.run(["make", "-n", "-C", str(ROOT), "folds", "train", "infer", "check", "MODEL=lgbm",
-                          "EXTRA=e.csv", "SEED=3", "FOLDS=4", "SKIP_BAD=1", "DATA=input/x", "ONLY_FOLDS=0,1", "FRESH=1"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-C",
+            str(ROOT),
+            "folds",
+            "train",
+            "infer",
+            "check",
+            "MODEL=lgbm",
+            "EXTRA=e.csv",
+            "SEED=3",
+            "FOLDS=4",
+            "SKIP_BAD=1",
+            "DATA=input/x",
+            "ONLY_FOLDS=0,1",
+            "FRESH=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = [line for line in out.splitlines() if "-m lmsys_arena" in line]
     folds, train, infer, check = lines
     assert "folds --data input/x --folds 4 --seed 3 --skip-bad" in folds
@@ -238,11 +282,17 @@ def test_makefile_passes_variables():
     assert "--only-folds 0,1" in out and "--fresh" in out
     assert "infer --run lgbm-x --data input/x" in infer
     assert "check --sub submissions/lgbm-x.csv --data input/x --skip-bad" in check
-    default = subprocess.run(["make", "-n", "-C", str(ROOT), "infer"], capture_output=True, text=True, check=True).stdout
+    default = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "infer"], capture_output=True, text=True, check=True
+    ).stdout
     assert "infer --run xgb-sample" in default  # runs.default_run_name: <model>-<data> off the competition data
     assert "--data" not in default.split("infer --run xgb-sample")[1].splitlines()[0]
-    real = subprocess.run(["make", "-n", "-C", str(ROOT), "infer", "DATA=/x/lmsys-chatbot-arena", "LOG_LEVEL=DEBUG"],
-                          capture_output=True, text=True, check=True).stdout
+    real = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "infer", "DATA=/x/lmsys-chatbot-arena", "LOG_LEVEL=DEBUG"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "--log-level DEBUG infer --run xgb --data /x/lmsys-chatbot-arena" in real
 
 
@@ -273,8 +323,9 @@ def test_run_log_file_and_warnings_once_per_run(toy, mini, workdir):
 
     def noisy(cfg, train, valid, fold_dir, seed):
         logging.getLogger("lmsys_arena.toy").warning("the same advice from every fold")
-        logging.getLogger("lmsys_arena.toy").warning("%s: a fold-specific value", Path(fold_dir).name,
-                                                     extra={"once": True})
+        logging.getLogger("lmsys_arena.toy").warning(
+            "%s: a fold-specific value", Path(fold_dir).name, extra={"once": True}
+        )
         return orig(cfg, train, valid, fold_dir, seed)
 
     globals()["fit_fold"] = noisy

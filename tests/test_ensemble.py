@@ -2,6 +2,7 @@
 
 Synthetic runs with known structure (fast); the real-data blend runs in tests/test_kernels.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ import pandas as pd
 import pytest
 
 from lmsys_arena.cli import main
-from lmsys_arena.ensemble import (align_oof, combine, ensemble_runs, evaluate_tree, fit_blend,
-                                  fold_average_logprobs)
+from lmsys_arena.ensemble import align_oof, combine, ensemble_runs, evaluate_tree, fit_blend, fold_average_logprobs
 from lmsys_arena.metrics import log_loss, log_softmax, softmax
 
 N, N_TEST = 600, 40
@@ -49,8 +49,16 @@ def two_runs(workdir):
     folds = np.arange(N) % 3
     rng = np.random.default_rng(2)
     for name, noise in (("m1", 1.0), ("m2", 1.3)):
-        _write_run(workdir, name, ids, folds, y, z + rng.normal(size=z.shape) * noise, test_ids,
-                   zt + rng.normal(size=zt.shape) * noise)
+        _write_run(
+            workdir,
+            name,
+            ids,
+            folds,
+            y,
+            z + rng.normal(size=z.shape) * noise,
+            test_ids,
+            zt + rng.normal(size=zt.shape) * noise,
+        )
     return workdir, ids, y
 
 
@@ -66,8 +74,13 @@ def test_blend_beats_members_and_is_a_run(two_runs):
     assert cfg["family"] == "blend" and cfg["members"] == ["m1", "m2"] and cfg["weights"] == list(w)
     oof = pd.read_parquet(run / "oof.parquet")
     assert list(oof["id"]) == ids and np.allclose(oof[["p_a", "p_b", "p_tie"]].sum(axis=1), 1)
-    assert abs(json.loads((run / "metrics.json").read_text())["oof_logloss"]
-               - log_loss(y, oof[["p_a", "p_b", "p_tie"]].to_numpy())) < 1e-12
+    assert (
+        abs(
+            json.loads((run / "metrics.json").read_text())["oof_logloss"]
+            - log_loss(y, oof[["p_a", "p_b", "p_tie"]].to_numpy())
+        )
+        < 1e-12
+    )
     sub = pd.read_csv(root / "submissions" / "blend.csv", dtype={"id": str})
     assert list(sub.columns) == ["id", "winner_model_a", "winner_model_b", "winner_tie"] and len(sub) == N_TEST
     # the same weights applied to the members' test predictions
@@ -104,8 +117,11 @@ def test_combine_drops_missing_members_per_row():
     both = combine([np.full_like(a, np.nan), b_partial], [0.5, 0.5])
     assert np.isnan(both[[1, 3]]).all() and np.isfinite(both[[0, 2, 4]]).all()
     # nested tree
-    runs = {"top": {"family": "blend", "members": ["x", "y"], "weights": [0.3, 0.7], "temperature": 1.2},
-            "x": {"family": "gbdt"}, "y": {"family": "llm"}}
+    runs = {
+        "top": {"family": "blend", "members": ["x", "y"], "weights": [0.3, 0.7], "temperature": 1.2},
+        "x": {"family": "gbdt"},
+        "y": {"family": "llm"},
+    }
     assert np.allclose(evaluate_tree("top", runs, {"x": a, "y": b_partial}), out, equal_nan=True)
 
 
@@ -126,8 +142,9 @@ def test_refuses_different_rows_unless_common_rows(two_runs):
     oof[oof["fold"] == 0].to_parquet(d / "oof.parquet", index=False)  # an LLM run trained on fold 0 only
     with pytest.raises(ValueError, match="different OOF rows.*--common-rows"):
         ensemble_runs(["m1", "m2"], "blend", runs_root=root / "runs", submissions=root / "submissions")
-    m = ensemble_runs(["m1", "m2"], "blend", common_rows=True, runs_root=root / "runs",
-                      submissions=root / "submissions")
+    m = ensemble_runs(
+        ["m1", "m2"], "blend", common_rows=True, runs_root=root / "runs", submissions=root / "submissions"
+    )
     assert m["rows"] == int((np.arange(N) % 3 == 0).sum()) and set(m["folds"]) == {0}
     cfg = json.loads((root / "runs" / "blend" / "config.json").read_text())
     assert cfg["common_rows"] is True and cfg["extra"]["member_oof_rows"] == {"m1": N, "m2": m["rows"]}
@@ -176,8 +193,9 @@ def test_oof_only_blend_from_fold_files(two_runs):
     oof[oof["fold"] == 0].to_parquet(d / "fold0" / "valid.parquet", index=False)
     (d / "oof.parquet").unlink()
     (d / "test.parquet").unlink()
-    m = ensemble_runs(["m1", "m2"], "b0", common_rows=True, oof_only=True, runs_root=root / "runs",
-                      submissions=root / "submissions")
+    m = ensemble_runs(
+        ["m1", "m2"], "b0", common_rows=True, oof_only=True, runs_root=root / "runs", submissions=root / "submissions"
+    )
     assert m["rows"] == int((np.arange(N) % 3 == 0).sum()) and m["oof_logloss"] < m["best_member_logloss"]
     run = root / "runs" / "b0"
     assert (run / "oof.parquet").exists() and not (run / "test.parquet").exists()

@@ -1,7 +1,8 @@
 """Hand-built features: stable names, exact A/B swap, hand-checked counts, the on-disk cache.
 
-    .venv/bin/python -m pytest tests/test_features.py -q
+.venv/bin/python -m pytest tests/test_features.py -q
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmsys_arena import bow
 from lmsys_arena import features as F
 from lmsys_arena.data import load_battles
 from lmsys_arena.swap import swap_battles as swap_ab
@@ -18,7 +20,6 @@ from lmsys_arena.swap import swap_features
 
 # Changing features on purpose? Update this hash AND bump features.FEATURE_VERSION (trained
 # fold models refuse features they were not trained on).
-
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +31,26 @@ def sample_rows(request) -> pd.DataFrame:
 
 
 def battles(rows: list[tuple[list[str], list[str], list[str]]]) -> pd.DataFrame:
-    return pd.DataFrame({"id": [str(i) for i in range(len(rows))], "model_a": "", "model_b": "",
-                         "prompt": [r[0] for r in rows], "response_a": [r[1] for r in rows],
-                         "response_b": [r[2] for r in rows], "label": np.zeros(len(rows), dtype=np.int8)})
+    return pd.DataFrame(
+        {
+            "id": [str(i) for i in range(len(rows))],
+            "model_a": "",
+            "model_b": "",
+            "prompt": [r[0] for r in rows],
+            "response_a": [r[1] for r in rows],
+            "response_b": [r[2] for r in rows],
+            "label": np.zeros(len(rows), dtype=np.int8),
+        }
+    )
 
 
 def test_feature_names_are_stable():
     names = F.feature_names()
     assert names == F.FEATURE_NAMES and len(names) == len(set(names)) == 194
     digest = hashlib.sha1("\n".join(names).encode()).hexdigest()
-    assert digest == EXPECTED_NAMES_SHA1, f"feature names changed (sha1 {digest}): bump FEATURE_VERSION, update the test"
+    assert digest == EXPECTED_NAMES_SHA1, (
+        f"feature names changed (sha1 {digest}): bump FEATURE_VERSION, update the test"
+    )
     # every a_ column has its b_ twin; every pair feature is a_/b_ based
     for n in names:
         if n.startswith("a_"):
@@ -77,11 +88,17 @@ def test_swap_features_equals_features_of_swapped_battles(sample_rows):
 
 
 def test_hand_checked_counts():
-    md = ("# Title\n\nSome **bold** text with `code` and a link https://x.org.\n\n"
-          "- one\n- two\n1. first\n2. second\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```py\nprint(1)\n```\n")
-    df = battles([(["Why is the sky blue?"], [md], ["I'm sorry, but I cannot help with that."]),
-                  (["hi", "again"], ["", ""], ["", ""]),
-                  (["same"], ["Same answer."], ["Same answer."])])
+    md = (
+        "# Title\n\nSome **bold** text with `code` and a link https://x.org.\n\n"
+        "- one\n- two\n1. first\n2. second\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```py\nprint(1)\n```\n"
+    )
+    df = battles(
+        [
+            (["Why is the sky blue?"], [md], ["I'm sorry, but I cannot help with that."]),
+            (["hi", "again"], ["", ""], ["", ""]),
+            (["same"], ["Same answer."], ["Same answer."]),
+        ]
+    )
     X = F.build_features(df, use_cache=False, progress=False)
     a = X.iloc[0]
     assert (a.a_headers, a.a_bold, a.a_bullets, a.a_numbered, a.a_table_rows) == (1, 1, 2, 2, 3)
@@ -137,14 +154,14 @@ def test_cache_invalidated_when_feature_spec_changes(sample_rows, tmp_path, monk
 
 def test_bag_of_words_cache_and_alignment(sample_rows, tmp_path, caplog):
     rows = sample_rows.iloc[:40].reset_index(drop=True)
-    caplog.set_level(logging.INFO, logger="lmsys_arena.features")
-    A, B = F.build_bow(rows, cache_dir=tmp_path, progress=False)
-    assert A.shape == (40, F.BOW_FEATURES) and B.shape == (40, F.BOW_FEATURES)
+    caplog.set_level(logging.INFO, logger="lmsys_arena.bow")
+    A, B = bow.build_bow(rows, cache_dir=tmp_path, progress=False)
+    assert A.shape == (40, bow.BOW_FEATURES) and B.shape == (40, bow.BOW_FEATURES)
     np.testing.assert_allclose(np.asarray(A.multiply(A).sum(axis=1)).ravel(), 1, rtol=1e-5)  # L2 rows
     order = [39, 0, 17, 17]
-    A2, B2 = F.build_bow(rows.iloc[order].reset_index(drop=True), cache_dir=tmp_path, progress=False)
+    A2, B2 = bow.build_bow(rows.iloc[order].reset_index(drop=True), cache_dir=tmp_path, progress=False)
     assert "4 from cache" in caplog.records[-1].getMessage()
     assert abs(A2 - A[order]).sum() == 0 and abs(B2 - B[order]).sum() == 0
     # swapping A/B swaps the matrices
-    As, Bs = F.build_bow(swap_ab(rows), cache_dir=tmp_path, progress=False)
+    As, Bs = bow.build_bow(swap_ab(rows), cache_dir=tmp_path, progress=False)
     assert abs(As - B).sum() == 0 and abs(Bs - A).sum() == 0

@@ -1,7 +1,8 @@
 """Folds: prompt-grouped, stratified, seeded, byte-identical on re-run; extra rows get no fold.
 
-    .venv/bin/python -m pytest tests/test_folds.py
+.venv/bin/python -m pytest tests/test_folds.py
 """
+
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import pytest
 from lmsys_arena.cli import main
 from lmsys_arena.data import Competition, prompt_key
 from lmsys_arena.folds import make_folds, read_folds, write_folds
-
 
 SAMPLE = Path(__file__).resolve().parents[1] / "input" / "sample"
 

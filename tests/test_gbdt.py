@@ -1,7 +1,8 @@
 """Feature GBDT family: 2-fold train -> infer on real sample rows, for xgboost and lightgbm.
 
-    .venv/bin/python -m pytest tests/test_gbdt.py -q
+.venv/bin/python -m pytest tests/test_gbdt.py -q
 """
+
 from __future__ import annotations
 
 import math
@@ -14,11 +15,11 @@ import pytest
 from lmsys_arena import gbdt
 from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
-from lmsys_arena.swap import swap_battles as swap_ab
-from lmsys_arena.swap import swap_labels
 from lmsys_arena.folds import make_folds, write_folds
 from lmsys_arena.runner import infer_run, train_run
 from lmsys_arena.runs import PROB_COLS, Run, RunSpec
+from lmsys_arena.swap import swap_battles as swap_ab
+from lmsys_arena.swap import swap_labels
 
 FAST = {"num_boost_round": 25, "early_stopping_rounds": 10, "params.learning_rate": 0.2, "threads": 2}
 

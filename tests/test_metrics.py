@@ -1,7 +1,8 @@
 """Kaggle log loss (vs sklearn and by hand) and the submission validator's checks.
 
-    .venv/bin/python -m pytest tests/test_metrics.py
+.venv/bin/python -m pytest tests/test_metrics.py
 """
+
 import math
 import warnings
 
@@ -10,8 +11,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
-from lmsys_arena.metrics import (EPS, SubmissionError, accuracy, log_loss, log_softmax, order_consistency, softmax,
-                                 validate_submission)
+from lmsys_arena.metrics import (
+    EPS,
+    SubmissionError,
+    accuracy,
+    log_loss,
+    log_softmax,
+    order_consistency,
+    softmax,
+    validate_submission,
+)
 from lmsys_arena.swap import unswap_average
 
 COLS = ["winner_model_a", "winner_model_b", "winner_tie"]
@@ -53,12 +62,14 @@ def test_unnormalised_rows_match_kaggle_reference():
 
 def test_hand_computed():
     y = np.array([0, 2, 1, 0])
-    p = np.array([
-        [0.2, 0.2, 0.1],    # renormalised: 0.4
-        [0.0, 0.0, 0.0],    # all zero: clipped to eps each -> uniform 1/3
-        [0.5, 0.0, 0.5],    # true class 0: eps / (1 + eps)
-        [0.7, 0.2, 0.1],
-    ])
+    p = np.array(
+        [
+            [0.2, 0.2, 0.1],  # renormalised: 0.4
+            [0.0, 0.0, 0.0],  # all zero: clipped to eps each -> uniform 1/3
+            [0.5, 0.0, 0.5],  # true class 0: eps / (1 + eps)
+            [0.7, 0.2, 0.1],
+        ]
+    )
     expect = -(math.log(0.4) + math.log(1 / 3) + math.log(EPS / (1 + EPS)) + math.log(0.7)) / 4
     assert log_loss(y, p) == pytest.approx(expect, rel=1e-12)
     assert log_loss([2], [[1 / 3, 1 / 3, 1 / 3]]) == pytest.approx(math.log(3), rel=1e-15)
@@ -100,8 +111,9 @@ IDS = ["007", "136060", "abc"]
 
 
 def good_sub():
-    return pd.DataFrame({"id": IDS, COLS[0]: [0.2, 0.5, 1 / 3], COLS[1]: [0.3, 0.25, 1 / 3],
-                         COLS[2]: [0.5, 0.25, 1 / 3]})
+    return pd.DataFrame(
+        {"id": IDS, COLS[0]: [0.2, 0.5, 1 / 3], COLS[1]: [0.3, 0.25, 1 / 3], COLS[2]: [0.5, 0.25, 1 / 3]}
+    )
 
 
 def test_validator_accepts_good():
@@ -111,19 +123,31 @@ def test_validator_accepts_good():
     validate_submission(sub.iloc[[2, 0, 1]], IDS)  # any row order
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda s: s[["id", COLS[1], COLS[0], COLS[2]]], "columns"),
-    (lambda s: s.drop(columns=[COLS[2]]), "columns"),
-    (lambda s: s.rename(columns={"id": "ID"}), "columns"),
-    (lambda s: s.iloc[:2], r"1 missing \(e.g. \['abc'\]\)"),
-    (lambda s: s.assign(id=["7", "136060", "abc"]), r"1 missing \(e.g. \['007'\]\), 1 unexpected"),
-    (lambda s: s.assign(id=["007", "007", "abc"]), "duplicate id '007'"),
-    (lambda s: s.assign(**{COLS[1]: [0.3, np.nan, 1 / 3]}), r"row id='136060' column 'winner_model_b' is not a finite"),
-    (lambda s: s.assign(**{COLS[2]: [0.5, 0.25, np.inf]}), r"row id='abc' column 'winner_tie' is not a finite"),
-    (lambda s: s.assign(**{COLS[0]: ["0.2", "x", "0.3"]}), r"row id='136060' column 'winner_model_a' is not a finite"),
-    (lambda s: s.assign(**{COLS[0]: [-0.1, 0.5, 1 / 3], COLS[2]: [0.8, 0.25, 1 / 3]}), "row id='007' column 'winner_model_a' is negative"),
-    (lambda s: s.assign(**{COLS[2]: [0.5, 0.25 + 2e-6, 1 / 3]}), r"row id='136060': probabilities sum to 1.000002"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda s: s[["id", COLS[1], COLS[0], COLS[2]]], "columns"),
+        (lambda s: s.drop(columns=[COLS[2]]), "columns"),
+        (lambda s: s.rename(columns={"id": "ID"}), "columns"),
+        (lambda s: s.iloc[:2], r"1 missing \(e.g. \['abc'\]\)"),
+        (lambda s: s.assign(id=["7", "136060", "abc"]), r"1 missing \(e.g. \['007'\]\), 1 unexpected"),
+        (lambda s: s.assign(id=["007", "007", "abc"]), "duplicate id '007'"),
+        (
+            lambda s: s.assign(**{COLS[1]: [0.3, np.nan, 1 / 3]}),
+            r"row id='136060' column 'winner_model_b' is not a finite",
+        ),
+        (lambda s: s.assign(**{COLS[2]: [0.5, 0.25, np.inf]}), r"row id='abc' column 'winner_tie' is not a finite"),
+        (
+            lambda s: s.assign(**{COLS[0]: ["0.2", "x", "0.3"]}),
+            r"row id='136060' column 'winner_model_a' is not a finite",
+        ),
+        (
+            lambda s: s.assign(**{COLS[0]: [-0.1, 0.5, 1 / 3], COLS[2]: [0.8, 0.25, 1 / 3]}),
+            "row id='007' column 'winner_model_a' is negative",
+        ),
+        (lambda s: s.assign(**{COLS[2]: [0.5, 0.25 + 2e-6, 1 / 3]}), r"row id='136060': probabilities sum to 1.000002"),
+    ],
+)
 def test_validator_rejects(mutate, match):
     with pytest.raises(SubmissionError, match=match):
         validate_submission(mutate(good_sub()), IDS, name="sub.csv")

@@ -6,6 +6,7 @@ surviving a SIGKILLed worker.
     LMSYS_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/optuna .venv/bin/python -m pytest tests/test_tune.py
     .ci/run        # starts a throwaway PostgreSQL cluster and exports that URL
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 TINY = {  # cheap xgboost: a trial is a few seconds on input/sample
-    "family": "gbdt", "backend": "xgboost", "swap_augment": True, "tta": True, "num_boost_round": 20,
-    "early_stopping_rounds": 10, "threads": 1, "params": {"max_depth": 3, "learning_rate": 0.3},
+    "family": "gbdt",
+    "backend": "xgboost",
+    "swap_augment": True,
+    "tta": True,
+    "num_boost_round": 20,
+    "early_stopping_rounds": 10,
+    "threads": 1,
+    "params": {"max_depth": 3, "learning_rate": 0.3},
 }
 
 
@@ -62,7 +69,9 @@ def _states(study) -> dict:
 
 # ------------------------------------------------------------------------------------- search space
 def test_shipped_search_spaces_sample_inside_their_bounds():
-    names = [p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")) if "search_space" in (yaml.safe_load(p.read_text()) or {})]
+    names = [
+        p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")) if "search_space" in (yaml.safe_load(p.read_text()) or {})
+    ]
     assert {"xgb", "lgbm"} <= set(names), names
     for name in names:
         cfg = load_config(name)
@@ -81,15 +90,18 @@ def test_shipped_search_spaces_sample_inside_their_bounds():
         assert set(tune.default_params(space, cfg)) == present, name
 
 
-@pytest.mark.parametrize("spec, msg", [
-    ({"params.depth": {"type": "int", "low": 5, "high": 5}}, "low < high"),
-    ({"params.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log scale"),
-    ({"params.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be"),
-    ({"params.lr": {"type": "categorical"}}, "choices"),
-    ({"params.lr": {"type": "float", "low": 0, "high": 1, "hgih": 2}}, "expected a mapping"),
-    ({"parms.lr": {"type": "float", "low": 0, "high": 1}}, "no section 'parms'"),
-    ({"params.a": {"type": "int", "low": 1, "high": 4, "times": "params.nope"}}, "neither searched"),
-])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ({"params.depth": {"type": "int", "low": 5, "high": 5}}, "low < high"),
+        ({"params.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log scale"),
+        ({"params.lr": {"type": "uniform", "low": 0, "high": 1}}, "type must be"),
+        ({"params.lr": {"type": "categorical"}}, "choices"),
+        ({"params.lr": {"type": "float", "low": 0, "high": 1, "hgih": 2}}, "expected a mapping"),
+        ({"parms.lr": {"type": "float", "low": 0, "high": 1}}, "no section 'parms'"),
+        ({"params.a": {"type": "int", "low": 1, "high": 4, "times": "params.nope"}}, "neither searched"),
+    ],
+)
 def test_bad_search_space_names_the_key(spec, msg):
     cfg = {**TINY, "name": "bad", "search_space": spec}
     with pytest.raises(ValueError, match=msg) as e:
@@ -98,9 +110,15 @@ def test_bad_search_space_names_the_key(spec, msg):
 
 
 def test_ratio_param_times_another_key():
-    cfg = {"family": "llm", "name": "x", "lora": {"r": 16, "alpha": 32},
-           "search_space": {"lora.r": {"type": "categorical", "choices": [8, 16, 32, 64]},
-                            "lora.alpha": {"type": "categorical", "choices": [1, 2], "times": "lora.r"}}}
+    cfg = {
+        "family": "llm",
+        "name": "x",
+        "lora": {"r": 16, "alpha": 32},
+        "search_space": {
+            "lora.r": {"type": "categorical", "choices": [8, 16, 32, 64]},
+            "lora.alpha": {"type": "categorical", "choices": [1, 2], "times": "lora.r"},
+        },
+    }
     space = tune.parse_search_space(cfg)
     assert [p.name for p in space] == ["lora.r", "lora.alpha/lora.r"]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
@@ -120,12 +138,19 @@ def test_unknown_tune_key_is_an_error():
 
 # ------------------------------------------------------------------------------------- studies on sqlite
 def test_two_workers_finish_exactly_trials_then_resume(project, sample_dir, workdir):
-    space = {"params.max_depth": {"type": "int", "low": 2, "high": 4},
-             "params.learning_rate": {"type": "float", "low": 0.1, "high": 0.5, "log": True}}
+    space = {
+        "params.max_depth": {"type": "int", "low": 2, "high": 4},
+        "params.learning_rate": {"type": "float", "low": 0.1, "high": 0.5, "log": True},
+    }
     model = project("two", search_space=space, tune={"pruner": "none", "folds": [0]})
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, "two", 4, "--workers", "2")],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, "two", 4, "--workers", "2")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     cli.main(_tune_argv(sample_dir, model, "two", 6))  # resume the same study up to 6 trials
     study = optuna.load_study(study_name="two", storage="sqlite:///studies/two.db")
@@ -133,8 +158,10 @@ def test_two_workers_finish_exactly_trials_then_resume(project, sample_dir, work
     assert len(st[S.COMPLETE]) == 6 and not st[S.RUNNING] and not st[S.WAITING] and not st[S.FAIL]
     assert sorted(t.number for t in study.trials) == list(range(6))
     assert "worker 0: done" in r.stderr and "worker 1: done" in r.stderr  # two processes shared the study
-    assert study.trials[0].user_attrs["baseline"] and study.trials[0].params == {"params.max_depth": 3,
-                                                                                 "params.learning_rate": 0.3}
+    assert study.trials[0].user_attrs["baseline"] and study.trials[0].params == {
+        "params.max_depth": 3,
+        "params.learning_rate": 0.3,
+    }
     for t in study.trials:  # each trial is a run folder written by runner.train_run
         assert (workdir / t.user_attrs["run_dir"] / "fold0" / "valid.parquet").exists()
     assert study.user_attrs["folds"] == [0] and study.user_attrs["model"] == "two"
@@ -144,8 +171,11 @@ def test_pruning_best_yaml_and_params_best_reproduce(project, sample_dir, workdi
     # a known-bad region: learning rate 1e-6 leaves the model at the prior; with identical good trials
     # (max_depth fixed) the median pruner can only stop the bad ones
     space = {"params.learning_rate": {"type": "categorical", "choices": [0.3, 1e-6]}}
-    model = project("prune", search_space=space,
-                    tune={"sampler": "random", "pruner": "median", "prune_startup_trials": 2, "folds": [0, 1]})
+    model = project(
+        "prune",
+        search_space=space,
+        tune={"sampler": "random", "pruner": "median", "prune_startup_trials": 2, "folds": [0, 1]},
+    )
     cli.main(_tune_argv(sample_dir, model, "prune", 6))
     study = optuna.load_study(study_name="prune", storage="sqlite:///studies/prune.db")
     st = _states(study)
@@ -166,8 +196,23 @@ def test_pruning_best_yaml_and_params_best_reproduce(project, sample_dir, workdi
     assert load_params_file(workdir / "studies/prune.best.yaml") == {"params.learning_rate": 0.3}
 
     # make train MODEL=... PARAMS=best STUDY=prune
-    cli.main(["train", "--data", str(sample_dir), "--model", model, "--params", "best", "--study", "prune",
-              "--run", "again", "--only-folds", "0,1"])  # the study's folds
+    cli.main(
+        [
+            "train",
+            "--data",
+            str(sample_dir),
+            "--model",
+            model,
+            "--params",
+            "best",
+            "--study",
+            "prune",
+            "--run",
+            "again",
+            "--only-folds",
+            "0,1",
+        ]
+    )  # the study's folds
     oof = json.loads((workdir / "runs/again/metrics.json").read_text())["oof_logloss"]
     assert abs(oof - study.best_value) < 1e-3
 
@@ -205,9 +250,13 @@ def test_postgres_sigkilled_worker_is_failed_and_retried(project, sample_dir, wo
     url = _postgres_url()
     study_name = f"kill-{uuid.uuid4().hex[:8]}"
     # slow enough folds (no early stop) that a kill lands mid-trial; 1 s heartbeats, stale after 3 s
-    model = project("pg", num_boost_round=120, early_stopping_rounds=1000,
-                    search_space={"params.max_depth": {"type": "int", "low": 3, "high": 5}},
-                    tune={"sampler": "random", "pruner": "none", "heartbeat_interval": 1, "grace_period": 3})
+    model = project(
+        "pg",
+        num_boost_round=120,
+        early_stopping_rounds=1000,
+        search_space={"params.max_depth": {"type": "int", "low": 3, "high": 5}},
+        tune={"sampler": "random", "pruner": "none", "heartbeat_interval": 1, "grace_period": 3},
+    )
     argv = [PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, study_name, 3, "--storage", url)]
     url = tune.normalize_url(url)  # the CLI takes plain postgresql:// (psycopg2 underneath)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

@@ -1,4 +1,5 @@
 """LMSYS Chatbot Arena human preference prediction."""
+
 import os as _os
 
 # Spinning OpenMP threads (libgomp's default) make xgboost/lightgbm 10-40x slower as soon as the CPU is shared

@@ -32,8 +32,12 @@ class UsageError(ValueError):
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="folder with train.csv, test.csv, sample_submission.csv "
-                   "(default: input/lmsys-chatbot-arena if present, else input/sample)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="folder with train.csv, test.csv, sample_submission.csv "
+        "(default: input/lmsys-chatbot-arena if present, else input/sample)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="drop bad rows (counted and reported) instead of failing")
 
 
@@ -49,9 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)  # accepted after the subcommand too
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO (default), WARNING, ERROR")
-    ap = argparse.ArgumentParser(prog="lmsys_arena", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--log-level", default=os.environ.get("LOG_LEVEL") or "INFO",
-                    help="DEBUG (shows tracebacks), INFO (default), WARNING, ERROR; env LOG_LEVEL")
+    ap = argparse.ArgumentParser(
+        prog="lmsys_arena", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--log-level",
+        default=os.environ.get("LOG_LEVEL") or "INFO",
+        help="DEBUG (shows tracebacks), INFO (default), WARNING, ERROR; env LOG_LEVEL",
+    )
     ap.add_argument("--version", action="version", version=version_line())
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -66,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train one model per fold; writes runs/<run>/")
     _data_args(p)
     _model_args(p)
-    p.add_argument("--run", default=None, help="run name (default: the model name, + -<data folder> off the "
-                   "competition data)")
+    p.add_argument(
+        "--run", default=None, help="run name (default: the model name, + -<data folder> off the competition data)"
+    )
     p.add_argument("--extra", default=None, help="CSV of external train-only rows (same columns as train.csv)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only-folds", default=None, help="comma-separated folds to train, e.g. 0 or 0,1")
@@ -109,33 +119,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ensemble", "fit simplex blend weights on OOF; apply to test; write a run + submission")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--name", default="blend")
-    p.add_argument("--space", choices=["logprob", "prob"], default="logprob",
-                   help="blend log-probabilities (weighted geometric mean, default) or probabilities")
+    p.add_argument(
+        "--space",
+        choices=["logprob", "prob"],
+        default="logprob",
+        help="blend log-probabilities (weighted geometric mean, default) or probabilities",
+    )
     p.add_argument("--no-temperature", action="store_true", help="do not fit a temperature")
-    p.add_argument("--common-rows", action="store_true",
-                   help="blend on the OOF rows all runs share (e.g. an LLM run trained on fold 0 only)")
-    p.add_argument("--oof-only", action="store_true",
-                   help="fit and score on OOF only (members without test.parquet yet); no submission")
+    p.add_argument(
+        "--common-rows",
+        action="store_true",
+        help="blend on the OOF rows all runs share (e.g. an LLM run trained on fold 0 only)",
+    )
+    p.add_argument(
+        "--oof-only",
+        action="store_true",
+        help="fit and score on OOF only (members without test.parquet yet); no submission",
+    )
 
     p = command("kernels", "build kernels/<name>/ for the given runs (one kernel per run)")
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--name", default=None, help="kernel name (one run only; default: the run name)")
     p.add_argument("--budget-hours", type=float, default=8.5, help="LLM time guard from kernel start")
-    p.add_argument("--model-source", action="append", default=[], metavar="RUN=OWNER/MODEL/FRAMEWORK/VARIATION/VER",
-                   help="Kaggle model handle for an LLM run's backbone")
-    p.add_argument("--llm-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every LLM run in the kernel (e.g. 8-bit weights)")
+    p.add_argument(
+        "--model-source",
+        action="append",
+        default=[],
+        metavar="RUN=OWNER/MODEL/FRAMEWORK/VARIATION/VER",
+        help="Kaggle model handle for an LLM run's backbone",
+    )
+    p.add_argument(
+        "--llm-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every LLM run in the kernel (e.g. 8-bit weights)",
+    )
     p.add_argument("--fallback", default=None, help="GBDT run for rows the LLM does not reach in time")
     p.add_argument("--public", action="store_true")
     p.add_argument("--machine-shape", default="NvidiaTeslaT4", help="Kaggle accelerator (NvidiaTeslaT4 = T4 x2)")
     p = command("kernel-datasets", "build the code+wheels and artefacts dataset folders")
     p.add_argument("--names", nargs="*", default=None, help="kernels to package (default: all in kernels/)")
-    p.add_argument("--wheels", choices=["full", "minimal"], default="full",
-                   help="full: package + dependency wheels for Kaggle; minimal: the package wheel only")
+    p.add_argument(
+        "--wheels",
+        choices=["full", "minimal"],
+        default="full",
+        help="full: package + dependency wheels for Kaggle; minimal: the package wheel only",
+    )
     p = command("check-kernels", "validate every kernel offline, incl. a local simulated run")
     p.add_argument("--names", nargs="*", default=None)
-    p.add_argument("--data", default=None, help="competition folder for the simulation (default: input/sample "
-                   "unless input/lmsys-chatbot-arena exists)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="competition folder for the simulation (default: input/sample unless input/lmsys-chatbot-arena exists)",
+    )
     p.add_argument("--no-sim", action="store_true", help="skip the simulated run")
     p.add_argument("--no-wheel-check", action="store_true", help="skip the empty-venv offline install")
     p = command("push", "kaggle datasets version/create + kaggle kernels push")

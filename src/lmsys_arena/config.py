@@ -167,8 +167,9 @@ def _source_finder(sources: dict[str, str], default: str):
     return where
 
 
-def load_config(name_or_path: str | Path, overrides: dict | None = None, *,
-                sources: dict[str, str] | None = None) -> dict:
+def load_config(
+    name_or_path: str | Path, overrides: dict | None = None, *, sources: dict[str, str] | None = None
+) -> dict:
     """The resolved config (every option, defaults included) of a config file and dotted ``overrides``.
     ``sources`` names where each override came from (``--set key=value``, a params file) for errors."""
     layers = config_layers(name_or_path)
@@ -193,8 +194,10 @@ def validate(cfg: dict, where=None) -> dict:
 
     where = where or (lambda _k: f"config {cfg.get('name')!r}")
     if not cfg.get("family"):
-        raise ConfigError(f"{where('family')}: a config must name its family (one of "
-                          f"{sorted(n for n, f in families.FAMILIES.items() if f.trains)})")
+        raise ConfigError(
+            f"{where('family')}: a config must name its family (one of "
+            f"{sorted(n for n, f in families.FAMILIES.items() if f.trains)})"
+        )
     try:
         cls = families.get(cfg["family"]).config_class()
     except KeyError as e:

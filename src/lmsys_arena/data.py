@@ -25,6 +25,7 @@ rows are dropped, counted and reported instead; nothing is ever dropped silently
 ``lenient_text=True`` (used for test files, where a failed load means a failed Kaggle
 submission) takes any unparsable text cell as one plain-text turn instead, counted.
 """
+
 from __future__ import annotations
 
 import json
@@ -142,8 +143,14 @@ def _labels(raw: pd.DataFrame) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
     return labels, bad
 
 
-def load_battles(path: str | Path, *, skip_bad: bool = False, require_labels: bool | None = None,
-                 source: str | None = None, lenient_text: bool = False) -> pd.DataFrame:
+def load_battles(
+    path: str | Path,
+    *,
+    skip_bad: bool = False,
+    require_labels: bool | None = None,
+    source: str | None = None,
+    lenient_text: bool = False,
+) -> pd.DataFrame:
     """Read a Kaggle-format CSV (train, test or external rows) into the tidy frame above.
 
     ``require_labels``: True demands winner columns, False ignores them, None uses them
@@ -203,8 +210,9 @@ def _parse_texts(raw: pd.DataFrame, report: LoadReport, lenient: bool, skip: set
     cells = [raw[c].to_numpy() for c in TEXT_COLUMNS]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, unit="rows", desc=f"parse {Path(report.path).name}", disable=n < PROGRESS_MIN_ROWS,
-               mininterval=0.5)
+    bar = tqdm(
+        total=n, unit="rows", desc=f"parse {Path(report.path).name}", disable=n < PROGRESS_MIN_ROWS, mininterval=0.5
+    )
     step = 4096
     for start in range(0, n, step):
         for i in range(start, min(start + step, n)):
@@ -239,8 +247,9 @@ def _pad_turns(out: dict, keep: np.ndarray, report: LoadReport) -> None:
             col[i] = col[i] + [""] * (m - len(col[i]))
 
 
-def _load(path: Path, *, skip_bad: bool, require_labels: bool | None,
-          lenient_text: bool = False) -> tuple[pd.DataFrame, LoadReport]:
+def _load(
+    path: Path, *, skip_bad: bool, require_labels: bool | None, lenient_text: bool = False
+) -> tuple[pd.DataFrame, LoadReport]:
     raw = _read_csv(path)
     report = LoadReport(path=str(path), rows_read=len(raw))
     with_labels = _required_columns(raw, path, require_labels)
@@ -267,13 +276,15 @@ def _load(path: Path, *, skip_bad: bool, require_labels: bool | None,
     keep = np.ones(len(raw), dtype=bool)
     keep[list(bad)] = False
     _pad_turns(out, keep, report)
-    df = pd.DataFrame({
-        "id": ids.to_numpy(dtype=object),
-        "model_a": raw["model_a"].to_numpy(dtype=object) if "model_a" in raw.columns else "",
-        "model_b": raw["model_b"].to_numpy(dtype=object) if "model_b" in raw.columns else "",
-        **{c: out[c] for c in TEXT_COLUMNS},
-        "label": labels,
-    })
+    df = pd.DataFrame(
+        {
+            "id": ids.to_numpy(dtype=object),
+            "model_a": raw["model_a"].to_numpy(dtype=object) if "model_a" in raw.columns else "",
+            "model_b": raw["model_b"].to_numpy(dtype=object) if "model_b" in raw.columns else "",
+            **{c: out[c] for c in TEXT_COLUMNS},
+            "label": labels,
+        }
+    )
     if not keep.all():
         df = df[keep].reset_index(drop=True)
     report.rows_kept = len(df)
@@ -322,8 +333,9 @@ class Competition:
 
 
 def _text_key(d: pd.DataFrame) -> pd.Series:
-    return pd.Series([json.dumps([p, a, b]) for p, a, b in zip(d["prompt"], d["response_a"], d["response_b"])],
-                     index=d.index)
+    return pd.Series(
+        [json.dumps([p, a, b]) for p, a, b in zip(d["prompt"], d["response_a"], d["response_b"])], index=d.index
+    )
 
 
 def load_extra(path: str | Path, train: pd.DataFrame, skip_bad: bool = False) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 ``LMSYS_DEADLINE`` holds a Unix time; past it, inference stops scoring new batches and returns
 NaN logits for the rows it did not reach, which the caller fills from a fallback model.
 """
+
 from __future__ import annotations
 
 import os

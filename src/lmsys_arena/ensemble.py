@@ -19,6 +19,7 @@ LLM run with ``ONLY_FOLDS=0``) is refused unless ``--common-rows`` is given: the
 on the rows every member covers (logged, and recorded in ``config.json``), which is the honest choice
 when an expensive model was validated on one fold only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,12 +53,13 @@ class Blend:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Blend":
+    def from_config(cls, cfg: dict) -> Blend:
         keys = {"name", "members", "weights", "temperature", "space", "common_rows", "family", "extra"}
         return cls(**{k: v for k, v in cfg.items() if k in keys})
 
 
 # --------------------------------------------------------------------------- blending math
+
 
 def combine(logps: list[np.ndarray], weights, temperature: float = 1.0, space: str = "logprob") -> np.ndarray:
     """Blend the members' log-probabilities (each (n, 3)); returns normalised log-probabilities.
@@ -108,8 +110,9 @@ def evaluate_tree(name: str, runs: dict, preds: dict[str, np.ndarray]) -> np.nda
     return combine(lps, info["weights"], info.get("temperature", 1.0), info.get("space", "logprob"))
 
 
-def fit_blend(logps: list[np.ndarray], labels, *, space: str = "logprob", temperature: bool = True
-              ) -> tuple[np.ndarray, float]:
+def fit_blend(
+    logps: list[np.ndarray], labels, *, space: str = "logprob", temperature: bool = True
+) -> tuple[np.ndarray, float]:
     """Simplex weights (and a temperature in ``T_BOUNDS``) minimising the OOF log loss."""
     from scipy.optimize import minimize
 
@@ -127,8 +130,9 @@ def fit_blend(logps: list[np.ndarray], labels, *, space: str = "logprob", temper
     best = None
     starts = [x0] + [np.r_[np.eye(k)[i], x0[k:]] for i in range(k)] if k > 1 else [x0]
     for s in starts:  # a few starts: SLSQP is local, the loss is smooth but not always convex in (w, T)
-        res = minimize(loss, s, method="SLSQP", bounds=bounds, constraints=cons,
-                       options={"maxiter": 500, "ftol": 1e-12})
+        res = minimize(
+            loss, s, method="SLSQP", bounds=bounds, constraints=cons, options={"maxiter": 500, "ftol": 1e-12}
+        )
         if best is None or res.fun < best.fun:
             best = res
     w = np.clip(best.x[:k], 0, None)
@@ -137,6 +141,7 @@ def fit_blend(logps: list[np.ndarray], labels, *, space: str = "logprob", temper
 
 
 # --------------------------------------------------------------------------- run loading / alignment
+
 
 def align_oof(frames: dict[str, pd.DataFrame], *, common_rows: bool = False) -> pd.DataFrame:
     """One frame of ``id, fold, label`` on the rows all members share, in the first member's order.
@@ -149,11 +154,14 @@ def align_oof(frames: dict[str, pd.DataFrame], *, common_rows: bool = False) -> 
     for n in names[1:]:
         other = pd.Index(frames[n]["id"])
         if set(other) != set(ids):
-            msg = (f"runs {names[0]!r} and {n!r} cover different OOF rows: {len(ids)} vs {len(other)} rows, "
-                   f"{len(ids.intersection(other))} in common (folds {_folds(first)} vs {_folds(frames[n])})")
+            msg = (
+                f"runs {names[0]!r} and {n!r} cover different OOF rows: {len(ids)} vs {len(other)} rows, "
+                f"{len(ids.intersection(other))} in common (folds {_folds(first)} vs {_folds(frames[n])})"
+            )
             if not common_rows:
-                raise ValueError(msg + "; retrain on the same folds, or pass --common-rows to fit the blend "
-                                 "on the shared rows only")
+                raise ValueError(
+                    msg + "; retrain on the same folds, or pass --common-rows to fit the blend on the shared rows only"
+                )
             log.warning("%s: --common-rows, keeping the shared rows", msg)
         ids = ids.intersection(other, sort=False)
     if len(ids) == 0:
@@ -165,9 +173,11 @@ def align_oof(frames: dict[str, pd.DataFrame], *, common_rows: bool = False) -> 
             diff = base[col].to_numpy() != other[col].to_numpy()
             if diff.any():
                 i = int(np.argmax(diff))
-                raise ValueError(f"runs {names[0]!r} and {n!r} disagree on {col} for id={ids[i]!r} "
-                                 f"({base[col].iloc[i]} vs {other[col].iloc[i]}): they were trained on different "
-                                 f"{'folds files' if col == 'fold' else 'data'}; refit them on the same folds")
+                raise ValueError(
+                    f"runs {names[0]!r} and {n!r} disagree on {col} for id={ids[i]!r} "
+                    f"({base[col].iloc[i]} vs {other[col].iloc[i]}): they were trained on different "
+                    f"{'folds files' if col == 'fold' else 'data'}; refit them on the same folds"
+                )
     return base.reset_index()
 
 
@@ -181,9 +191,11 @@ def align_test(frames: dict[str, pd.DataFrame]) -> pd.Index:
     for n in names[1:]:
         other = pd.Index(frames[n]["id"])
         if set(other) != set(ids):
-            raise ValueError(f"test predictions of {names[0]!r} and {n!r} cover different ids "
-                             f"({len(ids)} vs {len(other)}, {len(ids.intersection(other))} in common): "
-                             f"re-run `make infer` for both on the same test.csv")
+            raise ValueError(
+                f"test predictions of {names[0]!r} and {n!r} cover different ids "
+                f"({len(ids)} vs {len(other)}, {len(ids.intersection(other))} in common): "
+                f"re-run `make infer` for both on the same test.csv"
+            )
     return ids
 
 
@@ -193,9 +205,18 @@ def _stack(frames: dict[str, pd.DataFrame], ids: pd.Index) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------- the command
 
-def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", temperature: bool = True,
-                  common_rows: bool = False, oof_only: bool = False, runs_root: str | Path = "runs",
-                  submissions: str | Path = "submissions") -> dict:
+
+def ensemble_runs(
+    runs: list[str],
+    name: str,
+    *,
+    space: str = "logprob",
+    temperature: bool = True,
+    common_rows: bool = False,
+    oof_only: bool = False,
+    runs_root: str | Path = "runs",
+    submissions: str | Path = "submissions",
+) -> dict:
     """Fit the blend, write ``runs/<name>/`` and ``submissions/<name>.csv``; returns the metrics dict.
 
     ``oof_only``: fit and score on OOF only (members without ``test.parquet`` yet); no test predictions and no
@@ -218,13 +239,25 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
         weights, t = np.ones(1), 1.0
     else:
         weights, t = fit_blend(oof_lps, y, space=space, temperature=temperature)
-    blend = Blend(name=name, members=list(runs), weights=[float(w) for w in weights], temperature=t, space=space,
-                  common_rows=common_rows)
+    blend = Blend(
+        name=name,
+        members=list(runs),
+        weights=[float(w) for w in weights],
+        temperature=t,
+        space=space,
+        common_rows=common_rows,
+    )
     oof_lp = combine(oof_lps, weights, t, space)
     oof = frame_from_logprobs(base["id"], oof_lp, fold=base["fold"].to_numpy(), label=y)
     metrics = score_frame(oof)
-    metrics.update({"members": member_loss, "weights": dict(zip(runs, blend.weights)), "temperature": t,
-                    "best_member_logloss": min(member_loss.values())})
+    metrics.update(
+        {
+            "members": member_loss,
+            "weights": dict(zip(runs, blend.weights)),
+            "temperature": t,
+            "best_member_logloss": min(member_loss.values()),
+        }
+    )
 
     test = None
     if not oof_only:
@@ -234,8 +267,15 @@ def ensemble_runs(runs: list[str], name: str, *, space: str = "logprob", tempera
     run = Run(runs_root / name)
     if oof_only and run.test_file.exists():
         run.test_file.unlink()  # stale: it belonged to other weights
-    cfg = {**asdict(blend), "extra": {"oof_rows": len(oof), "member_oof_rows": {r: len(f) for r, f in oofs.items()},
-                                      "test_rows": None if test is None else len(test), "oof_only": oof_only}}
+    cfg = {
+        **asdict(blend),
+        "extra": {
+            "oof_rows": len(oof),
+            "member_oof_rows": {r: len(f) for r, f in oofs.items()},
+            "test_rows": None if test is None else len(test),
+            "oof_only": oof_only,
+        },
+    }
     run.write_blend_config(cfg)
     run.write_oof(oof)
     run.write_metrics(metrics)
@@ -259,13 +299,20 @@ def format_table(name: str, metrics: dict) -> str:
     for r, loss in metrics["members"].items():
         lines.append(f"{r:<28}{loss:>14.5f}{metrics['weights'][r]:>9.3f}")
     gain = metrics["best_member_logloss"] - metrics["oof_logloss"]
-    lines.append(f"{name + ' (T=%.3f)' % metrics['temperature']:<28}{metrics['oof_logloss']:>14.5f}"
-                 f"{'':>9}  ({gain:+.5f} vs best member, {metrics['rows']} rows)")
+    lines.append(
+        f"{name + ' (T={:.3f})'.format(metrics['temperature']):<28}{metrics['oof_logloss']:>14.5f}"
+        f"{'':>9}  ({gain:+.5f} vs best member, {metrics['rows']} rows)"
+    )
     return "\n".join(lines)
 
 
 def cli(args: argparse.Namespace) -> None:
-    metrics = ensemble_runs(args.runs, args.name, space=getattr(args, "space", "logprob"),
-                            temperature=not args.no_temperature, common_rows=getattr(args, "common_rows", False),
-                            oof_only=getattr(args, "oof_only", False))
+    metrics = ensemble_runs(
+        args.runs,
+        args.name,
+        space=getattr(args, "space", "logprob"),
+        temperature=not args.no_temperature,
+        common_rows=getattr(args, "common_rows", False),
+        oof_only=getattr(args, "oof_only", False),
+    )
     print(format_table(args.name, metrics))

@@ -56,8 +56,7 @@ class FamilyInfo:
 
 FAMILIES: dict[str, FamilyInfo] = {
     "gbdt": FamilyInfo("gbdt", "lmsys_arena.gbdt:GBDTConfig", "lmsys_arena.gbdt"),
-    "llm": FamilyInfo("llm", "lmsys_arena.llm.config:LLMConfig", "lmsys_arena.llm.family", gpu=True,
-                      time_guarded=True),
+    "llm": FamilyInfo("llm", "lmsys_arena.llm.config:LLMConfig", "lmsys_arena.llm.family", gpu=True, time_guarded=True),
     "blend": FamilyInfo("blend", "lmsys_arena.ensemble:Blend", "lmsys_arena.ensemble", trains=False),
 }
 

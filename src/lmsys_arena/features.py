@@ -15,6 +15,7 @@ Column naming defines the A/B swap (:func:`lmsys_arena.swap.swap_features`):
     diff_<x>, lr_<x>   a - b and log1p(a) - log1p(b)               -> negated
     anything else      prompt features and symmetric pair features -> unchanged
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,9 +33,11 @@ FEATURE_VERSION = "2"
 CHUNK_ROWS = 4096
 
 # per-text counts: name -> regex (Rust regex syntax, counted with polars str.count_matches)
-_REFUSAL = (r"(?i)\b(?:i cannot|i can ?not|i can'?t|i'?m unable|i am unable|i'?m not able|i am not able|i won'?t|"
-            r"as an ai|language model|not appropriate|inappropriate|unethical|against (?:my|the) (?:guidelines|policy)|"
-            r"i do(?: not|n'?t) have (?:access|the ability|personal))")
+_REFUSAL = (
+    r"(?i)\b(?:i cannot|i can ?not|i can'?t|i'?m unable|i am unable|i'?m not able|i am not able|i won'?t|"
+    r"as an ai|language model|not appropriate|inappropriate|unethical|against (?:my|the) (?:guidelines|policy)|"
+    r"i do(?: not|n'?t) have (?:access|the ability|personal))"
+)
 COUNT_PATTERNS: dict[str, str] = {
     "words": r"\S+",
     "lines": r"\n",
@@ -79,8 +82,19 @@ FLAG_PATTERNS: dict[str, str] = {
 # counts with log-ratio and difference features
 PAIR_COUNTS = ["chars", "unique_words", *COUNT_PATTERNS]
 # per-side ratios (difference only)
-RATIOS = ["chars_per_word", "words_per_sentence", "lexical_diversity", "punct_rate", "digit_rate", "upper_rate",
-          "newline_rate", "non_ascii_rate", "markdown_rate", "len_vs_prompt", "sim_prompt"]
+RATIOS = [
+    "chars_per_word",
+    "words_per_sentence",
+    "lexical_diversity",
+    "punct_rate",
+    "digit_rate",
+    "upper_rate",
+    "newline_rate",
+    "non_ascii_rate",
+    "markdown_rate",
+    "len_vs_prompt",
+    "sim_prompt",
+]
 PROMPT_COUNTS = ["chars", "words", "lines", "questions", "digits", "code_fences", "non_ascii", "sentences", "bullets"]
 
 
@@ -91,8 +105,16 @@ def feature_names() -> list[str]:
     names += [f"diff_{x}" for x in [*PAIR_COUNTS, *RATIOS]]
     names += [f"lr_{x}" for x in PAIR_COUNTS]
     names += [f"p_{x}" for x in PROMPT_COUNTS]
-    names += ["turns", "sim_ab", "identical", "n_empty", "sum_log_chars", "abs_lr_chars", "abs_lr_words",
-              "abs_diff_sim_prompt"]
+    names += [
+        "turns",
+        "sim_ab",
+        "identical",
+        "n_empty",
+        "sum_log_chars",
+        "abs_lr_chars",
+        "abs_lr_words",
+        "abs_diff_sim_prompt",
+    ]
     return names
 
 
@@ -112,8 +134,10 @@ def _side_frame(texts: list[str]):
 
     s = pl.Series("t", texts, dtype=pl.String)
     t = pl.col("t")
-    exprs = [t.str.len_chars().alias("chars"),
-             t.str.to_lowercase().str.extract_all(r"\w+").list.n_unique().alias("unique_words")]
+    exprs = [
+        t.str.len_chars().alias("chars"),
+        t.str.to_lowercase().str.extract_all(r"\w+").list.n_unique().alias("unique_words"),
+    ]
     exprs += [t.str.count_matches(p).alias(n) for n, p in COUNT_PATTERNS.items()]
     exprs += [t.str.contains(p).alias(n) for n, p in FLAG_PATTERNS.items()]
     exprs += [(t.str.strip_chars().str.len_chars() == 0).alias("empty")]
@@ -124,10 +148,16 @@ def _bag(texts: list[str]):
     """Sublinear word counts, one row per (text, word): columns r (text index), w, x = log1p(count)."""
     import polars as pl
 
-    return (pl.DataFrame({"t": texts}, schema={"t": pl.String}).with_row_index("r")
-            .select("r", pl.col("t").str.to_lowercase().str.extract_all(r"\w+").alias("w"))
-            .explode("w").drop_nulls().group_by("r", "w").len()
-            .select("r", "w", pl.col("len").cast(pl.Float64).log1p().alias("x")))
+    return (
+        pl.DataFrame({"t": texts}, schema={"t": pl.String})
+        .with_row_index("r")
+        .select("r", pl.col("t").str.to_lowercase().str.extract_all(r"\w+").alias("w"))
+        .explode("w")
+        .drop_nulls()
+        .group_by("r", "w")
+        .len()
+        .select("r", "w", pl.col("len").cast(pl.Float64).log1p().alias("x"))
+    )
 
 
 def _cosine(X, Y, n: int) -> np.ndarray:
@@ -135,8 +165,13 @@ def _cosine(X, Y, n: int) -> np.ndarray:
     import polars as pl
 
     norm = [B.group_by("r").agg((pl.col("x") ** 2).sum().sqrt().alias(f"n{i}")) for i, B in enumerate((X, Y))]
-    d = (X.join(Y, on=["r", "w"]).group_by("r").agg((pl.col("x") * pl.col("x_right")).sum().alias("d"))
-         .join(norm[0], on="r").join(norm[1], on="r"))
+    d = (
+        X.join(Y, on=["r", "w"])
+        .group_by("r")
+        .agg((pl.col("x") * pl.col("x_right")).sum().alias("d"))
+        .join(norm[0], on="r")
+        .join(norm[1], on="r")
+    )
     out = np.zeros(n, dtype=np.float32)
     out[d["r"].to_numpy()] = (d["d"] / (d["n0"] * d["n1"])).to_numpy()
     return np.clip(out, 0, 1)
@@ -163,7 +198,7 @@ def _compute(df: pd.DataFrame) -> pd.DataFrame:
         out[f"p_{c}"] = P[c].to_numpy()
     out["turns"] = df["prompt"].map(len).to_numpy()
     out["sim_ab"] = _cosine(ba, bb, n)
-    out["identical"] = (np.asarray(a_txt, dtype=object) == np.asarray(b_txt, dtype=object))
+    out["identical"] = np.asarray(a_txt, dtype=object) == np.asarray(b_txt, dtype=object)
     out["n_empty"] = out["a_empty"] + out["b_empty"]
     out["sum_log_chars"] = np.log1p(out["a_chars"]) + np.log1p(out["b_chars"])
     out["abs_lr_chars"] = np.abs(out["lr_chars"])
@@ -229,8 +264,9 @@ def _read_cache(cache: Path, wanted: set[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).drop_duplicates("row_hash")
 
 
-def build_features(df: pd.DataFrame, *, cache_dir: str | Path | None = None, use_cache: bool = True,
-                   progress: bool = True) -> pd.DataFrame:
+def build_features(
+    df: pd.DataFrame, *, cache_dir: str | Path | None = None, use_cache: bool = True, progress: bool = True
+) -> pd.DataFrame:
     """The :data:`FEATURE_NAMES` frame for ``df`` (row-aligned, index 0..n-1), using the cache.
 
     Rows whose texts were seen before (same :func:`spec_hash`) are read back; the others are
@@ -254,8 +290,14 @@ def build_features(df: pd.DataFrame, *, cache_dir: str | Path | None = None, use
         shard = hashlib.sha1("".join(sorted(new["row_hash"])).encode()).hexdigest()[:16]
         write_parquet(cache / f"{shard}.parquet", new)
         known = pd.concat([known, new], ignore_index=True) if len(known) else new
-    log.info("features: %d rows, %d from cache %s (hit), %d computed (miss), %.1fs", len(df), int((~missing).sum()),
-             cache, int(missing.sum()), time.time() - t0)
+    log.info(
+        "features: %d rows, %d from cache %s (hit), %d computed (miss), %.1fs",
+        len(df),
+        int((~missing).sum()),
+        cache,
+        int(missing.sum()),
+        time.time() - t0,
+    )
     X = known.set_index("row_hash").loc[keys, FEATURE_NAMES].reset_index(drop=True)
     return X.astype(np.float32)
 
@@ -264,105 +306,11 @@ def _compute_chunked(df: pd.DataFrame, progress: bool) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     parts = []
-    with tqdm(total=len(df), unit="rows", desc="features", disable=not progress or len(df) == 0,
-              mininterval=2) as bar:
+    with tqdm(total=len(df), unit="rows", desc="features", disable=not progress or len(df) == 0, mininterval=2) as bar:
         for start in range(0, len(df), CHUNK_ROWS):
-            chunk = df.iloc[start:start + CHUNK_ROWS]
+            chunk = df.iloc[start : start + CHUNK_ROWS]
             parts.append(_compute(chunk))
             bar.update(len(chunk))
     if not parts:
         return pd.DataFrame({n: np.zeros(0, dtype=np.float32) for n in FEATURE_NAMES})
     return pd.concat(parts, ignore_index=True)
-
-
-# ---------------------------------------------------------------------------------------- bag of words
-
-BOW_FEATURES = 2**18
-
-
-def bow_spec_hash() -> str:
-    return hashlib.sha1(repr(("bow", FEATURE_VERSION, BOW_FEATURES, "word1-2 log1p l2")).encode()).hexdigest()[:12]
-
-
-def _bow(texts: list[str]):
-    """Stateless hashed word 1-2-gram vectors (murmurhash, stable across versions), log1p counts, L2 rows."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-    from sklearn.preprocessing import normalize
-
-    hv = HashingVectorizer(n_features=BOW_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm=None,
-                           token_pattern=r"(?u)\b\w+\b", dtype=np.float32)
-    m = hv.transform(texts)
-    m.data = np.log1p(m.data)
-    return normalize(m).astype(np.float32).tocsr()
-
-
-def _csr_to_arrow(m):
-    import pyarrow as pa
-
-    return (pa.ListArray.from_arrays(pa.array(m.indptr.astype(np.int32)), pa.array(m.indices.astype(np.int32))),
-            pa.ListArray.from_arrays(pa.array(m.indptr.astype(np.int32)), pa.array(m.data.astype(np.float32))))
-
-
-def _arrow_to_csr(idx, val, n_rows: int):
-    import scipy.sparse as sp
-
-    idx, val = idx.combine_chunks(), val.combine_chunks()
-    off = idx.offsets.to_numpy()
-    cols = idx.values.to_numpy()[off[0]:off[-1]]
-    data = val.values.to_numpy()[off[0]:off[-1]]
-    return sp.csr_matrix((data, cols, off - off[0]), shape=(n_rows, BOW_FEATURES))
-
-
-def build_bow(df: pd.DataFrame, *, cache_dir: str | Path | None = None, use_cache: bool = True,
-              progress: bool = True):
-    """Hashed bag-of-words matrices (A, B) of the responses, row-aligned with ``df``; cached per row
-    like :func:`build_features` (``cache/features/bow-<spec>/``)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    import scipy.sparse as sp
-    from tqdm.auto import tqdm
-
-    from lmsys_arena.io import atomic_path
-
-    t0 = time.time()
-    keys = row_hashes(df)
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / f"bow-{bow_spec_hash()}"
-    tables = []
-    if use_cache and cache.exists():
-        wanted = pa.array(sorted(set(keys)))
-        for shard in sorted(cache.glob("*.parquet")):
-            t = pq.read_table(shard)
-            t = t.filter(pc.is_in(t["row_hash"], value_set=wanted))
-            if t.num_rows:
-                tables.append(t)
-    have = set().union(*(t["row_hash"].to_pylist() for t in tables)) if tables else set()
-    missing = np.array([k not in have for k in keys], dtype=bool)
-    if missing.any():
-        todo = df[missing]
-        parts = {"a": [], "b": []}
-        with tqdm(total=len(todo), unit="rows", desc="bag of words", disable=not progress, mininterval=2) as bar:
-            for start in range(0, len(todo), CHUNK_ROWS):
-                chunk = todo.iloc[start:start + CHUNK_ROWS]
-                parts["a"].append(_bow(_joined(chunk["response_a"])))
-                parts["b"].append(_bow(_joined(chunk["response_b"])))
-                bar.update(len(chunk))
-        a_idx, a_val = _csr_to_arrow(sp.vstack(parts["a"]).tocsr())
-        b_idx, b_val = _csr_to_arrow(sp.vstack(parts["b"]).tocsr())
-        new = pa.table({"row_hash": pa.array(list(keys[missing])), "a_idx": a_idx, "a_val": a_val,
-                        "b_idx": b_idx, "b_val": b_val})
-        if use_cache:
-            shard = hashlib.sha1("".join(sorted(keys[missing])).encode()).hexdigest()[:16]
-            cache.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cache / f"{shard}.parquet") as tmp:
-                pq.write_table(new, tmp)
-        tables.append(new)
-    table = pa.concat_tables(tables)
-    n = table.num_rows
-    A = _arrow_to_csr(table["a_idx"], table["a_val"], n)
-    B = _arrow_to_csr(table["b_idx"], table["b_val"], n)
-    pos = pd.Series(np.arange(n), index=table["row_hash"].to_pylist())
-    pos = pos[~pos.index.duplicated()].loc[keys].to_numpy()
-    log.info("bag of words: %d rows, %d from cache %s (hit), %d computed (miss), %.1fs", len(df),
-             int((~missing).sum()), cache, int(missing.sum()), time.time() - t0)
-    return A[pos], B[pos]

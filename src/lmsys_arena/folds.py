@@ -7,6 +7,7 @@ re-running yields the identical file. External rows get no fold: they always tra
     make folds [DATA=input/lmsys-chatbot-arena] [FOLDS=5] [SEED=42]
     python -m lmsys_arena folds --data input/sample --folds 5 --seed 42
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,7 @@ def write_folds(folds: pd.DataFrame, path: str | Path, labels=None) -> None:
     write_csv(path, folds)
     frame = folds.assign(label=np.asarray(labels)) if labels is not None else folds
     for f, g in frame.groupby("fold"):
-        shares = "" if labels is None else ", A/B/tie " + "/".join(
-            f"{(g['label'] == c).mean():.1%}" for c in range(3))
+        shares = "" if labels is None else ", A/B/tie " + "/".join(f"{(g['label'] == c).mean():.1%}" for c in range(3))
         log.info("fold %d: %d rows%s", f, len(g), shares)
 
 
@@ -59,6 +59,8 @@ def read_folds(path: str | Path, train: pd.DataFrame) -> pd.Series:
     mapping = dict(zip(folds["id"], folds["fold"]))
     missing = [i for i in train["id"] if i not in mapping]
     if missing:
-        raise ValueError(f"{path} has no fold for {len(missing)} train ids (e.g. {missing[:3]}): "
-                         f"the data changed since `make folds`; re-run it")
+        raise ValueError(
+            f"{path} has no fold for {len(missing)} train ids (e.g. {missing[:3]}): "
+            f"the data changed since `make folds`; re-run it"
+        )
     return train["id"].map(mapping).astype(int)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from dataclasses import dataclass
-from typing import Any, Literal
-
-from lmsys_arena.features import build_bow, build_features
+from lmsys_arena.bow import build_bow
+from lmsys_arena.features import build_features
 from lmsys_arena.io import read_json, write_json
 from lmsys_arena.options import RunOptions
 from lmsys_arena.schema import OptionError, build, option
@@ -30,11 +30,35 @@ from lmsys_arena.swap import swap_features, swap_labels, unswap_average
 log = logging.getLogger(__name__)
 
 # booster parameters whose type is checked (others pass to the backend as they are)
-INT_PARAMS = {"max_depth", "max_bin", "num_leaves", "min_data_in_leaf", "bagging_freq", "max_leaves",
-              "num_parallel_tree", "min_child_samples"}
-FLOAT_PARAMS = {"learning_rate", "eta", "min_child_weight", "subsample", "colsample_bytree", "colsample_bylevel",
-                "reg_lambda", "reg_alpha", "lambda", "alpha", "gamma", "feature_fraction", "bagging_fraction",
-                "lambda_l1", "lambda_l2", "min_gain_to_split", "min_sum_hessian_in_leaf"}
+INT_PARAMS = {
+    "max_depth",
+    "max_bin",
+    "num_leaves",
+    "min_data_in_leaf",
+    "bagging_freq",
+    "max_leaves",
+    "num_parallel_tree",
+    "min_child_samples",
+}
+FLOAT_PARAMS = {
+    "learning_rate",
+    "eta",
+    "min_child_weight",
+    "subsample",
+    "colsample_bytree",
+    "colsample_bylevel",
+    "reg_lambda",
+    "reg_alpha",
+    "lambda",
+    "alpha",
+    "gamma",
+    "feature_fraction",
+    "bagging_fraction",
+    "lambda_l1",
+    "lambda_l2",
+    "min_gain_to_split",
+    "min_sum_hessian_in_leaf",
+}
 
 
 @dataclass
@@ -44,15 +68,23 @@ class GBDTConfig(RunOptions):
     backend: Literal["xgboost", "lightgbm"] = option("xgboost", "the booster library")
     swap_augment: bool = option(True, "train on every row twice, also as B|A with the label swapped")
     num_boost_round: int = option(3000, "upper bound on boosting rounds")
-    early_stopping_rounds: int = option(100, "stop when the fold's validation log loss has not improved for this many rounds")
-    source_feature: bool = option(True, "add is_extra (1 on EXTRA rows): the trees learn the external set's class balance")
-    text_score: bool = option(True, "add diff_text_score: a Naive-Bayes score of hashed word 1-2-grams, fitted per fold")
+    early_stopping_rounds: int = option(
+        100, "stop when the fold's validation log loss has not improved for this many rounds"
+    )
+    source_feature: bool = option(
+        True, "add is_extra (1 on EXTRA rows): the trees learn the external set's class balance"
+    )
+    text_score: bool = option(
+        True, "add diff_text_score: a Naive-Bayes score of hashed word 1-2-grams, fitted per fold"
+    )
     text_score_alpha: float = option(1.0, "additive smoothing of the text score's word counts")
     text_score_folds: int = option(5, "inner prompt-grouped folds for the text score of the fold's train rows")
     feature_cache: bool = option(True, "reuse features cached under cache/features/ (keyed by each row's texts)")
     threads: int = option(0, "CPU threads (0: all cores)")
     log_every: int = option(0, "log the validation loss every N rounds (0: off)")
-    params: dict[str, Any] = option(factory=dict, help="passed to the backend as is (learning rate, depth, sampling, ...)")
+    params: dict[str, Any] = option(
+        factory=dict, help="passed to the backend as is (learning rate, depth, sampling, ...)"
+    )
 
     def __post_init__(self):
         for k, v in self.params.items():
@@ -94,8 +126,16 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     backend = o.backend
     fit = _fit_xgboost if backend == "xgboost" else _fit_lightgbm
     model, best_iter = fit(o, Xtr, ytr, Xva, yva, fold_dir, seed)
-    write_json(fold_dir / "gbdt.json", {"backend": backend, "best_iteration": best_iter, "features": list(Xtr.columns),
-                                        "train_rows": len(Xtr), "valid_rows": len(Xva)})
+    write_json(
+        fold_dir / "gbdt.json",
+        {
+            "backend": backend,
+            "best_iteration": best_iter,
+            "features": list(Xtr.columns),
+            "train_rows": len(Xtr),
+            "valid_rows": len(Xva),
+        },
+    )
     log.info("%s: %s stopped at %d rounds (%d train rows incl. swaps)", fold_dir.name, backend, best_iter + 1, len(Xtr))
     return _predict_logits(o, model, Xva)
 
@@ -166,15 +206,29 @@ def _fit_text_score(o: GBDTConfig, train: pd.DataFrame, valid: pd.DataFrame, fol
 def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
     import xgboost as xgb
 
-    params = {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss", "tree_method": "hist",
-              "nthread": _threads(o), "seed": seed, "verbosity": 1, **o.params}
+    params = {
+        "objective": "multi:softprob",
+        "num_class": 3,
+        "eval_metric": "mlogloss",
+        "tree_method": "hist",
+        "nthread": _threads(o),
+        "seed": seed,
+        "verbosity": 1,
+        **o.params,
+    }
     dtr = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=params.get("max_bin", 256))
     dva = xgb.DMatrix(Xva, label=yva)
     every = o.log_every
     callbacks = [_xgb_log(every)] if every else []
-    booster = xgb.train(params, dtr, num_boost_round=o.num_boost_round, evals=[(dva, "valid")],
-                        early_stopping_rounds=o.early_stopping_rounds, verbose_eval=False,
-                        callbacks=callbacks)
+    booster = xgb.train(
+        params,
+        dtr,
+        num_boost_round=o.num_boost_round,
+        evals=[(dva, "valid")],
+        early_stopping_rounds=o.early_stopping_rounds,
+        verbose_eval=False,
+        callbacks=callbacks,
+    )
     best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
     booster = booster[: best + 1]  # keep only the trees up to the best round
     booster.save_model(fold_dir / "model.json")
@@ -184,16 +238,26 @@ def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
 def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
     import lightgbm as lgb
 
-    params = {"objective": "multiclass", "num_class": 3, "metric": "multi_logloss", "num_threads": _threads(o),
-              "seed": seed, "verbosity": -1, "deterministic": True, "force_row_wise": True, **o.params}
+    params = {
+        "objective": "multiclass",
+        "num_class": 3,
+        "metric": "multi_logloss",
+        "num_threads": _threads(o),
+        "seed": seed,
+        "verbosity": -1,
+        "deterministic": True,
+        "force_row_wise": True,
+        **o.params,
+    }
     dtr = lgb.Dataset(Xtr, label=ytr, free_raw_data=True)
     dva = lgb.Dataset(Xva, label=yva, reference=dtr)
     every = o.log_every
     callbacks = [lgb.early_stopping(o.early_stopping_rounds, verbose=False)]
     if every:
         callbacks.append(_lgb_log(every))
-    booster = lgb.train(params, dtr, num_boost_round=o.num_boost_round, valid_sets=[dva],
-                        valid_names=["valid"], callbacks=callbacks)
+    booster = lgb.train(
+        params, dtr, num_boost_round=o.num_boost_round, valid_sets=[dva], valid_names=["valid"], callbacks=callbacks
+    )
     best = max(int(booster.best_iteration or booster.current_iteration()), 1) - 1
     booster.save_model(str(fold_dir / "model.txt"), num_iteration=best + 1)
     return booster, best
@@ -224,6 +288,7 @@ def _lgb_log(every: int):
         if (env.iteration + 1) % every == 0 and env.evaluation_result_list:
             _, name, value, _ = env.evaluation_result_list[0][:4]
             log.info("round %d: valid %s %.5f", env.iteration + 1, name, value)
+
     return cb
 
 

@@ -1,4 +1,5 @@
 """Atomic file writes, small JSON/parquet helpers and logging setup."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,8 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 

@@ -1,4 +1,5 @@
 """Kaggle's metric and the submission validator."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,8 +78,10 @@ def validate_submission(sub: pd.DataFrame, test_ids, *, name: str = "submission"
     missing = want.difference(pd.Index(ids))
     extra = pd.Index(ids).difference(want)
     if len(missing) or len(extra):
-        raise SubmissionError(f"{name}: ids differ from test ids: {len(missing)} missing (e.g. "
-                              f"{list(missing[:3])}), {len(extra)} unexpected (e.g. {list(extra[:3])})")
+        raise SubmissionError(
+            f"{name}: ids differ from test ids: {len(missing)} missing (e.g. "
+            f"{list(missing[:3])}), {len(extra)} unexpected (e.g. {list(extra[:3])})"
+        )
     p = sub[list(CLASS_NAMES)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     _first_bad(~np.isfinite(p), ids, name, "is not a finite number")
     _first_bad(p < 0, ids, name, "is negative")
@@ -86,8 +89,10 @@ def validate_submission(sub: pd.DataFrame, test_ids, *, name: str = "submission"
     off = np.abs(sums - 1) > 1e-6
     if off.any():
         i = int(np.argmax(off))
-        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r}: probabilities sum to {sums[i]:.9f}, not 1 "
-                              f"(tolerance 1e-6; {int(off.sum())} such rows)")
+        raise SubmissionError(
+            f"{name}: row id={ids.iloc[i]!r}: probabilities sum to {sums[i]:.9f}, not 1 "
+            f"(tolerance 1e-6; {int(off.sum())} such rows)"
+        )
 
 
 def _first_bad(mask: np.ndarray, ids: pd.Series, name: str, what: str) -> None:
@@ -95,5 +100,4 @@ def _first_bad(mask: np.ndarray, ids: pd.Series, name: str, what: str) -> None:
     if rows.any():
         i = int(np.argmax(rows))
         col = CLASS_NAMES[int(np.argmax(mask[i]))]
-        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r} column '{col}' {what} "
-                              f"({int(rows.sum())} such rows)")
+        raise SubmissionError(f"{name}: row id={ids.iloc[i]!r} column '{col}' {what} ({int(rows.sum())} such rows)")

@@ -16,5 +16,7 @@ class RunOptions:
     tta: bool = option(True, "swap-TTA: predict A|B and B|A, unswap the second, average the probabilities")
     tune: TuneSettings = option(factory=TuneSettings, help="how `make tune` runs a study of this config")
     search_space: dict[str, dict[str, Any]] = option(
-        factory=dict, help="Optuna search space: dotted config key -> {type: float|int|categorical, low, high, log, "
-        "step, choices, times: <key>} (docs/tuning.md)")
+        factory=dict,
+        help="Optuna search space: dotted config key -> {type: float|int|categorical, low, high, log, "
+        "step, choices, times: <key>} (docs/tuning.md)",
+    )

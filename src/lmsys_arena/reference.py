@@ -8,7 +8,7 @@ HEADER = """# Config reference
 
 Generated from the schema by `python -m lmsys_arena config --reference --out docs/config-reference.md`
 (`make docs`); do not edit by hand. A config states only what differs from these defaults; `base: <config>`
-inherits another config (README, "Configs"). Print any config resolved with
+inherits another config (README, "Configs in one screen"). Print any config resolved with
 `python -m lmsys_arena config <name> [--set key=value ...]`.
 
 """

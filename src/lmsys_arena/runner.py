@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,15 @@ from lmsys_arena.runs import PROB_COLS, Run, RunSpec, frame_from_logits, run_con
 log = logging.getLogger(__name__)
 
 
-def train_run(cfg: dict, run_dir: str | Path, spec: RunSpec, *, only_folds: list[int] | None = None,
-              fresh: bool = False, on_fold_end: Callable[[int, float], None] | None = None) -> dict:
+def train_run(
+    cfg: dict,
+    run_dir: str | Path,
+    spec: RunSpec,
+    *,
+    only_folds: list[int] | None = None,
+    fresh: bool = False,
+    on_fold_end: Callable[[int, float], None] | None = None,
+) -> dict:
     """Train one model per fold (resuming finished folds), write OOF predictions and metrics.
 
     ``on_fold_end(fold, fold_logloss)`` is called after each fold (Optuna reports and prunes there).
@@ -59,8 +66,14 @@ def _train_folds(cfg: dict, run: Run, spec: RunSpec, only_folds, on_fold_end) ->
         raise ValueError(f"folds {bad} not in the folds file (0..{n_folds - 1})")
     extra_keys = prompt_key(extra) if len(extra) else None
     fam = families.of(cfg).load()
-    log.info("run %s: family %s, %d train rows (+%d extra, train-only), folds %s", run.name, cfg["family"],
-             len(train), len(extra), folds)
+    log.info(
+        "run %s: family %s, %d train rows (+%d extra, train-only), folds %s",
+        run.name,
+        cfg["family"],
+        len(train),
+        len(extra),
+        folds,
+    )
 
     for f in folds:
         if run.fold_done_file(f).exists():
@@ -76,8 +89,15 @@ def _train_folds(cfg: dict, run: Run, spec: RunSpec, only_folds, on_fold_end) ->
                 run.write_fold_frame(f, frame)
             dist.barrier()
             fold_loss = _fold_loss(frame)
-            log.info("fold %d: log loss %.5f, accuracy %.4f, %d train / %d valid rows, %.1fs", f, fold_loss,
-                     accuracy(frame["label"], frame[PROB_COLS].to_numpy()), len(tr), len(va), time.time() - t0)
+            log.info(
+                "fold %d: log loss %.5f, accuracy %.4f, %d train / %d valid rows, %.1fs",
+                f,
+                fold_loss,
+                accuracy(frame["label"], frame[PROB_COLS].to_numpy()),
+                len(tr),
+                len(va),
+                time.time() - t0,
+            )
         if on_fold_end is not None:
             on_fold_end(f, fold_loss)
 
@@ -90,8 +110,9 @@ def _train_folds(cfg: dict, run: Run, spec: RunSpec, only_folds, on_fold_end) ->
     return metrics
 
 
-def fold_split(train: pd.DataFrame, fold_of: pd.Series, extra: pd.DataFrame, extra_keys: pd.Series | None,
-               fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fold_split(
+    train: pd.DataFrame, fold_of: pd.Series, extra: pd.DataFrame, extra_keys: pd.Series | None, fold: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train rows, validation rows) of one fold: the other folds plus the extra rows whose prompt is
     not in the validation rows (``extra_keys``: ``prompt_key(extra)``, None without extra rows)."""
     is_valid = (fold_of == fold).to_numpy()
@@ -126,8 +147,14 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
         folds = run.done_folds()
         if not folds:
             raise FileNotFoundError(f"{run.path} has no trained folds: run `make train RUN={run.name}` first")
-        log.info("%s: averaging %d fold models (%s) over %d test rows from %s", run.name, len(folds),
-                 ", ".join(f"fold{f}" for f in folds), len(test), comp.test_csv)
+        log.info(
+            "%s: averaging %d fold models (%s) over %d test rows from %s",
+            run.name,
+            len(folds),
+            ", ".join(f"fold{f}" for f in folds),
+            len(test),
+            comp.test_csv,
+        )
         probs = []
         for f in folds:
             t0 = time.time()
@@ -159,9 +186,14 @@ def write_submission(frame: pd.DataFrame, path: str | Path, test_ids) -> pd.Data
 def score_frame(oof: pd.DataFrame) -> dict:
     p = oof[PROB_COLS].to_numpy()
     y = oof["label"].to_numpy()
-    per_fold = {int(f): {"logloss": log_loss(g["label"], g[PROB_COLS].to_numpy()),
-                         "accuracy": accuracy(g["label"], g[PROB_COLS].to_numpy()), "rows": len(g)}
-                for f, g in oof.groupby("fold")}
+    per_fold = {
+        int(f): {
+            "logloss": log_loss(g["label"], g[PROB_COLS].to_numpy()),
+            "accuracy": accuracy(g["label"], g[PROB_COLS].to_numpy()),
+            "rows": len(g),
+        }
+        for f, g in oof.groupby("fold")
+    }
     return {"oof_logloss": log_loss(y, p), "oof_accuracy": accuracy(y, p), "rows": len(oof), "folds": per_fold}
 
 
@@ -175,8 +207,10 @@ def score_run(run_dir: str | Path) -> dict:
 
 
 def format_metrics(name: str, metrics: dict) -> str:
-    lines = [f"{name}: OOF log loss {metrics['oof_logloss']:.5f}, accuracy {metrics['oof_accuracy']:.4f}, "
-             f"{metrics['rows']} rows"]
+    lines = [
+        f"{name}: OOF log loss {metrics['oof_logloss']:.5f}, accuracy {metrics['oof_accuracy']:.4f}, "
+        f"{metrics['rows']} rows"
+    ]
     for f, m in sorted(metrics["folds"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"  fold {f}: log loss {m['logloss']:.5f}  accuracy {m['accuracy']:.4f}  rows {m['rows']}")
     return "\n".join(lines)

@@ -17,9 +17,9 @@ fold folders. Prediction frames have the columns ``id``, then :data:`PROB_COLS` 
 from __future__ import annotations
 
 import contextlib
-import os
 import hashlib
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
 CONFIG_FILE, OOF_FILE, TEST_FILE, METRICS_FILE, LOG_FILE = (
-    "config.json", "oof.parquet", "test.parquet", "metrics.json", "run.log")
+    "config.json",
+    "oof.parquet",
+    "test.parquet",
+    "metrics.json",
+    "run.log",
+)
 FOLD_DONE = "valid.parquet"  # written last in a fold folder: the fold is done
 PROB_COLS = ["p_a", "p_b", "p_tie"]
 LOGIT_COLS = ["logit_a", "logit_b", "logit_tie"]
@@ -85,8 +90,13 @@ def file_sha1(path: str | Path | None) -> str | None:
 
 def run_config(cfg: dict, spec: RunSpec) -> dict:
     """The resolved config stored in ``config.json`` (its hash decides whether a run folder can resume)."""
-    run = {"data": spec.data, "extra": spec.extra, "folds_file": str(spec.resolved_folds_file()),
-           "seed": spec.seed, "skip_bad": spec.skip_bad}
+    run = {
+        "data": spec.data,
+        "extra": spec.extra,
+        "folds_file": str(spec.resolved_folds_file()),
+        "seed": spec.seed,
+        "skip_bad": spec.skip_bad,
+    }
     if spec.max_rows:
         run["max_rows"] = spec.max_rows
     # the folds file's content, so re-running `make folds` with other FOLDS/SEED refuses to mix splits
@@ -101,8 +111,12 @@ def provenance(spec: RunSpec | None) -> dict:
     out = {"package": package_version(), "git_commit": git_commit(), "libraries": library_versions()}
     if spec is not None:
         comp = spec.competition()
-        out["data_sha1"] = {"train": file_sha1(comp.train_csv), "test": file_sha1(comp.test_csv),
-                            "extra": file_sha1(spec.extra), "folds": file_sha1(spec.resolved_folds_file())}
+        out["data_sha1"] = {
+            "train": file_sha1(comp.train_csv),
+            "test": file_sha1(comp.test_csv),
+            "extra": file_sha1(spec.extra),
+            "folds": file_sha1(spec.resolved_folds_file()),
+        }
     return out
 
 
@@ -145,7 +159,7 @@ class Run:
         self.path = Path(path)
 
     @classmethod
-    def named(cls, name: str, root: str | Path = RUNS_DIR) -> "Run":
+    def named(cls, name: str, root: str | Path = RUNS_DIR) -> Run:
         return cls(Path(root) / name)
 
     def __repr__(self) -> str:
@@ -169,10 +183,11 @@ class Run:
 
     def done_folds(self) -> list[int]:
         """Folds whose ``valid.parquet`` exists, in order."""
-        return sorted(int(d.name[4:]) for d in self.path.glob("fold*")
-                      if d.name[4:].isdigit() and (d / FOLD_DONE).exists())
+        return sorted(
+            int(d.name[4:]) for d in self.path.glob("fold*") if d.name[4:].isdigit() and (d / FOLD_DONE).exists()
+        )
 
-    def sibling(self, name: str) -> "Run":
+    def sibling(self, name: str) -> Run:
         return Run(self.path.parent / name)
 
     # ------------------------------------------------------------------ config.json
@@ -183,8 +198,10 @@ class Run:
     def read_config(self) -> dict:
         """config.json as written (bookkeeping included)."""
         if not self.config_file.exists():
-            raise FileNotFoundError(f"{self.config_file} not found: train the run (`make train RUN={self.name}`) "
-                                    f"or blend it (`make ensemble`) first")
+            raise FileNotFoundError(
+                f"{self.config_file} not found: train the run (`make train RUN={self.name}`) "
+                f"or blend it (`make ensemble`) first"
+            )
         return read_json(self.config_file)
 
     def model_config(self) -> tuple[dict, RunSpec | None]:
@@ -224,12 +241,15 @@ class Run:
         if self.config_file.exists():
             old = {k: v for k, v in read_json(self.config_file).items() if k not in ("config_hash", "provenance")}
             if config_hash(old) != config_hash(full_cfg):
-                raise RuntimeError(f"{self.path} was trained with a different config; use another RUN name, "
-                                   f"or FRESH=1 to retrain from scratch (diff: {config_diff(old, full_cfg)})")
+                raise RuntimeError(
+                    f"{self.path} was trained with a different config; use another RUN name, "
+                    f"or FRESH=1 to retrain from scratch (diff: {config_diff(old, full_cfg)})"
+                )
             return
         if dist.is_main_process():
-            write_json(self.config_file, {**full_cfg, "config_hash": config_hash(full_cfg),
-                                          "provenance": provenance(spec)})
+            write_json(
+                self.config_file, {**full_cfg, "config_hash": config_hash(full_cfg), "provenance": provenance(spec)}
+            )
 
     def write_blend_config(self, cfg: dict) -> None:
         write_json(self.config_file, {**cfg, "provenance": provenance(None)})
@@ -247,8 +267,9 @@ class Run:
         if not self.oof_file.exists() and partial and self.done_folds():
             folds = self.done_folds()
             log.info("%s: no %s, using folds %s", self.path, OOF_FILE, folds)
-            return checked_frame(pd.concat([self.read_fold_frame(f) for f in folds], ignore_index=True),
-                                 self.path / "_folds")
+            return checked_frame(
+                pd.concat([self.read_fold_frame(f) for f in folds], ignore_index=True), self.path / "_folds"
+            )
         if not self.oof_file.exists():
             raise FileNotFoundError(f"{self.oof_file} not found: run `make train RUN={self.name}` first")
         return checked_frame(pd.read_parquet(self.oof_file), self.oof_file)
@@ -311,5 +332,14 @@ def config_diff(a: dict, b: dict, most: int = 5) -> str:
     return ", ".join(f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in keys[:most]) or "none"
 
 
-__all__ = ["Run", "RunSpec", "run_config", "default_run_name", "frame_from_logits", "frame_from_logprobs",
-           "frame_logprobs", "PROB_COLS", "LOGIT_COLS"]
+__all__ = [
+    "Run",
+    "RunSpec",
+    "run_config",
+    "default_run_name",
+    "frame_from_logits",
+    "frame_from_logprobs",
+    "frame_logprobs",
+    "PROB_COLS",
+    "LOGIT_COLS",
+]

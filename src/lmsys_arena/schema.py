@@ -18,8 +18,9 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, field, fields, is_dataclass
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 
 class ConfigError(ValueError):
@@ -79,8 +80,9 @@ def build(cls, data, *, prefix: str = "", where: Where | None = None):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{_where(where, prefix or '.')}: {prefix or 'the config'} must be a mapping of "
-                          f"options, got {_show(data)}")
+        raise ConfigError(
+            f"{_where(where, prefix or '.')}: {prefix or 'the config'} must be a mapping of options, got {_show(data)}"
+        )
     types_ = hints(cls)
     names = {f.name for f in fields(cls) if f.init}
     kwargs = {}
@@ -181,13 +183,18 @@ def describe(tp) -> str:
     if origin is dict or tp is dict:
         _k, item = get_args(tp) or (str, Any)
         return f"a mapping of names to {_plural(describe(item))}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            type(None): "null"}.get(tp, repr(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}.get(
+        tp, repr(tp)
+    )
 
 
 def _plural(s: str) -> str:
-    for one, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings"),
-                      ("a mapping of options", "option mappings")):
+    for one, many in (
+        ("an integer", "integers"),
+        ("a number", "numbers"),
+        ("a string", "strings"),
+        ("a mapping of options", "option mappings"),
+    ):
         s = s.replace(one, many)
     return s
 
@@ -211,8 +218,9 @@ def resolve_path(cls, dotted: str, *, where: Where | None = None) -> Any:
         elif get_origin(tp) is dict or tp is dict:
             tp = (get_args(tp) or (str, Any))[1]
         else:
-            raise ConfigError(f"{_where(where, here)}: {'.'.join(done)} is an option, not a section: "
-                              f"{here!r} does not exist")
+            raise ConfigError(
+                f"{_where(where, here)}: {'.'.join(done)} is an option, not a section: {here!r} does not exist"
+            )
         done.append(part)
     return tp
 

@@ -9,8 +9,23 @@ import subprocess
 from pathlib import Path
 
 # distributions whose version can change a model's predictions (xgboost-cpu is xgboost without CUDA)
-MODEL_LIBRARIES = ("numpy", "pandas", "polars", "pyarrow", "scipy", "scikit-learn", "xgboost", "xgboost-cpu",
-                   "lightgbm", "torch", "transformers", "peft", "accelerate", "tokenizers", "bitsandbytes")
+MODEL_LIBRARIES = (
+    "numpy",
+    "pandas",
+    "polars",
+    "pyarrow",
+    "scipy",
+    "scikit-learn",
+    "xgboost",
+    "xgboost-cpu",
+    "lightgbm",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "tokenizers",
+    "bitsandbytes",
+)
 
 
 def package_version() -> str:
@@ -26,12 +41,17 @@ def git_commit() -> str | None:
     None for an installed wheel (no git checkout around it) or without git."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
+        sha = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if sha.returncode:
             return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha.stdout.strip() + ("+dirty" if dirty else "")

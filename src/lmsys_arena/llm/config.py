@@ -38,8 +38,10 @@ class FormatConfig:
     keep: Literal["newest", "oldest"] = option("newest", "which rounds survive when not all fit")
     truncation_side: Literal["right", "left"] = option("right", "right: keep a cut text's start; left: its end")
     shares: Shares = option(factory=Shares, help="how the first round that does not fit is split (water-filling)")
-    instruction: str = option("Which response better answers the prompt: A, B, or is it a tie?",
-                              "the instruction at the start of the user turn")
+    instruction: str = option(
+        "Which response better answers the prompt: A, B, or is it a tie?",
+        "the instruction at the start of the user turn",
+    )
     labels: Labels = option(factory=Labels, help="the segment headers")
     min_split: int = option(32, "a round is split only if at least this many of its text tokens fit; else dropped")
     chars_per_token: float = option(8.0, "texts are cut to max_len x this many characters before tokenizing")
@@ -52,7 +54,9 @@ class LoraOptions:
     dropout: float = option(0.05, "LoRA dropout")
     target_modules: str | list[str] = option("all-linear", "modules with adapters: a list of names or all-linear")
     layers: list[int] | None = option(None, "decoder layers with adapters (null: all)")
-    init: bool | str = option(True, "peft init_lora_weights: true, pissa, pissa_niter_4, ... (PiSSA is saved as plain LoRA)")
+    init: bool | str = option(
+        True, "peft init_lora_weights: true, pissa, pissa_niter_4, ... (PiSSA is saved as plain LoRA)"
+    )
     rslora: bool = option(False, "rank-stabilised scaling alpha / sqrt(r)")
 
 
@@ -66,23 +70,33 @@ class HeadOptions:
 
 @dataclass
 class AuxOptions:
-    features: str | list[str] | None = option(None, "battle features added as side inputs: null, all, or names / fnmatch patterns (lr_*)")
+    features: str | list[str] | None = option(
+        None, "battle features added as side inputs: null, all, or names / fnmatch patterns (lr_*)"
+    )
     hidden: int = option(64, "hidden width of the aux MLP")
     dropout: float = option(0.0, "dropout in the aux MLP")
-    source_bias: bool = option(False, "a learned logit offset for EXTRA rows, started at the log ratio of the sources' priors")
-    source_input: bool = option(False, "is_extra is also an input of the aux MLP (the feature rule may differ by source)")
+    source_bias: bool = option(
+        False, "a learned logit offset for EXTRA rows, started at the log ratio of the sources' priors"
+    )
+    source_input: bool = option(
+        False, "is_extra is also an input of the aux MLP (the feature rule may differ by source)"
+    )
 
 
 @dataclass
 class ModelConfig:
     dtype: Dtype = option("bf16", "weights and autocast dtype (the CPU always runs fp32)")
-    quant: Literal["4bit", "8bit"] | None = option(None, "bitsandbytes weights: 4bit (QLoRA NF4 + double quant) or 8bit; CUDA only")
+    quant: Literal["4bit", "8bit"] | None = option(
+        None, "bitsandbytes weights: 4bit (QLoRA NF4 + double quant) or 8bit; CUDA only"
+    )
     attn: Literal["sdpa", "eager", "flash_attention_2"] = option("sdpa", "attention implementation")
     softcap: bool = option(False, "keep Gemma-2's attention logit soft-capping (needs attn: eager)")
     grad_ckpt: bool = option(False, "gradient checkpointing")
     compile: bool | Literal["cudagraphs"] = option(
-        False, "torch.compile each decoder layer (dynamic shapes); cudagraphs: also replay each layer as a CUDA graph "
-        "in training (static shapes: pair with train.pad_multiple = format.max_len)")
+        False,
+        "torch.compile each decoder layer (dynamic shapes); cudagraphs: also replay each layer as a CUDA graph "
+        "in training (static shapes: pair with train.pad_multiple = format.max_len)",
+    )
     lora: LoraOptions = option(factory=LoraOptions, help="the LoRA adapters")
     head: HeadOptions = option(factory=HeadOptions, help="the classification head on the last real token")
     aux: AuxOptions = option(factory=AuxOptions, help="side inputs whose logits are added to the text head's (AuxHead)")
@@ -121,22 +135,31 @@ class TrainConfig:
     epochs: float = option(1.0, "passes over the fold's training rows (fractions allowed)")
     batch_size: int = option(16, "rows per optimizer step, all GPUs together")
     micro_batch: int = option(4, "rows per forward pass on one GPU (at most)")
-    micro_tokens: int = option(0, "padded tokens per forward pass (0: off; rows x longest, both orders with swap: both)")
+    micro_tokens: int = option(
+        0, "padded tokens per forward pass (0: off; rows x longest, both orders with swap: both)"
+    )
     lr: float = option(2e-4, "LoRA learning rate")
     head_lr: float = option(1e-3, "learning rate of the head and the aux head")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup: float = option(0.05, "warmup, as a fraction of the steps")
     schedule: Literal["cosine", "linear", "constant"] = option("cosine", "learning-rate schedule after warmup")
     max_grad_norm: float = option(1.0, "gradient clipping (0: off)")
-    swap: Literal["none", "random", "both"] = option("random", "A/B swap augmentation: none, each row swapped with p=0.5, or both orders")
+    swap: Literal["none", "random", "both"] = option(
+        "random", "A/B swap augmentation: none, each row swapped with p=0.5, or both orders"
+    )
     rdrop: float = option(0.0, "weight of the symmetric KL between two dropout passes (0: off)")
     ema: float = option(0.0, "EMA decay of the trainable weights, used for the final model (0: off)")
     group_by_length: bool = option(True, "length-grouped batches (less padding)")
     pad_multiple: int = option(1, "pad each micro-batch's length up to a multiple of this (cudagraphs: format.max_len)")
-    strategy: Literal["ddp", "fsdp"] = option("ddp", "several GPUs: ddp (a copy per GPU) or fsdp (FSDP2, weights sharded)")
+    strategy: Literal["ddp", "fsdp"] = option(
+        "ddp", "several GPUs: ddp (a copy per GPU) or fsdp (FSDP2, weights sharded)"
+    )
     label_smoothing: float = option(0.0, "cross-entropy label smoothing")
-    text_loss: float = option(0.0, "weight of a cross-entropy on the text head's logits alone (with model.aux; "
-                                   "without it the text head may learn no A/B preference)")
+    text_loss: float = option(
+        0.0,
+        "weight of a cross-entropy on the text head's logits alone (with model.aux; "
+        "without it the text head may learn no A/B preference)",
+    )
     checkpoint_every: int = option(200, "optimizer steps between resumable checkpoints (ckpt.pt)")
     log_every: int = option(50, "optimizer steps between log lines (loss, lr, tokens/s)")
 
@@ -153,7 +176,8 @@ class InferConfig:
     dtype: Dtype | None = option(None, "model.dtype for inference (fp16 on T4s)")
     quant: Literal["4bit", "8bit"] | None = option(None, "model.quant for inference")
     compile: bool | Literal["cudagraphs"] | None = option(
-        None, "model.compile for inference (null: model.compile, with plain compilation instead of cudagraphs)")
+        None, "model.compile for inference (null: model.compile, with plain compilation instead of cudagraphs)"
+    )
 
 
 @dataclass
@@ -168,8 +192,11 @@ class LLMConfig(RunOptions):
 
     def __post_init__(self):
         if not self.backbone:
-            raise OptionError("backbone", "an llm config needs a backbone (HF folder, .gguf, pypi:<package> or tiny); "
-                              "set it with BACKBONE=... / --set backbone=...")
+            raise OptionError(
+                "backbone",
+                "an llm config needs a backbone (HF folder, .gguf, pypi:<package> or tiny); "
+                "set it with BACKBONE=... / --set backbone=...",
+            )
         try:  # patterns that match no feature fail here, before any data is read
             self.model.aux_features  # noqa: B018
         except ValueError as e:

@@ -50,15 +50,47 @@ def cli(args, *, resolve_config, resolve_data) -> None:
     if args.workers > 1 and not threads:  # k workers share the cores: one slice each
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         cfg = {**cfg, "threads": threads}
-    job = StudyJob(cfg=cfg, spec=RunSpec(data=resolve_data(args), extra=args.extra, seed=args.seed,
-                                         skip_bad=args.skip_bad),
-                   study=study, storage=args.storage or default_storage(study), target=args.trials, seed=args.seed,
-                   settings=settings, workers=args.workers, threads=threads,
-                   gpus=visible_gpus() if args.workers > 1 else [],
-                   log_level=logging.getLevelName(logging.getLogger().level))
+    job = StudyJob(
+        cfg=cfg,
+        spec=RunSpec(data=resolve_data(args), extra=args.extra, seed=args.seed, skip_bad=args.skip_bad),
+        study=study,
+        storage=args.storage or default_storage(study),
+        target=args.trials,
+        seed=args.seed,
+        settings=settings,
+        workers=args.workers,
+        threads=threads,
+        gpus=visible_gpus() if args.workers > 1 else [],
+        log_level=logging.getLevelName(logging.getLogger().level),
+    )
     print(format_summary(tune(job)))
     print(f"next: make best STUDY={study}")
 
 
-__all__ = ["ParamSpec", "TuneSettings", "StudyJob", "parse_search_space", "sample_overrides", "tune", "best",
-           "run_worker", "next_action", "open_storage", "claim_lock"]
+__all__ = [
+    "importances",
+    "save_plots",
+    "summarize",
+    "make_pruner",
+    "make_sampler",
+    "default_params",
+    "model_config",
+    "STUDIES_DIR",
+    "normalize_url",
+    "create_or_load",
+    "run_trial",
+    "format_summary",
+    "default_storage",
+    "visible_gpus",
+    "ParamSpec",
+    "TuneSettings",
+    "StudyJob",
+    "parse_search_space",
+    "sample_overrides",
+    "tune",
+    "best",
+    "run_worker",
+    "next_action",
+    "open_storage",
+    "claim_lock",
+]

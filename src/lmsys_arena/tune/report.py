@@ -25,12 +25,17 @@ def summarize(study) -> dict:
     from optuna.trial import TrialState as S
 
     c = _counts(study)
-    out = {"study": study.study_name, "complete": c[S.COMPLETE], "pruned": c[S.PRUNED], "failed": c[S.FAIL],
-           "running": c[S.RUNNING], "waiting": c[S.WAITING]}
+    out = {
+        "study": study.study_name,
+        "complete": c[S.COMPLETE],
+        "pruned": c[S.PRUNED],
+        "failed": c[S.FAIL],
+        "running": c[S.RUNNING],
+        "waiting": c[S.WAITING],
+    }
     if c[S.COMPLETE]:
         best = study.best_trial
-        out.update(value=best.value, trial=best.number,
-                   params=best.user_attrs.get("overrides") or dict(best.params))
+        out.update(value=best.value, trial=best.number, params=best.user_attrs.get("overrides") or dict(best.params))
     base = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE,)) if t.user_attrs.get("baseline")]
     if base:
         out["baseline"] = base[0].value
@@ -90,11 +95,20 @@ def best(study_name: str, storage_url: str | None = None, out_dir: Path = STUDIE
     if "value" not in summary:
         raise RuntimeError(f"study {study_name!r} has no complete trial yet ({summary})")
     summary["importances"] = importances(study)
-    doc = {"value": summary["value"], "baseline": summary.get("baseline"),
-           "trials": summary["complete"] + summary["pruned"], "pruned": summary["pruned"],
-           "failed": summary["failed"], "best_trial": summary["trial"], "study": study_name, "storage": url,
-           "model": study.user_attrs.get("model"), "folds": study.user_attrs.get("folds"),
-           "max_rows": study.user_attrs.get("max_rows"), "params": summary["params"]}
+    doc = {
+        "value": summary["value"],
+        "baseline": summary.get("baseline"),
+        "trials": summary["complete"] + summary["pruned"],
+        "pruned": summary["pruned"],
+        "failed": summary["failed"],
+        "best_trial": summary["trial"],
+        "study": study_name,
+        "storage": url,
+        "model": study.user_attrs.get("model"),
+        "folds": study.user_attrs.get("folds"),
+        "max_rows": study.user_attrs.get("max_rows"),
+        "params": summary["params"],
+    }
     path = out_dir / f"{study_name}.best.yaml"
     write_text(path, yaml.safe_dump(doc, sort_keys=False))
     summary["files"] = [str(path)] + [str(p) for p in save_plots(study, out_dir / study_name)]
@@ -102,12 +116,15 @@ def best(study_name: str, storage_url: str | None = None, out_dir: Path = STUDIE
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"study {s['study']}: best OOF log loss {s.get('value', float('nan')):.5f} (trial {s.get('trial')}); "
-             f"{s['complete'] + s['pruned']} trials ({s['complete']} complete, {s['pruned']} pruned), "
-             f"{s['failed']} failed"]
+    lines = [
+        f"study {s['study']}: best OOF log loss {s.get('value', float('nan')):.5f} (trial {s.get('trial')}); "
+        f"{s['complete'] + s['pruned']} trials ({s['complete']} complete, {s['pruned']} pruned), "
+        f"{s['failed']} failed"
+    ]
     if "baseline" in s and "value" in s:
-        lines.append(f"  vs the config's own values (trial 0): {s['baseline']:.5f}, "
-                     f"improvement {s['baseline'] - s['value']:.5f}")
+        lines.append(
+            f"  vs the config's own values (trial 0): {s['baseline']:.5f}, improvement {s['baseline'] - s['value']:.5f}"
+        )
     for k, v in (s.get("params") or {}).items():
         lines.append(f"  {k}: {v}")
     if s.get("importances"):

@@ -13,20 +13,26 @@ class TuneSettings:
     """The config's ``tune:`` section: how a study trains and compares trials (defaults suit the GBDTs)."""
 
     folds: list[int] | None = option(None, "folds trained per trial (null: all)")
-    max_rows: int | None = option(None, "row budget: a seeded sample of this many train rows per trial (extra rows kept)")
+    max_rows: int | None = option(
+        None, "row budget: a seeded sample of this many train rows per trial (extra rows kept)"
+    )
     sampler: Literal["tpe", "random"] = option("tpe", "tpe: multivariate TPE with a constant liar for parallel workers")
     startup_trials: int = option(10, "random trials before TPE models the space")
-    pruner: Literal["median", "hyperband", "none"] = option("median", "stops a trial after a fold if its running mean is bad")
+    pruner: Literal["median", "hyperband", "none"] = option(
+        "median", "stops a trial after a fold if its running mean is bad"
+    )
     prune_startup_trials: int = option(5, "median: never prune before this many trials finished")
     prune_warmup_folds: int = option(0, "median: never prune before this many folds reported")
     heartbeat_interval: int = option(60, "seconds between a running trial's heartbeats")
-    grace_period: int | None = option(None, "a trial is stale after this many seconds without a heartbeat (null: 3 intervals)")
+    grace_period: int | None = option(
+        None, "a trial is stale after this many seconds without a heartbeat (null: 3 intervals)"
+    )
     max_retry: int = option(2, "re-runs of a trial whose worker died")
     keep_runs: bool = option(True, "keep runs/tune-<study>/trial-<n>/ (model files) after the trial")
     enqueue_defaults: bool = option(True, "trial 0 of a new study is the config's own values (the baseline)")
 
     @classmethod
-    def from_cfg(cls, cfg: dict) -> "TuneSettings":
+    def from_cfg(cls, cfg: dict) -> TuneSettings:
         return build(cls, cfg.get("tune"), prefix="tune.", where=lambda _k: f"config {cfg.get('name')!r}")
 
     def objective_key(self) -> dict:
@@ -49,5 +55,6 @@ def make_sampler(s: TuneSettings, seed: int):
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: running trials count as bad guesses, so parallel workers spread out
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials, multivariate=True,
-                                      constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=s.startup_trials, multivariate=True, constant_liar=True
+    )

@@ -82,8 +82,9 @@ def parse_search_space(cfg: dict) -> list[ParamSpec]:
     for key, spec in raw.items():
         where = f"config {cfg.get('name')!r} search_space.{key}"
         if not isinstance(spec, dict) or not set(spec) <= SPEC_KEYS or "type" not in spec:
-            raise ValueError(f"{where}: expected a mapping with 'type' and some of {sorted(SPEC_KEYS - {'type'})}, "
-                             f"got {spec!r}")
+            raise ValueError(
+                f"{where}: expected a mapping with 'type' and some of {sorted(SPEC_KEYS - {'type'})}, got {spec!r}"
+            )
         p = ParamSpec(key=key, **spec)
         p.validate(where)
         parent = key.rsplit(".", 1)[0] if "." in key else None

@@ -24,7 +24,7 @@ def normalize_url(url: str) -> str:
         import importlib.util
 
         if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-            return "postgresql+psycopg2://" + url[len("postgresql://"):]
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
     return url
 
 
@@ -81,8 +81,11 @@ def claim_lock(storage, url: str, study: str):
     from sqlalchemy import text
 
     key = zlib.crc32(f"lmsys-tune:{study}".encode()) - 2**31
-    lock, unlock = (("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)") if dialect == "postgresql"
-                    else ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"))
+    lock, unlock = (
+        ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
+        if dialect == "postgresql"
+        else ("SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)")
+    )
     with storage.engine.connect() as conn:
         conn.execute(text(lock), {"k": key})
         conn.commit()

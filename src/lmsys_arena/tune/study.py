@@ -55,8 +55,13 @@ def objective_identity(job: StudyJob) -> dict:
 
     base = {k: v for k, v in job.cfg.items() if k not in NOT_OBJECTIVE}
     full = run_config(base, job.spec)
-    return {"model": job.cfg.get("name"), "objective_hash": config_hash({**full, **job.settings.objective_key()}),
-            "data": full["run"]["data"], "extra": full["run"]["extra"], **job.settings.objective_key()}
+    return {
+        "model": job.cfg.get("name"),
+        "objective_hash": config_hash({**full, **job.settings.objective_key()}),
+        "data": full["run"]["data"],
+        "extra": full["run"]["extra"],
+        **job.settings.objective_key(),
+    }
 
 
 def create_or_load(job: StudyJob, storage=None):
@@ -65,9 +70,14 @@ def create_or_load(job: StudyJob, storage=None):
 
     storage = storage or open_storage(job.storage, job.settings)
     ident = objective_identity(job)
-    study = optuna.create_study(study_name=job.study, storage=storage, direction="minimize", load_if_exists=True,
-                                sampler=make_sampler(job.settings, _sampler_seed(job)),
-                                pruner=make_pruner(job.settings, _n_steps(job)))
+    study = optuna.create_study(
+        study_name=job.study,
+        storage=storage,
+        direction="minimize",
+        load_if_exists=True,
+        sampler=make_sampler(job.settings, _sampler_seed(job)),
+        pruner=make_pruner(job.settings, _n_steps(job)),
+    )
     with claim_lock(storage, job.storage, job.study):  # workers on other machines may be creating it too
         old = study.user_attrs.get("objective_hash")
         if old is None:
@@ -78,10 +88,12 @@ def create_or_load(job: StudyJob, storage=None):
                 study.enqueue_trial(defaults, user_attrs={"baseline": True})
                 log.info("study %s: trial 0 = the config's values %s (the untuned baseline)", job.study, defaults)
     if old is not None and old != ident["objective_hash"]:
-        raise RuntimeError(f"study {job.study!r} in {job.storage} was made for another objective "
-                           f"(model {study.user_attrs.get('model')!r}, data {study.user_attrs.get('data')!r}, "
-                           f"folds {study.user_attrs.get('folds')}, max_rows {study.user_attrs.get('max_rows')}); "
-                           f"the config, data or tune budget changed: use another STUDY name")
+        raise RuntimeError(
+            f"study {job.study!r} in {job.storage} was made for another objective "
+            f"(model {study.user_attrs.get('model')!r}, data {study.user_attrs.get('data')!r}, "
+            f"folds {study.user_attrs.get('folds')}, max_rows {study.user_attrs.get('max_rows')}); "
+            f"the config, data or tune budget changed: use another STUDY name"
+        )
     return study
 
 
@@ -139,6 +151,7 @@ def run_worker(job: StudyJob) -> None:
         with _Releasable(claim_lock(storage, job.storage, job.study)) as lock:
             action = next_action(study, job.target)
             if action == "run":
+
                 def objective(trial, _lock=lock):
                     _lock.release()  # the trial is RUNNING in the storage: others count it now
                     return run_trial(trial, job)
@@ -149,9 +162,12 @@ def run_worker(job: StudyJob) -> None:
             break
         if action == "wait":
             if not waiting:
-                log.info("worker %d: target reached counting running trials; waiting for them (a dead worker's "
-                         "trial is retried here after %ss without heartbeat)", job.worker,
-                         job.settings.grace_period or 3 * job.settings.heartbeat_interval)
+                log.info(
+                    "worker %d: target reached counting running trials; waiting for them (a dead worker's "
+                    "trial is retried here after %ss without heartbeat)",
+                    job.worker,
+                    job.settings.grace_period or 3 * job.settings.heartbeat_interval,
+                )
             waiting = True
             time.sleep(min(5.0, job.settings.heartbeat_interval))
             continue
@@ -168,8 +184,16 @@ def _log_progress(study, job: StudyJob, done_here: int, elapsed: float) -> None:
     rate = done_here / elapsed * job.workers if elapsed > 0 else 0.0  # trials/s of this machine's workers
     eta = f"{(job.target - n) / rate / 60:.0f} min" if rate > 0 else "?"
     best = f"{study.best_value:.5f} (trial {study.best_trial.number})" if c[S.COMPLETE] else "-"
-    log.info("study %s: %d/%d trials (%d pruned, %d failed), best %s; ETA %s",
-             job.study, n, job.target, c[S.PRUNED], c[S.FAIL], best, eta)
+    log.info(
+        "study %s: %d/%d trials (%d pruned, %d failed), best %s; ETA %s",
+        job.study,
+        n,
+        job.target,
+        c[S.PRUNED],
+        c[S.FAIL],
+        best,
+        eta,
+    )
 
 
 def run_trial(trial, job: StudyJob) -> float:
@@ -198,11 +222,17 @@ def run_trial(trial, job: StudyJob) -> float:
 
     t0 = time.time()
     try:
-        metrics = train_run(cfg, run_dir, spec, only_folds=job.settings.folds, fresh=resumed is None,
-                            on_fold_end=on_fold_end)
+        metrics = train_run(
+            cfg, run_dir, spec, only_folds=job.settings.folds, fresh=resumed is None, on_fold_end=on_fold_end
+        )
     except optuna.TrialPruned:
-        log.info("trial %d: pruned after %d folds (running mean %.5f), %.0fs", trial.number, len(losses),
-                 statistics.fmean(losses), time.time() - t0)
+        log.info(
+            "trial %d: pruned after %d folds (running mean %.5f), %.0fs",
+            trial.number,
+            len(losses),
+            statistics.fmean(losses),
+            time.time() - t0,
+        )
         raise
     finally:
         if not job.settings.keep_runs:
@@ -229,8 +259,10 @@ def _adopt_failed_run(trial, job: StudyJob, run_dir: Path) -> str | None:
         cfg_file = old / "config.json"
         if not cfg_file.exists():
             continue
-        want = run_config(apply_overrides(model_config(job.cfg), trial.user_attrs.get("overrides", {})),
-                          _with_budget(job.spec, job.settings))
+        want = run_config(
+            apply_overrides(model_config(job.cfg), trial.user_attrs.get("overrides", {})),
+            _with_budget(job.spec, job.settings),
+        )
         saved = read_json(cfg_file)
         if saved.get("config_hash") != config_hash(want):
             return None
@@ -248,17 +280,26 @@ def tune(job: StudyJob) -> dict:
     """Create/resume the study, run ``job.workers`` local worker processes, return the summary."""
     parse_search_space(job.cfg)
     study = create_or_load(job)  # creates tables and the study once, before workers race for it
-    log.info("study %s (%s): target %d trials, %d workers on this machine, %s threads%s each; trial runs in %s/",
-             job.study, job.storage, job.target, job.workers, job.threads or "all",
-             " and 1 GPU" if job.workers > 1 and job.gpus else "", job.runs_dir)
+    log.info(
+        "study %s (%s): target %d trials, %d workers on this machine, %s threads%s each; trial runs in %s/",
+        job.study,
+        job.storage,
+        job.target,
+        job.workers,
+        job.threads or "all",
+        " and 1 GPU" if job.workers > 1 and job.gpus else "",
+        job.runs_dir,
+    )
     if job.workers > len(job.gpus) > 0:
         log.warning("%d workers share %d GPUs: several trials per GPU", job.workers, len(job.gpus))
     if job.workers == 1:
         run_worker(job)
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=run_worker, args=(_replace(job, worker=i, seed=job.seed + i),),
-                             name=f"tune-worker-{i}") for i in range(job.workers)]
+        procs = [
+            ctx.Process(target=run_worker, args=(_replace(job, worker=i, seed=job.seed + i),), name=f"tune-worker-{i}")
+            for i in range(job.workers)
+        ]
         for p in procs:
             p.start()
         for p in procs:
@@ -280,7 +321,7 @@ def visible_gpus() -> list[str]:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+    return [str(i) for i, line in enumerate(g for g in out.splitlines() if g.startswith("GPU "))]
 
 
 def _replace(job: StudyJob, **kw) -> StudyJob:
