@@ -104,7 +104,7 @@ def fold_average_logprobs(per_fold_logits: list[np.ndarray]) -> np.ndarray:
 def evaluate_tree(name: str, runs: dict, preds: dict[str, np.ndarray]) -> np.ndarray:
     """Log-probabilities of run ``name``: a leaf's predictions, or its blend's members recursively."""
     info = runs[name]
-    if info["family"] != "blend":
+    if "members" not in info:  # a trained run
         return preds[name]
     lps = [evaluate_tree(m, runs, preds) for m in info["members"]]
     return combine(lps, info["weights"], info.get("temperature", 1.0), info.get("space", "logprob"))
