@@ -26,7 +26,8 @@ Run (device with 2 GPUs; it has no xgboost/lightgbm/polars: carry wheels, see th
     # on the 2-GPU machine (carry .whl-kernel):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \\
         .whl-kernel/*.whl && export PYTHONPATH=/tmp/site:$PWD/src || exit
-    set -o pipefail; PYTHONUNBUFFERED=1 python3 benchmarks/kernel_gpu_sim.py --out $OUT 2>&1 | tee $OUT/kernel_gpu_sim.log
+    set -o pipefail; PYTHONUNBUFFERED=1 python3 benchmarks/kernel_gpu_sim.py --out $OUT 2>&1 \\
+        | tee $OUT/kernel_gpu_sim.log
 
     python benchmarks/kernel_gpu_sim.py --small --rows 40 --out /tmp/ksim   # CPU dry run, tiny shape
 """
@@ -76,7 +77,7 @@ def make_backbone(out: Path, small: bool) -> Path:
     import torch
     from transformers import AutoModel, Gemma2Config
 
-    from lmsys_arena.llm.model import tiny_tokenizer
+    from lmsys_arena.llm.backbones import tiny_tokenizer
 
     if (out / "config.json").exists():
         return out
@@ -105,8 +106,8 @@ def train_runs(comp: Path, backbone: Path, max_len: int, train_rows: int, small:
     from lmsys_arena.config import load_config
     from lmsys_arena.data import Competition
     from lmsys_arena.folds import make_folds, write_folds
-    from lmsys_arena.io import write_json
-    from lmsys_arena.runner import RunSpec, infer_run, train_run
+    from lmsys_arena.runner import infer_run, train_run
+    from lmsys_arena.runs import Run, RunSpec
 
     write_folds(make_folds(Competition(comp).train(), k=2, seed=42), Path("folds") / f"{comp.name}.csv")
     t0 = time.time()
@@ -122,8 +123,8 @@ def train_runs(comp: Path, backbone: Path, max_len: int, train_rows: int, small:
         llm.pop(key, None)
     train_run(llm, Path("runs/llm"), RunSpec(data=str(comp), max_rows=2 * train_rows), only_folds=[0])
     log(f"LLM run (fold 0, {train_rows} rows, LoRA at the backbone's shape) trained in {time.time() - t0:.0f}s")
-    write_json(Path("runs/blend/config.json"), {"family": "blend", "name": "blend", "members": ["gbdt", "llm"],
-                                                "weights": [0.5, 0.5], "temperature": 1.0, "space": "logprob"})
+    Run.named("blend").write_blend_config({"family": "blend", "name": "blend", "members": ["gbdt", "llm"],
+                                           "weights": [0.5, 0.5], "temperature": 1.0, "space": "logprob"})
 
 
 def run_kernel(comp: Path, devices: str, out: Path) -> dict:
@@ -142,32 +143,34 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
     """The trained fold-0 model through the project's inference path on one GPU, fp16, swap-TTA sequences."""
     import torch
 
+    from kernel_projection import SHAPES, non_embedding_params, seq_flops
+    from lmsys_arena.config import apply_overrides
     from lmsys_arena.data import Competition
-    from lmsys_arena.io import read_json
-    from lmsys_arena.llm.family import LLMConfig, _model_cfg
+    from lmsys_arena.llm.backbones import DTYPES, load_tokenizer
+    from lmsys_arena.llm.family import _model_cfg, aux_matrix, options
     from lmsys_arena.llm.format import BattleEncoder, lengths
     from lmsys_arena.llm.infer import score_local
-    from lmsys_arena.llm.model import DTYPES, load_tokenizer, load_trained
-    from kernel_projection import SHAPES, non_embedding_params, seq_flops
+    from lmsys_arena.llm.model import load_trained
+    from lmsys_arena.runs import Run
 
-    cfg = read_json(Path("runs/llm/config.json"))
-    for key in ("run", "config_hash", "search_space", "tune"):
-        cfg.pop(key, None)
-    cfg["infer"]["dtype"] = "fp16"
-    lc = LLMConfig.from_dict(cfg)
+    cfg, _spec = Run.named("llm").model_config()
+    lc = options(apply_overrides(cfg, {"infer.dtype": "fp16"}))
     device = torch.device("cuda", 0)
     mcfg = _model_cfg(lc, device, for_infer=True)
-    model = load_trained(backbone, mcfg, Path("runs/llm/fold0"), device)
+    model = load_trained(backbone, mcfg, Run.named("llm").fold_dir(0), device)
     enc = BattleEncoder(load_tokenizer(backbone), lc.format)
     test = Competition(comp).test()
     fwd, rev = enc.encode(test, both=True)
     seqs = fwd + rev
+    aux = aux_matrix(mcfg, test)  # the side-input rows of both orders (None without an aux head)
+    side = None if aux is None else np.concatenate(aux)
     L = lengths(seqs)
     pad = enc.tok.pad_token_id
-    score_local(model, seqs[:64], pad, lc.infer, device, DTYPES["fp16"], desc="warmup")
+    score_local(model, seqs[:64], pad, lc.infer, device, DTYPES["fp16"], desc="warmup",
+                aux=None if side is None else side[:64])
     torch.cuda.synchronize()
     t0 = time.time()
-    logits = score_local(model, seqs, pad, lc.infer, device, DTYPES["fp16"], desc="mfu")
+    logits = score_local(model, seqs, pad, lc.infer, device, DTYPES["fp16"], desc="mfu", aux=side)
     torch.cuda.synchronize()
     secs = time.time() - t0
     n = non_embedding_params(SHAPES["gemma2-2b-it"])
@@ -210,7 +213,7 @@ def main(argv=None) -> None:
         raise SystemExit("needs 2 GPUs (or --small for a CPU dry run)")
 
     from lmsys_arena import kernels as K
-    from lmsys_arena.llm.model import ensure_tiny_backbone  # noqa: F401  (fails early if the family is absent)
+    from lmsys_arena.llm.backbones import ensure_tiny_backbone  # noqa: F401  (fails early if the family is absent)
 
     comp = make_competition(work / "lmsys-chatbot-arena", args.rows)
     backbone = make_backbone(work / "models" / ("gemma2-small-random" if args.small else "gemma2-2b-random"),

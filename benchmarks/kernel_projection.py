@@ -60,15 +60,17 @@ def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> d
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from lmsys_arena.config import load_config
     from lmsys_arena.data import Competition
-    from lmsys_arena.llm.format import BattleEncoder, FormatConfig, lengths
-    from lmsys_arena.llm.model import load_tokenizer
+    from lmsys_arena.llm.backbones import load_tokenizer
+    from lmsys_arena.llm.config import FormatConfig
+    from lmsys_arena.llm.format import BattleEncoder, lengths
+    from lmsys_arena.schema import build
 
     df = Competition(data).train()
     df = df.sample(n=min(rows, len(df)), random_state=0).reset_index(drop=True)
     tok = load_tokenizer(tokenizer)
     out = {"data": str(data), "rows": len(df), "tokenizer": str(tokenizer), "configs": {}}
     for name in configs:
-        fmt = FormatConfig.from_dict(load_config(name).get("format"))
+        fmt = build(FormatConfig, load_config(name).get("format"), prefix="format.")
         t0 = time.time()
         fwd, rev = BattleEncoder(tok, fmt).encode(df, both=True)
         L = np.concatenate([lengths(fwd), lengths(rev)])

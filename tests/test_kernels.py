@@ -20,7 +20,8 @@ from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
 from lmsys_arena.ensemble import ensemble_runs
 from lmsys_arena.folds import make_folds, write_folds
-from lmsys_arena.runner import RunSpec, infer_run, train_run
+from lmsys_arena.runner import infer_run, train_run
+from lmsys_arena.runs import RunSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "input" / "sample"
 ROWS = 240
@@ -175,7 +176,7 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
 
 
 def test_entry_unpacks_zipped_artefact_folders(tmp_path):
-    from lmsys_arena.kernel_entry import unpack_if_zipped
+    from lmsys_arena.kernels.entry import unpack_if_zipped
 
     art, src, work = tmp_path / "art", tmp_path / "src", tmp_path / "work"
     (src / "runs" / "xgb" / "fold0").mkdir(parents=True)

@@ -11,10 +11,12 @@ Steps:
 1. (stdlib only) find ``kernel_plan.json`` and the code dataset under the input root; install the wheels with
    ``pip --no-index`` (our package with ``--no-deps``, then ``requirements-kernel.txt`` from the wheelhouse; a
    simulation installs only our wheel, into a temporary folder);
-2. log ``torch.cuda.device_count()``; GBDT runs predict first (seconds), then LLM runs (the family's predict
-   spreads rows over every visible GPU) under the time guard: ``LMSYS_DEADLINE`` = start + budget
-   (``budget_hours`` in the plan, default 8.5 h; env ``LMSYS_KERNEL_BUDGET_H`` overrides). Rows the LLM did
-   not reach come back as NaN logits; an LLM crash counts as all rows unreached;
+2. log ``torch.cuda.device_count()``; each trained run's family makes its config fit the kernel
+   (``prepare_for_kernel``: e.g. an LLM's backbone path, fp16); the runs without a time guard predict first
+   (GBDT: seconds), then the time-guarded ones (LLM: the family's predict spreads rows over every visible
+   GPU) under ``LMSYS_DEADLINE`` = start + budget (``budget_hours`` in the plan, default 8.5 h; env
+   ``LMSYS_KERNEL_BUDGET_H`` overrides). Rows not reached come back as NaN logits; a crash of a time-guarded
+   run counts as all its rows unreached;
 3. the plan's blend tree is applied with the saved weights; a member missing on a row drops out of that
    row's blend (the remaining weights renormalised), so unfinished rows get the GBDT-only prediction. Rows
    still missing take the ``fallback`` run, then the training class prior;
@@ -35,6 +37,7 @@ from pathlib import Path
 PLAN_FILE = "kernel_plan.json"
 REQUIREMENTS_FILE = "requirements-kernel.txt"
 PACKAGE_WHEEL_GLOB = "lmsys_arena-*.whl"
+REPORT_FILE = "kernel_report.json"
 DEFAULT_BUDGET_HOURS = 8.5
 
 log = logging.getLogger("kernel")
@@ -126,53 +129,31 @@ def find_competition_dir(root: Path, slug: str) -> Path:
     raise FileNotFoundError(f"no {slug}/test.csv under {root}: add the competition as a data source")
 
 
-def find_backbone(root: Path, spec: dict, artefacts: Path) -> str | None:
-    """Local path of an LLM run's backbone on this machine (None: the config's own value stays)."""
-    kind = spec.get("kind", "none")
-    if kind == "bundled":
-        return str(artefacts / spec["path"])
-    if kind == "model_source":
-        owner, model, framework, variation, version = spec["handle"].split("/")
-        for cand in (root / model / framework / variation / version, root / "models" / owner / model / framework
-                     / variation / version):
-            if cand.exists():
-                return str(cand)
-        for cfg in find_files(root, "config.json"):
-            parts = cfg.parent.parts
-            if variation in parts and framework in parts:
-                return str(cfg.parent)
-        raise FileNotFoundError(f"backbone {spec['handle']} not found under {root}: add it as a model source")
-    return None
-
-
-def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_overrides: dict):
-    """Fold-averaged log-probabilities of one trained run; rows no fold reached stay NaN."""
+def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, overrides: dict):
+    """Fold-averaged log-probabilities of one trained run; rows no fold reached stay NaN. ``info`` is the
+    run's entry in the plan (its family's kernel assets included)."""
     import numpy as np
 
-    from lmsys_arena.config import apply_overrides
+    from lmsys_arena import families
     from lmsys_arena.deadline import deadline_passed
     from lmsys_arena.ensemble import fold_average_logprobs
-    from lmsys_arena.io import read_json
-    from lmsys_arena.runner import family_module
+    from lmsys_arena.runs import Run
 
-    run_dir = artefacts / "runs" / run
-    cfg = read_json(run_dir / "config.json")
-    for key in ("config_hash", "run", "tune", "search_space"):  # bookkeeping and tuning sections: not predict's
-        cfg.pop(key, None)
-    if cfg["family"] == "llm":
-        backbone = find_backbone(root, info.get("backbone", {}), artefacts)
-        if backbone:
-            cfg["backbone"] = backbone
-        cfg = apply_overrides(cfg, llm_overrides)  # e.g. infer.dtype=fp16 (the family uses fp32 on CPU)
-    fam = family_module(cfg)
+    saved = Run(artefacts / "runs" / run)
+    cfg, _inputs = saved.model_config()
+    family = families.of(cfg)
+    fam = family.load()
+    prepare = getattr(fam, "prepare_for_kernel", None)
+    if prepare is not None:  # e.g. an LLM: its backbone on this machine, the plan's overrides (infer.dtype=fp16)
+        cfg = prepare(cfg, info, root, artefacts, overrides)
     per_fold = []
     for f in info["folds"]:
         t0 = time.time()
-        if cfg["family"] == "llm" and deadline_passed():  # do not even load the model for another fold
+        if family.time_guarded and deadline_passed():  # do not even load the model for another fold
             log.warning("%s fold %d: skipped, the time budget is used up", run, f)
             per_fold.append(np.full((len(test), 3), np.nan))
             continue
-        logits = np.asarray(fam.predict(cfg, test, run_dir / f"fold{f}"), dtype=np.float64)
+        logits = np.asarray(fam.predict(cfg, test, saved.fold_dir(f)), dtype=np.float64)
         done = np.isfinite(logits).all(axis=1)
         log.info("%s fold %d: %d/%d rows in %.1fs", run, f, int(done.sum()), len(test), time.time() - t0)
         per_fold.append(logits)
@@ -182,37 +163,39 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, llm_ov
 def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: float) -> dict:
     import numpy as np
 
-    from lmsys_arena.data import Competition
-    from lmsys_arena.deadline import deadline_passed
-    from lmsys_arena.ensemble import evaluate_tree, frame_from_logprobs
-    from lmsys_arena.runner import write_submission
-
     import lmsys_arena
+    from lmsys_arena import families
+    from lmsys_arena.data import COMPETITION_NAME, Competition
+    from lmsys_arena.deadline import deadline_passed
+    from lmsys_arena.ensemble import evaluate_tree
+    from lmsys_arena.runner import write_submission
+    from lmsys_arena.runs import frame_from_logprobs
 
     t_start = time.time()
     report = {"plan": plan["name"], "package": str(Path(lmsys_arena.__file__).parent), **gpu_summary(), "runs": {}}
     log.info("lmsys_arena from %s", report["package"])
-    comp = Competition(find_competition_dir(root, plan.get("competition", "lmsys-chatbot-arena")))
+    comp = Competition(find_competition_dir(root, plan.get("competition", COMPETITION_NAME)))
     test = comp.test()
     log.info("test: %d rows from %s", len(test), comp.test_csv)
 
-    leaves = {r: i for r, i in plan["runs"].items() if i["family"] != "blend"}
-    order = sorted(leaves, key=lambda r: leaves[r]["family"] == "llm")  # GBDT first: the fallback is ready early
+    kinds = {r: families.get(i["family"]) for r, i in plan["runs"].items()}
+    leaves = {r: i for r, i in plan["runs"].items() if kinds[r].trains}
+    order = sorted(leaves, key=lambda r: kinds[r].time_guarded)  # unguarded (GBDT) first: the fallback is ready early
     os.environ["LMSYS_DEADLINE"] = str(deadline)
     preds = {}
     for r in order:
         t0 = time.time()
-        info = leaves[r]
-        if info["family"] == "llm" and deadline_passed():
+        info, guarded = leaves[r], kinds[r].time_guarded
+        if guarded and deadline_passed():
             log.warning("%s: time budget used up before it started; its rows fall back", r)
             preds[r] = np.full((len(test), 3), np.nan)
         else:
             try:
                 preds[r] = predict_leaf(r, info, test, artefacts, root, plan.get("llm_overrides", {}))
             except Exception:
-                if info["family"] != "llm":
+                if not guarded:
                     raise
-                log.exception("%s: LLM inference failed; its rows fall back", r)
+                log.exception("%s: %s inference failed; its rows fall back", r, info["family"])
                 preds[r] = np.full((len(test), 3), np.nan)
         done = int(np.isfinite(preds[r]).all(axis=1).sum())
         report["runs"][r] = {"family": info["family"], "rows_done": done, "seconds": round(time.time() - t0, 1)}
@@ -233,7 +216,7 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     frame = frame_from_logprobs(test["id"], logp)
     write_submission(frame, working / "submission.csv", test["id"])
     report["seconds"] = round(time.time() - t_start, 1)
-    (working / "kernel_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (working / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     log.info("wrote %s (%d rows; %d rows filled from %s) in %.1fs", working / "submission.csv", len(frame),
              report["rows_filled"], filled_from, report["seconds"])
     return report

@@ -1,0 +1,104 @@
+"""The llm family's part of a Kaggle kernel (:mod:`lmsys_arena.kernels`): where the kernel finds a run's
+backbone, copying it into the artefacts dataset when it has no Kaggle model source, and the run's config
+as the kernel uses it. Imports no torch (``make kernels`` runs anywhere).
+
+A backbone source (the plan's ``backbone`` entry of the run) is one of:
+
+* ``{"kind": "model_source", "handle": "owner/model/framework/variation/version", "local": ...}``: a Kaggle
+  model attached to the kernel (``--model-source RUN=HANDLE``, or :data:`KNOWN_MODEL_SOURCES` by the
+  backbone's folder name); ``local`` is this machine's copy, if any (the simulation links it in);
+* ``{"kind": "bundled", "path": "backbones/<run>", "spec": ...}``: GGUF / PyPI / small local folders, copied
+  into the artefacts dataset as the converted HF folder;
+* ``{"kind": "none"}``: built in code (``tiny``).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Kaggle model handles for the standard backbones (owner/model/framework/variation/version)
+KNOWN_MODEL_SOURCES = {
+    "gemma-2-2b-it": "google/gemma-2/transformers/gemma-2-2b-it/2",
+    "gemma-2-9b-it": "google/gemma-2/transformers/gemma-2-9b-it/2",
+    "gemma2-2b-it": "google/gemma-2/transformers/gemma-2-2b-it/2",
+    "gemma2-9b-it": "google/gemma-2/transformers/gemma-2-9b-it/2",
+}
+
+
+def backbone_source(run: str, backbone: str, model_sources: dict[str, str]) -> dict:
+    """Where the kernel finds ``run``'s backbone (``model_sources``: run -> Kaggle model handle)."""
+    from lmsys_arena.kernels.plan import KernelError
+
+    local = backbone if backbone and Path(backbone).expanduser().exists() else None
+    if run in model_sources:
+        return {"kind": "model_source", "handle": model_sources[run], "local": local}
+    if backbone in ("", "tiny"):
+        return {"kind": "none"}
+    for key, handle in KNOWN_MODEL_SOURCES.items():
+        if key in Path(backbone).name.lower() and not backbone.endswith(".gguf"):
+            return {"kind": "model_source", "handle": handle, "local": local}
+    if backbone.startswith("pypi:") or local:
+        return {"kind": "bundled", "path": f"backbones/{run}", "spec": backbone}
+    raise KernelError(f"run {run}: backbone {backbone!r} is not on this machine and has no Kaggle model source; "
+                      f"pass --model-source {run}=owner/model/framework/variation/version")
+
+
+def kernel_assets(run: str, cfg: dict, opts) -> dict:
+    """The family hook: ``{"backbone": <source>}`` for the run's plan entry (``opts``: KernelOptions)."""
+    return {"backbone": backbone_source(run, str(cfg.get("backbone") or ""), opts.model_sources)}
+
+
+def _resolve_backbone(spec: str) -> Path:
+    """GGUF / PyPI / local spec -> the HF folder it is converted to (cached); torch is imported here."""
+    try:
+        from lmsys_arena.llm.backbones import resolve_backbone
+    except ImportError:
+        from lmsys_arena.llm.model import resolve_backbone
+    return resolve_backbone(spec)
+
+
+def bundle_assets(assets: dict, dest: Path) -> None:
+    """The family hook: copy a bundled backbone into the artefacts dataset folder ``dest``."""
+    from lmsys_arena.kernels.artefacts import SKIP_IN_ARTEFACTS
+
+    bb = assets.get("backbone", {})
+    if bb.get("kind") != "bundled":
+        return
+    folder = _resolve_backbone(bb["spec"])
+    shutil.copytree(folder, dest / bb["path"], ignore=shutil.ignore_patterns(*SKIP_IN_ARTEFACTS))
+    log.info("bundled backbone %s (%s) as %s", folder, bb["spec"], bb["path"])
+
+
+def find_backbone(root: Path, spec: dict, artefacts: Path) -> str | None:
+    """Local path of a backbone source on the kernel's machine (None: the config's own value stays)."""
+    from lmsys_arena.kernels.entry import find_files
+
+    kind = spec.get("kind", "none")
+    if kind == "bundled":
+        return str(artefacts / spec["path"])
+    if kind == "model_source":
+        owner, model, framework, variation, version = spec["handle"].split("/")
+        for cand in (root / model / framework / variation / version, root / "models" / owner / model / framework
+                     / variation / version):
+            if cand.exists():
+                return str(cand)
+        for cfg in find_files(root, "config.json"):
+            parts = cfg.parent.parts
+            if variation in parts and framework in parts:
+                return str(cfg.parent)
+        raise FileNotFoundError(f"backbone {spec['handle']} not found under {root}: add it as a model source")
+    return None
+
+
+def prepare_for_kernel(cfg: dict, assets: dict, input_root: Path, artefacts: Path, overrides: dict) -> dict:
+    """The family hook: the run's config on the kernel's machine: its backbone's local path, and the plan's
+    overrides for LLM runs (e.g. ``infer.dtype=fp16``; the family uses fp32 on a CPU)."""
+    from lmsys_arena.config import apply_overrides
+
+    backbone = find_backbone(input_root, assets.get("backbone", {}), artefacts)
+    if backbone:
+        cfg = {**cfg, "backbone": backbone}
+    return apply_overrides(cfg, overrides)
