@@ -6,8 +6,8 @@ than this, its text path adds nothing on these rows (see README, "Measured: qual
 
 Same train/valid rows as ``make train`` (folds file, extra rows minus those sharing a validation prompt),
 random A/B swaps per row per epoch (``train.swap: random``), AdamW at ``train.head_lr`` with the config's
-warmup + schedule (``llm.train.lr_lambda``), ``train.batch_size`` rows per step, swap-TTA on the validation rows. Prints the fold log loss with and
-without TTA, and the order consistency (``metrics.order_consistency``).
+warmup + schedule (``llm.train.lr_lambda``), ``train.batch_size`` rows per step, swap-TTA on the validation rows.
+Prints the fold log loss with and without TTA, and the order consistency (``metrics.order_consistency``).
 """
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lmsys_arena.config import load_config, parse_set_args
+from lmsys_arena.config import load_config, parse_assignments
 from lmsys_arena.data import load_extra, prompt_key
 from lmsys_arena.folds import read_folds
-from lmsys_arena.llm.family import LLMConfig, aux_matrix
+from lmsys_arena.llm.family import aux_matrix, options
 from lmsys_arena.llm.model import make_aux
 from lmsys_arena.llm.train import lr_lambda
 from lmsys_arena.metrics import log_loss, order_consistency, softmax
-from lmsys_arena.runner import RunSpec, fold_split, unswap_average
-
-SWAP = np.array([1, 0, 2])
+from lmsys_arena.runner import fold_split
+from lmsys_arena.runs import RunSpec
+from lmsys_arena.swap import swap_labels, unswap_average
 
 
 def fold_rows(spec: RunSpec, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
 
-    lc = LLMConfig.from_dict(load_config(a.model, parse_set_args(a.set)))
+    lc = options(load_config(a.model, parse_assignments(a.set, flag="--set")))
     if not lc.model.uses_aux:
         raise SystemExit(f"{a.model} has no aux head (model.aux)")
     tr, va = fold_rows(RunSpec(data=a.data, extra=a.extra, folds_file=a.folds_file), a.fold)
@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
         idx = order[s * bs:(s + 1) * bs]
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
         xb = torch.where(flip[:, None], x_ba[idx], x_ab[idx])
-        yb = torch.from_numpy(np.where(flip.numpy(), SWAP[y[idx]], y[idx]))
+        yb = torch.from_numpy(np.where(flip.numpy(), swap_labels(y[idx]), y[idx]).astype(np.int64))
         loss = torch.nn.functional.cross_entropy(head(xb), yb)
         opt.zero_grad()
         loss.backward()

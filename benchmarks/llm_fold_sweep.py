@@ -126,8 +126,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/llm_fold_sweep.json")
     a = ap.parse_args(argv)
 
-    from lmsys_arena.config import load_config, parse_set_args
-    from lmsys_arena.llm.model import resolve_backbone
+    from lmsys_arena.config import load_config, parse_assignments
+    from lmsys_arena.llm.backbones import resolve_backbone
 
     variants = [(v.split(":", 1)[0], v.split(":", 1)[1].split() if ":" in v else []) for v in a.variants]
     if a.from_best:
@@ -136,7 +136,8 @@ def main(argv=None) -> dict:
         print(f"best of {a.from_best}: {best} ({done[best]['logloss_tta']:.5f}) {done[best]['sets']}")
         variants = [(name, done[best]["sets"] + sets) for name, sets in variants]
     for name, sets in variants:
-        cfg = load_config(a.model, parse_set_args(sets))
+        overrides = [s for s in sets if not s.startswith("seed=")]  # seed=N is the run's --seed (launch)
+        cfg = load_config(a.model, parse_assignments(overrides, flag=f"--variants {name}:"))
         resolve_backbone(cfg["backbone"])  # convert a GGUF once, before the processes start
     import torch
 

@@ -163,8 +163,8 @@ def build_project_model(cfg, device, dtype, lora: bool, a):
     """The project's own model paths (model.for_training / compile_layers) on a random-init backbone."""
     from transformers import AutoModel
 
-    from lmsys_arena.llm.model import ModelConfig, PreferenceModel, compile_layers, for_training, lora_input_cast
-    from lmsys_arena.llm.model import make_head
+    from lmsys_arena.llm.config import LoraOptions, ModelConfig
+    from lmsys_arena.llm.model import PreferenceModel, compile_layers, for_training, lora_input_cast, make_head
 
     if hasattr(cfg, "attn_logit_softcapping"):
         cfg = type(cfg)(**{**cfg.to_dict(), "attn_logit_softcapping": None})
@@ -178,7 +178,7 @@ def build_project_model(cfg, device, dtype, lora: bool, a):
         if a.compile:
             compile_layers(model)
         return model
-    mcfg = ModelConfig(compile="cudagraphs" if a.cudagraphs else a.compile, lora=LORA[a.shape])
+    mcfg = ModelConfig(compile="cudagraphs" if a.cudagraphs else a.compile, lora=LoraOptions(**LORA[a.shape]))
     model = for_training(backbone, mcfg, device)
     if a.peft_cast:  # the old behaviour: peft's fp32 input cast before every LoRA matmul
         lora_input_cast(model.backbone, True)
@@ -239,7 +239,8 @@ def profile_table(fn, device, rows: int = 18) -> str:
 
 
 def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
-    from lmsys_arena.llm.infer import InferConfig, score_local
+    from lmsys_arena.llm.config import InferConfig
+    from lmsys_arena.llm.infer import score_local
 
     model = build_project_model(cfg, device, dtype, lora=False, a=a).eval()
     icfg = InferConfig(max_tokens=a.max_tokens, max_rows=a.max_rows)
@@ -261,8 +262,9 @@ def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
 
 
 def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
-    from lmsys_arena.llm.infer import round_up
-    from lmsys_arena.llm.train import TrainConfig, Trainer, plan_epoch
+    from lmsys_arena.llm.batching import plan_epoch, round_up
+    from lmsys_arena.llm.config import TrainConfig
+    from lmsys_arena.llm.train import Trainer
 
     model = build_project_model(cfg, device, dtype, lora=True, a=a)
     model.train()

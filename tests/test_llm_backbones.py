@@ -13,9 +13,11 @@ import torch
 
 from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
-from lmsys_arena.llm.format import BattleEncoder, FormatConfig
-from lmsys_arena.llm.infer import collate
-from lmsys_arena.llm.model import PreferenceModel, load_tokenizer, make_head, tiny_tokenizer
+from lmsys_arena.llm.backbones import load_tokenizer, tiny_tokenizer
+from lmsys_arena.llm.batching import collate
+from lmsys_arena.llm.config import FormatConfig
+from lmsys_arena.llm.format import BattleEncoder
+from lmsys_arena.llm.model import PreferenceModel, make_head
 from lmsys_arena.metrics import softmax
 from lmsys_arena.runner import PROB_COLS, RunSpec, train_run
 

@@ -3,6 +3,7 @@ resume after a killed run, exact swap-TTA symmetry, deadline NaNs.
 
     .venv/bin/python -m pytest tests/test_llm_family.py
 """
+import copy
 import shutil
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena.config import load_config
-from lmsys_arena.data import Competition, swap_ab
+from lmsys_arena.config import load_config, set_dotted
+from lmsys_arena.data import Competition
+from lmsys_arena.llm.config import aux_feature_names
 from lmsys_arena.metrics import softmax
 from lmsys_arena.runner import PROB_COLS, RunSpec, infer_run, train_run
+from lmsys_arena.swap import swap_battles
 
 SMALL = {"format.max_len": 192, "train.batch_size": 16, "train.micro_batch": 8, "train.checkpoint_every": 2,
          "train.log_every": 2}
@@ -35,6 +38,14 @@ def env(data, workdir, monkeypatch):
 
 def cfg(**over):
     return load_config("tiny", {**SMALL, **over})
+
+
+def bad_cfg(key: str, value) -> dict:
+    """A resolved config with ``key`` set to ``value`` past the loader's checks (what ``family.options`` sees
+    of a hand-edited config.json)."""
+    c = copy.deepcopy(cfg())
+    set_dotted(c, key, value)
+    return c
 
 
 def test_two_fold_round_trip_then_infer(env, workdir):
@@ -104,7 +115,7 @@ def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monk
                 for k, v in torch.load(head).items()}, head)
     df = Competition(Path(env.data)).train().head(24)
     p = softmax(family.predict(c, df, workdir / "runs/sym/fold0"))
-    q = softmax(family.predict(c, swap_ab(df), workdir / "runs/sym/fold0"))
+    q = softmax(family.predict(c, swap_battles(df), workdir / "runs/sym/fold0"))
     np.testing.assert_allclose(p[:, 0], q[:, 1], atol=1e-6)
     np.testing.assert_allclose(p[:, 1], q[:, 0], atol=1e-6)
     np.testing.assert_allclose(p[:, 2], q[:, 2], atol=1e-6)
@@ -135,7 +146,7 @@ def test_aux_head_features_and_source_bias_round_trip(env_extra, workdir):
     train_run(c, "runs/aux", env_extra, only_folds=[0])
     fold = workdir / "runs/aux/fold0"
     meta = json.loads((fold / "llm_meta.json").read_text())
-    assert meta["aux_features"] == family.aux_feature_names(AUX["model.aux.features"]) and len(meta["aux_features"]) > 10
+    assert meta["aux_features"] == aux_feature_names(AUX["model.aux.features"]) and len(meta["aux_features"]) > 10
     state = torch.load(fold / "head.pt")
     bias = state["aux.source"]
     assert bias[2] > bias[0] and bias[2] > bias[1]  # extra rows: all ties -> their offset favours tie
@@ -151,9 +162,9 @@ def test_aux_head_features_and_source_bias_round_trip(env_extra, workdir):
     assert raw["aux_ab"].shape == raw["ab"].shape == (len(va), 3) and np.isfinite(raw["aux_ba"]).all()
     assert np.abs(raw["aux_ab"]).max() > 1e-3
     with pytest.raises(ValueError, match="match no feature"):
-        family.aux_feature_names(["nope_*"])
-    with pytest.raises(ValueError, match="unknown model.aux option"):
-        family.LLMConfig.from_dict(cfg(**{"model.aux.hiden": 3}))
+        aux_feature_names(["nope_*"])
+    with pytest.raises(ValueError, match="unknown key 'model.aux.hiden'; did you mean 'model.aux.hidden'"):
+        family.options(bad_cfg("model.aux.hiden", 3))
 
 
 def test_collapsed_text_path_is_flagged_even_when_the_aux_head_follows_the_order(caplog):
@@ -183,15 +194,20 @@ def test_collapsed_text_path_is_flagged_even_when_the_aux_head_follows_the_order
 
 
 def test_bad_config_is_a_clear_error():
-    from lmsys_arena.llm.family import LLMConfig
+    from lmsys_arena.llm.family import options
 
-    with pytest.raises(ValueError, match="unknown train option"):
-        LLMConfig.from_dict(cfg(**{"train.lrr": 1}))
-    assert LLMConfig.from_dict(cfg(**{"train.lr": "4e-4"})).train.lr == 4e-4  # YAML 1.1 string
-    with pytest.raises(ValueError, match="text_loss must be >= 0"):
-        LLMConfig.from_dict(cfg(**{"train.text_loss": -1}))
-    with pytest.raises(ValueError, match="backbone"):
-        LLMConfig.from_dict({**cfg(), "backbone": None})
+    with pytest.raises(ValueError, match="unknown key 'train.lrr'; did you mean 'train.lr'"):
+        options(bad_cfg("train.lrr", 1))
+    with pytest.raises(ValueError, match="--set: unknown key 'train.lrr'; did you mean 'train.lr'"):
+        cfg(**{"train.lrr": 1})  # the loader refuses it too, naming where it came from
+    assert options(bad_cfg("train.lr", "4e-4")).train.lr == 4e-4  # YAML 1.1 string
+    assert options(cfg(**{"train.lr": "4e-4"})).train.lr == 4e-4
+    with pytest.raises(ValueError, match="train.text_loss: must be >= 0"):
+        options(bad_cfg("train.text_loss", -1))
+    with pytest.raises(ValueError, match="backbone must be a string"):
+        options({**cfg(), "backbone": None})
+    with pytest.raises(ValueError, match="backbone: an llm config needs a backbone"):
+        options({**cfg(), "backbone": ""})
 
 
 KILL_AFTER_CHECKPOINT = """import sys

@@ -6,9 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena.data import load_battles, swap_ab
-from lmsys_arena.llm.format import BattleEncoder, FormatConfig, allocate, template_pieces, waterfill
-from lmsys_arena.llm.model import tiny_tokenizer
+from lmsys_arena.data import load_battles
+from lmsys_arena.llm.backbones import tiny_tokenizer
+from lmsys_arena.llm.config import FormatConfig
+from lmsys_arena.llm.format import BattleEncoder, allocate, template_pieces, waterfill
+from lmsys_arena.schema import build
+from lmsys_arena.swap import swap_battles
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +95,11 @@ def test_multi_turn_keeps_newest_rounds_in_order(tok):
     assert "q0" in text and "q3" not in text and text.index("q0") < text.index("q1")
 
 
-def test_swapped_order_mirrors_and_matches_swap_ab(tok, sample_dir):
+def test_swapped_order_mirrors_and_matches_swap_battles(tok, sample_dir):
     df = load_battles(sample_dir / "train.csv").head(60)
     enc = BattleEncoder(tok, FormatConfig(max_len=160))
     fwd, rev = enc.encode(df, both=True)
-    rev2 = enc.encode(swap_ab(df))
+    rev2 = enc.encode(swap_battles(df))
     assert all(np.array_equal(x, y) for x, y in zip(rev, rev2))
     assert all(len(x) <= 160 for x in fwd)
     # the swapped sequence is the forward one with the two responses exchanged
@@ -110,5 +113,5 @@ def test_swapped_order_mirrors_and_matches_swap_ab(tok, sample_dir):
 def test_too_small_max_len_is_a_clear_error(tok):
     with pytest.raises(ValueError, match="max_len"):
         BattleEncoder(tok, FormatConfig(max_len=20))
-    with pytest.raises(ValueError, match="truncation_side"):
-        FormatConfig(truncation_side="middle")
+    with pytest.raises(ValueError, match="format.truncation_side must be one of 'right', 'left', got 'middle'"):
+        build(FormatConfig, {"truncation_side": "middle"}, prefix="format.")

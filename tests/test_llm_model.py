@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmsys_arena.llm.infer import collate, token_budget_batches
-from lmsys_arena.llm.model import PreferenceModel, last_token_pool, make_head, tiny_config
+from lmsys_arena.llm.backbones import tiny_config
+from lmsys_arena.llm.batching import collate, token_budget_batches
+from lmsys_arena.llm.model import PreferenceModel, last_token_pool, make_head
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +39,11 @@ def test_logits_equal_under_left_and_right_padding_and_alone(model, attn):
     seqs = [rng.integers(10, 290, size=n).astype(np.int32) for n in (7, 23, 15, 3)]
     with torch.no_grad():
         r = model(*collate(seqs, 0, "right"))
-        l = model(*collate(seqs, 0, "left"))
+        left = model(*collate(seqs, 0, "left"))
         alone = torch.cat([model(*collate([s], 0)) for s in seqs])
         causal_only = model(*collate(seqs, 0, "right"), right_padded=True)  # no padding mask at all
-    assert torch.isfinite(r).all() and torch.isfinite(l).all()
-    torch.testing.assert_close(r, l, atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(r).all() and torch.isfinite(left).all()
+    torch.testing.assert_close(r, left, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r, causal_only, atol=1e-5, rtol=1e-5)
 
@@ -64,7 +65,7 @@ def test_head_shapes():
 
 
 def test_micro_batches_token_budget_and_fixed_rows():
-    from lmsys_arena.llm.train import micro_batches
+    from lmsys_arena.llm.batching import micro_batches
 
     rows = np.array([10, 11, 12, 13, 14, 15, 16])
     lengths = np.array([900, 100, 120, 2000, 50, 60, 400])
@@ -200,12 +201,13 @@ def test_compile_modes_validate_and_map_for_inference():
     import torch
 
     from lmsys_arena.config import load_config
-    from lmsys_arena.llm.family import LLMConfig, _model_cfg
-    from lmsys_arena.llm.model import ModelConfig
+    from lmsys_arena.llm.config import ModelConfig
+    from lmsys_arena.llm.family import _model_cfg, options
+    from lmsys_arena.schema import build
 
-    with pytest.raises(ValueError, match="model.compile"):
-        ModelConfig(compile="max-speed")
-    lc = LLMConfig.from_dict(load_config("tiny", {"model.compile": "cudagraphs"}))
+    with pytest.raises(ValueError, match="model.compile must be true or false or one of 'cudagraphs', got 'max-speed'"):
+        build(ModelConfig, {"compile": "max-speed"}, prefix="model.")
+    lc = options(load_config("tiny", {"model.compile": "cudagraphs"}))
     assert lc.model.compile == "cudagraphs"
     assert _model_cfg(lc, torch.device("cpu"), for_infer=False).compile == "cudagraphs"
     assert _model_cfg(lc, torch.device("cpu"), for_infer=True).compile is False

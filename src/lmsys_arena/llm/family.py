@@ -9,26 +9,41 @@ Its options are :class:`llm.config.LLMConfig`: ``backbone``, ``tta`` and the sec
 ``model`` (``lora``, ``head``, ``aux``), ``train`` and ``infer``.
 Each fold folder gets ``adapter/`` (peft), ``head.pt``, ``llm_meta.json`` and, while training,
 ``ckpt.pt`` (resume point). ``predict`` returns NaN logits for rows not reached before
-``LMSYS_DEADLINE`` (see infer.py).
+``LMSYS_DEADLINE`` (see infer.py). The family protocol's kernel hooks (``kernel_assets``,
+``bundle_assets``, ``prepare_for_kernel``) are :mod:`llm.kaggle`'s.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lmsys_arena.dist import init as dist_info
-from lmsys_arena.llm.config import LLMConfig, ModelConfig, aux_feature_names  # noqa: F401 (API: tests, configs)
+from lmsys_arena import dist
+from lmsys_arena.llm.backbones import DTYPES, load_tokenizer, resolve_backbone
+from lmsys_arena.llm.config import LLMConfig, ModelConfig
 from lmsys_arena.llm.format import BattleEncoder, lengths
+from lmsys_arena.llm.fsdp import full_state
 from lmsys_arena.llm.infer import score_ddp, score_local, score_multi_gpu
-from lmsys_arena.llm.model import DTYPES, compile_mode, load_tokenizer, read_meta, resolve_backbone
-from lmsys_arena.llm.train import CKPT
+
+# the family protocol's kernel hooks (families.Family): backbone source, bundling, the kernel's config
+from lmsys_arena.llm.kaggle import bundle_assets, kernel_assets, prepare_for_kernel  # noqa: F401
+from lmsys_arena.llm.model import (
+    build_model,
+    compile_layers,
+    compile_mode,
+    describe,
+    load_trained,
+    read_meta,
+    save_trained,
+    write_meta,
+)
+from lmsys_arena.llm.train import CKPT, Trainer
 from lmsys_arena.schema import build
 from lmsys_arena.swap import combine_tta
 
@@ -40,25 +55,24 @@ def options(cfg: dict) -> LLMConfig:
     return build(LLMConfig, cfg)
 
 
-def _device(local_rank: int) -> torch.device:
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _backbone(lc: LLMConfig, rank: int, world: int) -> Path:
+def _backbone(lc: LLMConfig, rank: int) -> Path:
     """Rank 0 converts/creates the cached backbone folder first; the others then read it."""
     if rank == 0:
         path = resolve_backbone(lc.backbone)
-    _barrier(world)
+    dist.barrier()
     if rank != 0:
         path = resolve_backbone(lc.backbone)
     return path
+
+
+def _setup(cfg: dict, for_infer: bool):
+    """This process's (options, rank, world size, device, backbone folder, encoder, model options)."""
+    lc = options(cfg)
+    rank, world, local = dist.init()
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    path = _backbone(lc, rank)
+    enc = BattleEncoder(load_tokenizer(path), lc.format)
+    return lc, rank, world, device, path, enc, _model_cfg(lc, device, for_infer)
 
 
 def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelConfig:
@@ -101,13 +115,6 @@ def aux_matrix(mcfg: ModelConfig, df: pd.DataFrame) -> tuple[np.ndarray, np.ndar
     return out[0], out[1]
 
 
-def _stack(aux: tuple[np.ndarray, np.ndarray] | None, tta: bool) -> np.ndarray | None:
-    """Side inputs aligned with ``fwd + rev`` (or ``fwd`` alone without TTA)."""
-    if aux is None:
-        return None
-    return np.concatenate(aux) if tta else aux[0]
-
-
 def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
     t0 = time.time()
     out = enc.encode(df, both=both)
@@ -120,17 +127,8 @@ def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
 
 
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
-    from lmsys_arena.llm.model import build_model, describe, load_trained, save_trained, write_meta
-    from lmsys_arena.llm.train import Trainer, full_state
-
-    lc = options(cfg)
     fold_dir = Path(fold_dir)
-    rank, world, local = dist_info()
-    device = _device(local)
-    path = _backbone(lc, rank, world)
-    tok = load_tokenizer(path)
-    enc = BattleEncoder(tok, lc.format)
-    mcfg = _model_cfg(lc, device, for_infer=False)
+    lc, rank, world, device, path, enc, mcfg = _setup(cfg, for_infer=False)
     names = mcfg.aux_features
     if (fold_dir / DONE).exists():
         log.info("%s: adapter already trained, scoring the validation rows", fold_dir)
@@ -143,17 +141,15 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
             model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
             model.aux.set_source_prior(train["label"].to_numpy(), aux[0][:, -1] > 0)
             log.info("aux head: %d battle features%s", len(names),
-                     ", source bias for %d extra rows" % int(aux[0][:, -1].sum()) if mcfg.aux.source_bias else "")
+                     f", source bias for {int(aux[0][:, -1].sum())} extra rows" if mcfg.aux.source_bias else "")
         log.info("model %s on %s (%s): %s", path, device, mcfg.dtype, describe(model))
         pissa_init = _save_pissa_init(model, mcfg, fold_dir, rank)
-        _barrier(world)
-        trainer = Trainer(model, lc.train, device, DTYPES[mcfg.dtype], tok.pad_token_id, fold_dir, seed)
+        dist.barrier()
+        trainer = Trainer(model, lc.train, device, DTYPES[mcfg.dtype], enc.tok.pad_token_id, fold_dir, seed)
         t0 = time.time()
         trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux)
         log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
         if getattr(model, "cudagraphs", False):  # scoring batches vary in shape: plain compilation there
-            from lmsys_arena.llm.model import compile_layers
-
             compile_layers(model)
         full = full_state(trainer.params) if trainer.fsdp else None  # FSDP: gathered on every rank
         if rank == 0:
@@ -162,7 +158,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
                                   "train_seconds": round(time.time() - t0, 1), "seed": seed, "aux_features": names})
             (fold_dir / DONE).write_text("ok\n")
             (fold_dir / CKPT).unlink(missing_ok=True)
-        _barrier(world)
+        dist.barrier()
         if trainer.fsdp:  # score with a whole copy per rank: ranks score different rows
             del model, trainer
             model = load_trained(path, mcfg, fold_dir, device)  # scored in the training precision, as with DDP
@@ -205,10 +201,10 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str, text_loss: float = 0
     if c < TEXT_COLLAPSED:
         has_aux = "aux_ab" in raw
         if has_aux and text_loss > 0:
-            advice = ("train.text_loss is already %g: the text signal is weak for this backbone on these rows "
-                      "(gemma3-270m on the shared sample: at 2 seeds of 3, README); compare the fold loss with "
+            advice = (f"train.text_loss is already {text_loss:g}: the text signal is weak for this backbone on these "
+                      "rows (gemma3-270m on the shared sample: at 2 seeds of 3, README); compare the fold loss with "
                       "benchmarks/aux_head_alone.py, try another seed, a larger backbone or a higher "
-                      "train.text_loss" % text_loss)
+                      "train.text_loss")
         elif has_aux:
             advice = "set train.text_loss (gemma3-270m: 1.0)"
         else:
@@ -233,21 +229,30 @@ def _save_pissa_init(model, mcfg: ModelConfig, fold_dir: Path, rank: int) -> Pat
     return path
 
 
+def _inputs(enc: BattleEncoder, df: pd.DataFrame, tta: bool, desc: str, aux: tuple[np.ndarray, np.ndarray] | None):
+    """What is scored: the rows' A|B sequences, then (with swap-TTA) their B|A ones, and the side-input
+    rows aligned with them (None without an aux head)."""
+    if not tta:
+        return _encode(enc, df, desc, both=False), None if aux is None else aux[0]
+    fwd, rev = _encode(enc, df, desc)
+    return fwd + rev, None if aux is None else np.concatenate(aux)
+
+
+def _combine(logits: np.ndarray, n: int, tta: bool) -> np.ndarray:
+    """Logits of ``_inputs`` -> the rows' logits (swap-TTA where both orders were scored)."""
+    return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if tta else None)
+
+
 def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str, raw: bool = False, aux=None):
-    fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
-    seqs, side = fwd + (rev or []), _stack(aux, lc.tta)
-    if world > 1:
-        logits = score_ddp(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc, aux=side)
-    else:
-        logits = score_local(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc, aux=side)
+    seqs, side = _inputs(enc, df, lc.tta, desc, aux)
+    score = score_ddp if world > 1 else score_local
+    logits = score(model, seqs, enc.tok.pad_token_id, lc.infer, device, dtype, desc=desc, aux=side)
     n = len(df)
-    out = combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
+    out = _combine(logits, n, lc.tta)
     return (out, {"ab": logits[:n], "ba": logits[n:]}) if raw else out
 
 
 def _load_for_worker(path: str, m: ModelConfig, fold_dir: str, device: torch.device):
-    from lmsys_arena.llm.model import load_trained
-
     model = load_trained(Path(path), m, Path(fold_dir), device)
     return model, load_tokenizer(Path(path)).pad_token_id, DTYPES[m.dtype]
 
@@ -255,28 +260,21 @@ def _load_for_worker(path: str, m: ModelConfig, fold_dir: str, device: torch.dev
 def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     """Logits (n, 3) for ``df`` with the fold's adapter; swap-TTA when ``cfg['tta']``; NaN rows for
     rows not reached before the deadline. Uses DDP ranks under torchrun, else one process per GPU."""
-    lc = options(cfg)
-    rank, world, local = dist_info()
-    device = _device(local)
-    path = _backbone(lc, rank, world)
-    enc = BattleEncoder(load_tokenizer(path), lc.format)
-    mcfg = _model_cfg(lc, device, for_infer=True)
+    lc, rank, world, device, path, enc, mcfg = _setup(cfg, for_infer=True)
     n_gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     workers = min(lc.infer.workers or n_gpus, n_gpus)
     desc = f"{Path(fold_dir).name} predict"
     names = mcfg.aux_features
-    trained_on = read_meta(Path(fold_dir)).get("aux_features", []) if (Path(fold_dir) / "llm_meta.json").exists() else names
+    meta = read_meta(fold_dir)
+    trained_on = meta.get("aux_features", []) if meta is not None else names
     if trained_on != names:
         raise ValueError(f"{fold_dir} was trained on {len(trained_on)} aux features, this code builds {len(names)} "
                          f"(features.FEATURE_VERSION changed?); retrain the run")
     aux = aux_matrix(mcfg, df)
     if world == 1 and workers > 1:
-        fwd, rev = _encode(enc, df, desc) if lc.tta else (_encode(enc, df, desc, both=False), None)
         load_fn = functools.partial(_load_for_worker, str(path), mcfg, str(fold_dir))
-        logits = score_multi_gpu(load_fn, fwd + (rev or []), lc.infer, workers, desc=desc, aux=_stack(aux, lc.tta))
-        n = len(df)
-        return combine_tta(logits[:n].astype(np.float64), logits[n:].astype(np.float64) if lc.tta else None)
-    from lmsys_arena.llm.model import load_trained
-
+        seqs, side = _inputs(enc, df, lc.tta, desc, aux)
+        logits = score_multi_gpu(load_fn, seqs, lc.infer, workers, desc=desc, aux=side)
+        return _combine(logits, len(df), lc.tta)
     model = load_trained(path, mcfg, Path(fold_dir), device)
     return _score(model, enc, df, lc, device, DTYPES[mcfg.dtype], world, desc, aux=aux)

