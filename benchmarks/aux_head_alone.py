@@ -1,6 +1,6 @@
 """Control for an LLM run with an aux head: the aux head alone (battle features + source bias, no text),
 trained like the LLM's heads on the same fold rows, on CPU in seconds. If the LLM's fold loss is no better
-than this, its text path adds nothing on these rows (see README, "Measured: quality").
+than this, its text path adds nothing on these rows (docs/results.md, "The aux head alone").
 
     python benchmarks/aux_head_alone.py --data DATA --extra EXTRA --model gemma3-270m --fold 0 [--epochs 1.5]
 
@@ -9,6 +9,7 @@ random A/B swaps per row per epoch (``train.swap: random``), AdamW at ``train.he
 warmup + schedule (``llm.train.lr_lambda``), ``train.batch_size`` rows per step, swap-TTA on the validation rows.
 Prints the fold log loss with and without TTA, and the order consistency (``metrics.order_consistency``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ def fold_rows(spec: RunSpec, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The fold's (train, valid) rows, as ``make train`` builds them."""
     train = spec.competition().train()
     extra = load_extra(spec.extra, train) if spec.extra else train.iloc[:0]
-    return fold_split(train, read_folds(spec.resolved_folds_file(), train), extra,
-                      prompt_key(extra) if len(extra) else None, fold)
+    return fold_split(
+        train, read_folds(spec.resolved_folds_file(), train), extra, prompt_key(extra) if len(extra) else None, fold
+    )
 
 
 def main(argv=None) -> dict:
@@ -70,7 +72,7 @@ def main(argv=None) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, warm, lc.train.schedule))
     order = np.concatenate([rng.permutation(len(tr)) for _ in range(math.ceil(steps * bs / len(tr)) + 1)])
     for s in range(steps):
-        idx = order[s * bs:(s + 1) * bs]
+        idx = order[s * bs : (s + 1) * bs]
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
         xb = torch.where(flip[:, None], x_ba[idx], x_ab[idx])
         yb = torch.from_numpy(np.where(flip.numpy(), swap_labels(y[idx]), y[idx]).astype(np.int64))
@@ -82,12 +84,19 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         v_ab, v_ba = (head(torch.from_numpy(x)).numpy().astype(np.float64) for x in aux_matrix(lc.model, va))
     yv = va["label"].to_numpy()
-    res = {"rows": len(va), "train_rows": len(tr), "steps": steps,
-           "logloss_tta": log_loss(yv, softmax(unswap_average(v_ab, v_ba))),
-           "logloss_no_tta": log_loss(yv, softmax(v_ab)), "order_consistency": order_consistency(v_ab, v_ba)}
-    print(f"aux head alone ({len(lc.model.aux_features)} features), fold {a.fold}: tta {res['logloss_tta']:.5f} "
-          f"no-tta {res['logloss_no_tta']:.5f} order consistency {res['order_consistency']:.3f} "
-          f"({len(tr)} train / {len(va)} valid rows, {steps} steps)")
+    res = {
+        "rows": len(va),
+        "train_rows": len(tr),
+        "steps": steps,
+        "logloss_tta": log_loss(yv, softmax(unswap_average(v_ab, v_ba))),
+        "logloss_no_tta": log_loss(yv, softmax(v_ab)),
+        "order_consistency": order_consistency(v_ab, v_ba),
+    }
+    print(
+        f"aux head alone ({len(lc.model.aux_features)} features), fold {a.fold}: tta {res['logloss_tta']:.5f} "
+        f"no-tta {res['logloss_no_tta']:.5f} order consistency {res['order_consistency']:.3f} "
+        f"({len(tr)} train / {len(va)} valid rows, {steps} steps)"
+    )
     return res
 
 

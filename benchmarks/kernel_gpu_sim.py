@@ -16,7 +16,7 @@ CUDA_VISIBLE_DEVICES=0,1 and =0 and checks:
   the Gemma-tokenizer token counts in benchmarks/kernel_token_stats.json (made by kernel_projection.py on
   real battles) and FLOPs, scaled to the T4's 65 TFLOP/s fp16 peak at the MFU measured here.
 
-Run (device with 2 GPUs; it has no xgboost/lightgbm/polars: carry wheels, see the README):
+Run (device with 2 GPUs; it has no xgboost/lightgbm/polars: carry wheels, see docs/kaggle.md):
 
     # here, once: cp312 wheels of what the GPU image lacks, in a git-ignored folder that the device call carries
     echo /.whl-kernel/ >> .git/info/exclude
@@ -31,6 +31,7 @@ Run (device with 2 GPUs; it has no xgboost/lightgbm/polars: carry wheels, see th
 
     python benchmarks/kernel_gpu_sim.py --small --rows 40 --out /tmp/ksim   # CPU dry run, tiny shape
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,12 +84,29 @@ def make_backbone(out: Path, small: bool) -> Path:
         return out
     tok = tiny_tokenizer()
     if small:
-        cfg = Gemma2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, head_dim=32, pad_token_id=tok.pad_token_id)
+        cfg = Gemma2Config(
+            vocab_size=len(tok),
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            pad_token_id=tok.pad_token_id,
+        )
     else:
-        cfg = Gemma2Config(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                           num_attention_heads=8, num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256,
-                           sliding_window=4096, pad_token_id=tok.pad_token_id)
+        cfg = Gemma2Config(
+            vocab_size=256000,
+            hidden_size=2304,
+            intermediate_size=9216,
+            num_hidden_layers=26,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            query_pre_attn_scalar=256,
+            sliding_window=4096,
+            pad_token_id=tok.pad_token_id,
+        )
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     t0 = time.time()
@@ -116,26 +134,52 @@ def train_runs(comp: Path, backbone: Path, max_len: int, train_rows: int, small:
     infer_run(Path("runs/gbdt"))
     log(f"GBDT run trained + inferred in {time.time() - t0:.0f}s")
     t0 = time.time()
-    llm = load_config("tiny", {"backbone": str(backbone), "format.max_len": max_len, "model.dtype": "bf16",
-                               "train.batch_size": 8, "train.micro_batch": 4 if not small else 8,
-                               "model.grad_ckpt": not small, "infer.max_tokens": 32768, "infer.max_rows": 64})
+    llm = load_config(
+        "tiny",
+        {
+            "backbone": str(backbone),
+            "format.max_len": max_len,
+            "model.dtype": "bf16",
+            "train.batch_size": 8,
+            "train.micro_batch": 4 if not small else 8,
+            "model.grad_ckpt": not small,
+            "infer.max_tokens": 32768,
+            "infer.max_rows": 64,
+        },
+    )
     for key in ("search_space", "tune"):  # tuning sections, not training settings
         llm.pop(key, None)
     train_run(llm, Path("runs/llm"), RunSpec(data=str(comp), max_rows=2 * train_rows), only_folds=[0])
     log(f"LLM run (fold 0, {train_rows} rows, LoRA at the backbone's shape) trained in {time.time() - t0:.0f}s")
-    Run.named("blend").write_blend_config({"family": "blend", "name": "blend", "members": ["gbdt", "llm"],
-                                           "weights": [0.5, 0.5], "temperature": 1.0, "space": "logprob"})
+    Run.named("blend").write_blend_config(
+        {
+            "family": "blend",
+            "name": "blend",
+            "members": ["gbdt", "llm"],
+            "weights": [0.5, 0.5],
+            "temperature": 1.0,
+            "space": "logprob",
+        }
+    )
 
 
 def run_kernel(comp: Path, devices: str, out: Path) -> dict:
     from lmsys_arena import kernels as K
 
-    problems, report = K.simulate_kernel(Path("kernels/gpusim"), comp, Path("kernels/datasets"), timeout=900,
-                                         env_extra={"CUDA_VISIBLE_DEVICES": devices}, copy_to=out)
+    problems, report = K.simulate_kernel(
+        Path("kernels/gpusim"),
+        comp,
+        Path("kernels/datasets"),
+        timeout=900,
+        env_extra={"CUDA_VISIBLE_DEVICES": devices},
+        copy_to=out,
+    )
     if problems:
         raise SystemExit(f"kernel on GPUs {devices!r} failed: {problems}")
-    log(f"kernel on CUDA_VISIBLE_DEVICES={devices}: {report['wall_seconds']}s, {report['cuda_devices']} GPU(s), "
-        f"runs {report['runs']}, rows filled {report['rows_filled']}")
+    log(
+        f"kernel on CUDA_VISIBLE_DEVICES={devices}: {report['wall_seconds']}s, {report['cuda_devices']} GPU(s), "
+        f"runs {report['runs']}, rows filled {report['rows_filled']}"
+    )
     return report
 
 
@@ -166,8 +210,9 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
     side = None if aux is None else np.concatenate(aux)
     L = lengths(seqs)
     pad = enc.tok.pad_token_id
-    score_local(model, seqs[:64], pad, lc.infer, device, DTYPES["fp16"], desc="warmup",
-                aux=None if side is None else side[:64])
+    score_local(
+        model, seqs[:64], pad, lc.infer, device, DTYPES["fp16"], desc="warmup", aux=None if side is None else side[:64]
+    )
     torch.cuda.synchronize()
     t0 = time.time()
     logits = score_local(model, seqs, pad, lc.infer, device, DTYPES["fp16"], desc="mfu", aux=side)
@@ -175,13 +220,23 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
     secs = time.time() - t0
     n = non_embedding_params(SHAPES["gemma2-2b-it"])
     flops = seq_flops(SHAPES["gemma2-2b-it"], L)  # 2*N*L + attention scores, as in the projection
-    res = {"sequences": len(seqs), "real_tokens": int(L.sum()), "mean_len": float(L.mean()), "seconds": secs,
-           "seq_per_s": len(seqs) / secs, "tok_per_s": L.sum() / secs, "mfu": flops / secs / peak,
-           "mfu_matmul_only": 2.0 * n * L.sum() / secs / peak, "finite": bool(np.isfinite(logits).all())}
-    log(f"one GPU, fp16: {len(seqs)} sequences (mean {L.mean():.0f} tokens) in {secs:.1f}s = "
+    res = {
+        "sequences": len(seqs),
+        "real_tokens": int(L.sum()),
+        "mean_len": float(L.mean()),
+        "seconds": secs,
+        "seq_per_s": len(seqs) / secs,
+        "tok_per_s": L.sum() / secs,
+        "mfu": flops / secs / peak,
+        "mfu_matmul_only": 2.0 * n * L.sum() / secs / peak,
+        "finite": bool(np.isfinite(logits).all()),
+    }
+    log(
+        f"one GPU, fp16: {len(seqs)} sequences (mean {L.mean():.0f} tokens) in {secs:.1f}s = "
         f"{res['tok_per_s']:.0f} tok/s, MFU {res['mfu']:.1%} of {peak / 1e12:.0f} TFLOP/s counting 2*N*L + "
         f"attention scores (N={n / 1e9:.2f}B non-embedding; {res['mfu_matmul_only']:.1%} counting 2*N*L only), "
-        f"finite={res['finite']}")
+        f"finite={res['finite']}"
+    )
     return res
 
 
@@ -216,12 +271,18 @@ def main(argv=None) -> None:
     from lmsys_arena.llm.backbones import ensure_tiny_backbone  # noqa: F401  (fails early if the family is absent)
 
     comp = make_competition(work / "lmsys-chatbot-arena", args.rows)
-    backbone = make_backbone(work / "models" / ("gemma2-small-random" if args.small else "gemma2-2b-random"),
-                             args.small)
+    backbone = make_backbone(
+        work / "models" / ("gemma2-small-random" if args.small else "gemma2-2b-random"), args.small
+    )
     train_runs(comp, backbone, args.max_len, args.train_rows, args.small)
     # the backbone as a Kaggle model source (the simulation links the local folder in; no 5 GB copy)
-    K.build_kernel("blend", "gpusim", K.KernelOptions(
-        user="gpusim", fallback="gbdt", model_sources={"llm": "gpusim/gemma-2/transformers/random-2b/1"}))
+    K.build_kernel(
+        "blend",
+        "gpusim",
+        K.KernelOptions(
+            user="gpusim", fallback="gbdt", model_sources={"llm": "gpusim/gemma-2/transformers/random-2b/1"}
+        ),
+    )
     K.build_datasets(["gpusim"], wheels="minimal")
 
     results = {"device": name, "gpus": n_gpu, "rows": args.rows, "max_len": args.max_len}
@@ -238,11 +299,18 @@ def main(argv=None) -> None:
     s1 = pd.read_csv(out / "k1" / "submission.csv", dtype={"id": str}).set_index("id")
     diff = float(np.abs(s2.loc[s1.index, cols].to_numpy() - s1[cols].to_numpy()).max())
     ok_rows = r2["runs"]["llm"]["rows_done"] == args.rows and r1["runs"]["llm"]["rows_done"] == args.rows
-    results.update({"max_abs_diff_1v2": diff, "all_rows_llm_scored": ok_rows,
-                    "no_fallback_fill": r2["rows_filled"] == 0 and r1["rows_filled"] == 0})
-    log(f"2 GPUs vs 1 GPU: max |dp| = {diff:.2e} (bar 1e-3); every row scored by the LLM in both: {ok_rows}; "
+    results.update(
+        {
+            "max_abs_diff_1v2": diff,
+            "all_rows_llm_scored": ok_rows,
+            "no_fallback_fill": r2["rows_filled"] == 0 and r1["rows_filled"] == 0,
+        }
+    )
+    log(
+        f"2 GPUs vs 1 GPU: max |dp| = {diff:.2e} (bar 1e-3); every row scored by the LLM in both: {ok_rows}; "
         f"kernel wall {r2['wall_seconds']}s (2 GPUs) vs {r1['wall_seconds']}s (1 GPU), LLM step "
-        f"{r2['runs']['llm']['seconds']}s vs {r1['runs']['llm']['seconds']}s")
+        f"{r2['runs']['llm']['seconds']}s vs {r1['runs']['llm']['seconds']}s"
+    )
 
     if n_gpu:
         from kernel_projection import STATS_FILE, print_projection
@@ -254,15 +322,21 @@ def main(argv=None) -> None:
         else:
             from lmsys_arena.llm.format import lengths  # noqa: F401
 
-            stats = {"configs": {"gemma2-2b-it": {"max_len": args.max_len, "lengths": [m["mean_len"]]},
-                                 "gemma2-9b-it": {"max_len": args.max_len, "lengths": [m["mean_len"]]}}}
+            stats = {
+                "configs": {
+                    "gemma2-2b-it": {"max_len": args.max_len, "lengths": [m["mean_len"]]},
+                    "gemma2-9b-it": {"max_len": args.max_len, "lengths": [m["mean_len"]]},
+                }
+            }
             source = "byte-tokenizer counts of this run (no kernel_token_stats.json)"
         log(f"token counts: {source}")
         results["projection"] = print_projection(stats, m["mfu"], f"measured here on {name}, fp16, one GPU")
         nine = [p for p in results["projection"] if p["config"] == "gemma2-9b-it"]
         if nine:
-            log(f"bar: projected Gemma-2-9B swap-TTA on 25k rows <= 4.5 h: {nine[0]['hours']:.2f} h -> "
-                f"{'PASS' if nine[0]['hours'] <= 4.5 else 'FAIL'} (projection at the measured MFU, not a T4 run)")
+            log(
+                f"bar: projected Gemma-2-9B swap-TTA on 25k rows <= 4.5 h: {nine[0]['hours']:.2f} h -> "
+                f"{'PASS' if nine[0]['hours'] <= 4.5 else 'FAIL'} (projection at the measured MFU, not a T4 run)"
+            )
     passed = diff <= 1e-3 and ok_rows and results["no_fallback_fill"]
     results["pass"] = passed
     (out / "kernel_gpu_sim.json").write_text(json.dumps(results, indent=2, default=float) + "\n")

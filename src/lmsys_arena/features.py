@@ -248,6 +248,13 @@ def row_hashes(df: pd.DataFrame) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
+def log_cache_use(what: str, missing: np.ndarray, cache: Path, t0: float) -> None:
+    """One log line: how many rows came from the cache and how many were computed."""
+    hits, misses = int((~missing).sum()), int(missing.sum())
+    log.info("%s: %d rows, %d from cache %s (hit), %d computed (miss), %.1fs", what, len(missing), hits, cache,
+             misses, time.time() - t0)  # fmt: skip
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LMSYS_CACHE", "cache")) / "features"
 
@@ -290,14 +297,7 @@ def build_features(
         shard = hashlib.sha1("".join(sorted(new["row_hash"])).encode()).hexdigest()[:16]
         write_parquet(cache / f"{shard}.parquet", new)
         known = pd.concat([known, new], ignore_index=True) if len(known) else new
-    log.info(
-        "features: %d rows, %d from cache %s (hit), %d computed (miss), %.1fs",
-        len(df),
-        int((~missing).sum()),
-        cache,
-        int(missing.sum()),
-        time.time() - t0,
-    )
+    log_cache_use("features", missing, cache, t0)
     X = known.set_index("row_hash").loc[keys, FEATURE_NAMES].reset_index(drop=True)
     return X.astype(np.float32)
 

@@ -28,6 +28,7 @@ one the ids carry the placeholder ``your-kaggle-username`` (``check-kernels`` wa
 Importing this package imports no sub-module: the entry script (stdlib only before its install step) is
 imported from a venv that has our wheel alone; the names below load their module on first use.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,14 +36,45 @@ import importlib
 import sys
 
 _EXPORTS = {
-    "plan": ("KERNELS_DIR", "DATASETS_DIR", "PLACEHOLDER_USER", "CODE_SLUG", "ENTRY_TEMPLATE", "MACHINE_SHAPES",
-             "KernelError", "KernelOptions", "kaggle_username", "slugify", "kernel_slug", "artefacts_slug",
-             "kernel_dirs", "resolve_plan", "kernel_metadata", "build_kernel"),
-    "wheels": ("PROVIDED", "TRAIN_ONLY", "PINNED", "kernel_requirements", "_req_name", "is_provided",
-               "build_package_wheel", "resolve_wheelhouse", "build_code_dataset"),
+    "plan": (
+        "KERNELS_DIR",
+        "DATASETS_DIR",
+        "PLACEHOLDER_USER",
+        "CODE_SLUG",
+        "ENTRY_TEMPLATE",
+        "MACHINE_SHAPES",
+        "KernelError",
+        "KernelOptions",
+        "kaggle_username",
+        "slugify",
+        "kernel_slug",
+        "artefacts_slug",
+        "kernel_dirs",
+        "resolve_plan",
+        "kernel_metadata",
+        "build_kernel",
+    ),
+    "wheels": (
+        "PROVIDED",
+        "TRAIN_ONLY",
+        "PINNED",
+        "kernel_requirements",
+        "_req_name",
+        "is_provided",
+        "build_package_wheel",
+        "resolve_wheelhouse",
+        "build_code_dataset",
+    ),
     "artefacts": ("build_artefacts_dataset", "build_datasets"),
-    "check": ("CheckResult", "check_metadata", "check_dataset_dir", "check_wheelhouse", "check_kernels",
-              "demo_check", "format_results"),
+    "check": (
+        "CheckResult",
+        "check_metadata",
+        "check_dataset_dir",
+        "check_wheelhouse",
+        "check_kernels",
+        "demo_check",
+        "format_results",
+    ),
     "simulate": ("simulate_kernel", "simulation_data"),
     "push": ("kaggle_credentials", "push"),
 }
@@ -70,7 +102,10 @@ def cli(args: argparse.Namespace) -> None:
             budget_hours=args.budget_hours,
             model_sources=parse_assignments(args.model_source, flag="--model-source", yaml_values=False),
             llm_overrides={**plan.DEFAULT_LLM_OVERRIDES, **parse_assignments(args.llm_set, flag="--llm-set")},
-            fallback=args.fallback, private=not args.public, machine_shape=args.machine_shape)
+            fallback=args.fallback,
+            private=not args.public,
+            machine_shape=args.machine_shape,
+        )
         for run in args.runs:
             print(plan.build_kernel(run, args.name, opts))
     elif cmd == "kernel-datasets":
@@ -80,8 +115,9 @@ def cli(args: argparse.Namespace) -> None:
         if not args.names and not list(plan.KERNELS_DIR.glob(f"*/{plan.METADATA_FILE}")):
             results = check.demo_check(args.data)
         else:
-            results = check.check_kernels(args.names or None, data=args.data, simulate=not args.no_sim,
-                                          wheel_check=not args.no_wheel_check)
+            results = check.check_kernels(
+                args.names or None, data=args.data, simulate=not args.no_sim, wheel_check=not args.no_wheel_check
+            )
         print(check.format_results(results))
         if not all(r.ok for r in results):
             raise SystemExit(1)

@@ -3,6 +3,7 @@
 (GBDT models, LoRA adapters + heads), plus what a family bundles (its ``bundle_assets`` hook: e.g. an LLM
 backbone that has no Kaggle model source).
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,12 +46,13 @@ def build_artefacts_dataset(kdir: Path, out: Path = DATASETS_DIR, runs_root: Pat
                 shutil.copy2(f, dst.path / f.name)
         for fold in entry.get("folds", []):
             shutil.copytree(src.fold_dir(fold), dst.fold_dir(fold), ignore=ignore)
-        bundle_assets = getattr(family_of(entry).load(), "bundle_assets", None)
+        bundle_assets = getattr(family_of(entry).kernel_hooks(), "bundle_assets", None)
         if bundle_assets is not None:
             bundle_assets(entry, ddir)
     write_json(ddir / PLAN_FILE, plan)
-    write_json(ddir / DATASET_METADATA_FILE,
-               dataset_metadata(plan["datasets"]["artefacts"], _dataset_title(plan["name"])))
+    write_json(
+        ddir / DATASET_METADATA_FILE, dataset_metadata(plan["datasets"]["artefacts"], _dataset_title(plan["name"]))
+    )
     size = sum(p.stat().st_size for p in ddir.rglob("*") if p.is_file()) / 2**20
     log.info("artefacts dataset %s: %d runs, %.1f MiB", ddir, len(plan["runs"]), size)
     return ddir
@@ -61,8 +63,9 @@ def _dataset_title(name: str) -> str:
     return t if len(t) <= 50 else t[:50]
 
 
-def build_datasets(names: list[str] | None = None, wheels: str = "full", out: Path = KERNELS_DIR,
-                   runs_root: Path = RUNS_DIR) -> list[Path]:
+def build_datasets(
+    names: list[str] | None = None, wheels: str = "full", out: Path = KERNELS_DIR, runs_root: Path = RUNS_DIR
+) -> list[Path]:
     kdirs = kernel_dirs(names, out)
     users = {read_json(k / PLAN_FILE)["user"] for k in kdirs}
     if len(users) > 1:

@@ -2,6 +2,7 @@
 dataset installed offline into an empty venv, and a simulated run of each kernel (:mod:`.simulate`). With no
 kernels built yet (a fresh clone) it checks a demo kernel (xgb + tiny, blended) in a temporary project.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,16 @@ def check_metadata(kdir: Path, datasets_dir: Path) -> CheckResult:
     for key, want in must.items():
         if meta.get(key) is not want and meta.get(key) != want:
             res.problems.append(f"{key} is {meta.get(key)!r}, expected {want!r}")
-    for key in ("id", "title", "code_file", "is_private", "machine_shape", "competition_sources",
-                "dataset_sources", "model_sources"):
+    for key in (
+        "id",
+        "title",
+        "code_file",
+        "is_private",
+        "machine_shape",
+        "competition_sources",
+        "dataset_sources",
+        "model_sources",
+    ):
         if key not in meta:
             res.problems.append(f"missing key {key!r}")
     if meta.get("machine_shape") not in MACHINE_SHAPES:
@@ -108,8 +117,9 @@ def check_metadata(kdir: Path, datasets_dir: Path) -> CheckResult:
     except ValueError as e:
         res.problems.append(f"kaggle: {e}")
     if meta.get("id", "").startswith(PLACEHOLDER_USER + "/"):
-        res.warnings.append(f"ids use the placeholder user {PLACEHOLDER_USER!r}: rebuild with KAGGLE_USERNAME "
-                            f"before `make push`")
+        res.warnings.append(
+            f"ids use the placeholder user {PLACEHOLDER_USER!r}: rebuild with KAGGLE_USERNAME before `make push`"
+        )
     if not (kdir / PLAN_FILE).exists():
         res.problems.append(f"{PLAN_FILE} missing: rebuild with `make kernels`")
     local = local_datasets(datasets_dir)
@@ -172,8 +182,12 @@ def check_wheelhouse(code_dir: Path) -> list[str]:
         pip = [sys.executable, "-m", "pip", "--isolated", "--python", str(py)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
         wheels = sorted(str(p) for p in code_dir.glob("*.whl"))
-        r = subprocess.run([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", *wheels],
-                           capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", *wheels],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if r.returncode:
             return [f"offline install into an empty venv failed: {r.stderr.strip()[-800:]}"]
         r = subprocess.run([*pip, "check"], capture_output=True, text=True, env=env)
@@ -182,24 +196,55 @@ def check_wheelhouse(code_dir: Path) -> list[str]:
         problems = []
         for line in r.stdout.splitlines():
             m = re.search(r"^(\S+) \S+ requires ([A-Za-z0-9_.\-]+), which is not installed", line)
-            if m and (is_provided(m.group(2)) or (m.group(1) == "lmsys-arena" and (
-                    not full or _req_name(m.group(2)) in TRAIN_ONLY or is_renamed(m.group(2))))):
+            if m and (
+                is_provided(m.group(2))
+                or (
+                    m.group(1) == "lmsys-arena"
+                    and (not full or _req_name(m.group(2)) in TRAIN_ONLY or is_renamed(m.group(2)))
+                )
+            ):
                 continue  # Kaggle provides it / training-only / shipped as Kaggle's name / the minimal set
             if line.strip() and "No broken requirements" not in line:
                 problems.append(f"pip check: {line.strip()}")
         mods = ["lmsys_arena", "lmsys_arena.kernels.entry"]
         if full:
-            mods += ["lmsys_arena.ensemble", "lmsys_arena.gbdt", "numpy", "pandas", "pyarrow", "sklearn", "scipy",
-                     "lightgbm", "xgboost", "yaml", "tqdm", "transformers", "tokenizers", "safetensors"]
-        r = subprocess.run([str(py), "-c", f"import {', '.join(mods)}"], capture_output=True, text=True,
-                           env={**env, "PYTHONNOUSERSITE": "1"}, cwd=tmp)
+            mods += [
+                "lmsys_arena.ensemble",
+                "lmsys_arena.gbdt",
+                "numpy",
+                "pandas",
+                "pyarrow",
+                "sklearn",
+                "scipy",
+                "lightgbm",
+                "xgboost",
+                "yaml",
+                "tqdm",
+                "transformers",
+                "tokenizers",
+                "safetensors",
+            ]
+        r = subprocess.run(
+            [str(py), "-c", f"import {', '.join(mods)}"],
+            capture_output=True,
+            text=True,
+            env={**env, "PYTHONNOUSERSITE": "1"},
+            cwd=tmp,
+        )
         if r.returncode:
             problems.append(f"import in the empty venv failed: {r.stderr.strip()[-600:]}")
         return problems
 
 
-def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, data: Path | None = None,
-                  simulate: bool = True, wheel_check: bool = True, timeout: int = 600) -> list[CheckResult]:
+def check_kernels(
+    names: list[str] | None = None,
+    *,
+    out: Path = KERNELS_DIR,
+    data: Path | None = None,
+    simulate: bool = True,
+    wheel_check: bool = True,
+    timeout: int = 600,
+) -> list[CheckResult]:
     from lmsys_arena.kernels.simulate import simulate_kernel, simulation_data
 
     datasets = datasets_under(out)
@@ -213,8 +258,10 @@ def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, da
             t0 = time.time()
             res.problems += check_wheelhouse(code)
             ws = read_json(code / WHEELSET_FILE) if (code / WHEELSET_FILE).exists() else {}
-            res.notes.append(f"{len(list(code.glob('*.whl')))} wheels ({ws.get('wheels', '?')}) installed offline "
-                             f"into an empty venv in {time.time() - t0:.0f}s")
+            res.notes.append(
+                f"{len(list(code.glob('*.whl')))} wheels ({ws.get('wheels', '?')}) installed offline "
+                f"into an empty venv in {time.time() - t0:.0f}s"
+            )
             if ws.get("wheels") != "full":
                 res.warnings.append("minimal wheelhouse (our wheel only): fine for checks, `make push` refuses it")
         results.append(res)
@@ -225,8 +272,10 @@ def check_kernels(names: list[str] | None = None, *, out: Path = KERNELS_DIR, da
             problems, report = simulate_kernel(kdir, sim_data, datasets, timeout=timeout)
             res.problems += problems
             if report:
-                res.notes.append(f"simulated run on {sim_data}: valid submission in {report['wall_seconds']}s "
-                                 f"(runs {report['runs']}, {report['rows_filled']} rows filled)")
+                res.notes.append(
+                    f"simulated run on {sim_data}: valid submission in {report['wall_seconds']}s "
+                    f"(runs {report['runs']}, {report['rows_filled']} rows filled)"
+                )
         results.append(res)
     return results
 
@@ -250,8 +299,13 @@ def demo_check(data: Path | None = None, rows: int = 400, wheels: str = "full") 
         os.chdir(tmp)
         os.environ["LMSYS_WHEELHOUSE_CACHE"] = str(cache)
         try:
-            log.info("no kernels in %s/: checking a demo kernel (xgb + tiny LLM, %d rows of %s) in %s",
-                     KERNELS_DIR, rows, data, tmp)
+            log.info(
+                "no kernels in %s/: checking a demo kernel (xgb + tiny LLM, %d rows of %s) in %s",
+                KERNELS_DIR,
+                rows,
+                data,
+                tmp,
+            )
             write_folds(make_folds(Competition(data).train(), k=2, seed=42), Path("folds") / f"{data.name}.csv")
             members = [("xgb", {"num_boost_round": 30, "early_stopping_rounds": 10}), ("tiny", {})]
             for name, over in members:

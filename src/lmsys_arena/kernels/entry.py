@@ -23,6 +23,7 @@ Steps:
 4. the submission is validated against test.csv's ids and written; ``kernel_report.json`` beside it says
    what ran, how long, and how many rows were filled.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ log = logging.getLogger("kernel")
 
 
 # --------------------------------------------------------------------------- stage 1: stdlib only
+
 
 def input_root() -> Path:
     return Path(os.environ.get("LMSYS_KAGGLE_INPUT", "/kaggle/input"))
@@ -105,6 +107,7 @@ def install(code_dir: Path, simulate: bool) -> None:
 
 
 # --------------------------------------------------------------------------- stage 2: needs lmsys_arena
+
 
 def gpu_summary() -> dict:
     try:
@@ -217,23 +220,35 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     write_submission(frame, working / "submission.csv", test["id"])
     report["seconds"] = round(time.time() - t_start, 1)
     (working / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    log.info("wrote %s (%d rows; %d rows filled from %s) in %.1fs", working / "submission.csv", len(frame),
-             report["rows_filled"], filled_from, report["seconds"])
+    log.info(
+        "wrote %s (%d rows; %d rows filled from %s) in %.1fs",
+        working / "submission.csv",
+        len(frame),
+        report["rows_filled"],
+        filled_from,
+        report["seconds"],
+    )
     return report
 
 
 def main() -> None:
     t0 = time.time()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     root, working = input_root(), working_dir()
     working.mkdir(parents=True, exist_ok=True)
     plan_path = find_one(root, PLAN_FILE, "artefacts")
     plan = json.loads(plan_path.read_text())
     budget_h = float(os.environ.get("LMSYS_KERNEL_BUDGET_H") or plan.get("budget_hours", DEFAULT_BUDGET_HOURS))
     deadline = t0 + budget_h * 3600
-    log.info("plan %s from %s; LLM time budget %.2f h (until %s)", plan["name"], plan_path, budget_h,
-             time.strftime("%H:%M:%S", time.localtime(deadline)))
+    log.info(
+        "plan %s from %s; LLM time budget %.2f h (until %s)",
+        plan["name"],
+        plan_path,
+        budget_h,
+        time.strftime("%H:%M:%S", time.localtime(deadline)),
+    )
     code_dir = find_one(root, PACKAGE_WHEEL_GLOB, "code").parent
     install(code_dir, simulate=os.environ.get("LMSYS_KERNEL_SIM") == "1")
     os.chdir(working)  # caches (features) land in the writable folder

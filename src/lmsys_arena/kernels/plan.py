@@ -7,6 +7,7 @@ a trained run's ``family``, the ``folds`` it has, and what its family's ``kernel
 ``model_source`` (a Kaggle model, attached to the kernel: ``handle``), ``bundled`` (a folder of the artefacts
 dataset: ``path``) or ``none``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,20 @@ PLACEHOLDER_USER = "your-kaggle-username"
 CODE_SLUG = "lmsys-arena-code"
 ENTRY_TEMPLATE = Path(__file__).with_name("entry.py")
 # kaggle-cli docs, "Accelerators available as of Feb 2026"; NvidiaTeslaT4 is the T4 x2 machine
-MACHINE_SHAPES = {"NvidiaTeslaT4", "NvidiaTeslaT4Highmem", "NvidiaTeslaP100", "NvidiaL4", "NvidiaL4X1",
-                  "NvidiaTeslaA100", "NvidiaH100", "NvidiaRtxPro6000", "TpuV38", "Tpu1VmV38", "TpuV5E8", "TpuV6E8"}
+MACHINE_SHAPES = {
+    "NvidiaTeslaT4",
+    "NvidiaTeslaT4Highmem",
+    "NvidiaTeslaP100",
+    "NvidiaL4",
+    "NvidiaL4X1",
+    "NvidiaTeslaA100",
+    "NvidiaH100",
+    "NvidiaRtxPro6000",
+    "TpuV38",
+    "Tpu1VmV38",
+    "TpuV5E8",
+    "TpuV6E8",
+}
 DEFAULT_SHAPE = "NvidiaTeslaT4"
 # dotted config keys for every LLM run; T4s have no bf16: fp16 compute (8-bit weights: infer.quant=8bit)
 DEFAULT_LLM_OVERRIDES = {"infer.dtype": "fp16"}
@@ -55,6 +68,7 @@ DATASETS_DIR = datasets_under()
 
 # --------------------------------------------------------------------------- identity
 
+
 def kaggle_config_dir() -> Path:
     return Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
 
@@ -70,8 +84,11 @@ def kaggle_username() -> str:
             user = None
         if user:
             return user
-    log.warning("no Kaggle user (KAGGLE_USERNAME or ~/.kaggle/kaggle.json): ids use the placeholder %r; "
-                "rebuild with credentials before `make push`", PLACEHOLDER_USER)
+    log.warning(
+        "no Kaggle user (KAGGLE_USERNAME or ~/.kaggle/kaggle.json): ids use the placeholder %r; "
+        "rebuild with credentials before `make push`",
+        PLACEHOLDER_USER,
+    )
     return PLACEHOLDER_USER
 
 
@@ -111,6 +128,7 @@ def kernel_dirs(names: list[str] | None = None, out: Path = KERNELS_DIR) -> list
 
 # --------------------------------------------------------------------------- the plan
 
+
 @dataclass
 class KernelOptions:
     user: str | None = None
@@ -131,8 +149,12 @@ def family_of(entry: dict) -> families.FamilyInfo:
 
 def assets_of_kind(plan: dict, kind: str) -> list[tuple[str, dict]]:
     """(run, asset) for every asset of ``kind`` in the plan's run entries."""
-    return [(run, a) for run, entry in plan["runs"].items() for a in entry.values()
-            if isinstance(a, dict) and a.get("kind") == kind]
+    return [
+        (run, a)
+        for run, entry in plan["runs"].items()
+        for a in entry.values()
+        if isinstance(a, dict) and a.get("kind") == kind
+    ]
 
 
 def _plan_entry(name: str, runs_root: Path, opts: KernelOptions) -> tuple[dict, list[str]]:
@@ -144,14 +166,19 @@ def _plan_entry(name: str, runs_root: Path, opts: KernelOptions) -> tuple[dict, 
     except KeyError as e:
         raise KernelError(f"run {name}: {e.args[0]}") from None
     if not fam.trains:  # a blend: its members' predictions combined with the saved weights
-        entry = {"family": fam.name, "members": cfg["members"], "weights": cfg["weights"],
-                 "temperature": cfg.get("temperature", 1.0), "space": cfg.get("space", "logprob")}
+        entry = {
+            "family": fam.name,
+            "members": cfg["members"],
+            "weights": cfg["weights"],
+            "temperature": cfg.get("temperature", 1.0),
+            "space": cfg.get("space", "logprob"),
+        }
         return entry, list(cfg["members"])
     folds = run.done_folds()
     if not folds:
         raise KernelError(f"{run.path} has no finished folds (fold*/valid.parquet): run `make train` first")
     entry = {"family": fam.name, "folds": folds}
-    kernel_assets = getattr(fam.load(), "kernel_assets", None)
+    kernel_assets = getattr(fam.kernel_hooks(), "kernel_assets", None)
     if kernel_assets is not None:
         entry.update(kernel_assets(name, cfg, opts))
     return entry, []
@@ -176,18 +203,30 @@ def resolve_plan(root_run: str, name: str, opts: KernelOptions) -> dict:
     if fallback and fallback not in runs:
         visit(fallback, ())
     if fallback and family_of(runs[fallback]).time_guarded:
-        raise KernelError(f"fallback {fallback!r} is an {runs[fallback]['family']} run (time-guarded); use a GBDT "
-                          f"run or blend of GBDT runs")
+        raise KernelError(
+            f"fallback {fallback!r} is an {runs[fallback]['family']} run (time-guarded); use a GBDT "
+            f"run or blend of GBDT runs"
+        )
     if any(family_of(i).time_guarded for i in runs.values()) and not fallback:
-        log.warning("kernel %s has LLM runs and no GBDT fallback: rows the LLM does not reach in time get the "
-                    "training class prior (pass --fallback <gbdt run>)", name)
+        log.warning(
+            "kernel %s has LLM runs and no GBDT fallback: rows the LLM does not reach in time get the "
+            "training class prior (pass --fallback <gbdt run>)",
+            name,
+        )
     user = opts.user or kaggle_username()
     return {
-        "name": name, "root": root_run, "runs": runs, "fallback": fallback,
+        "name": name,
+        "root": root_run,
+        "runs": runs,
+        "fallback": fallback,
         "prior": _class_prior(Run.named(root_run, opts.runs_root)),
-        "budget_hours": opts.budget_hours, "llm_overrides": opts.llm_overrides, "competition": COMPETITION_NAME,
+        "budget_hours": opts.budget_hours,
+        "llm_overrides": opts.llm_overrides,
+        "competition": COMPETITION_NAME,
         "datasets": {"code": f"{user}/{CODE_SLUG}", "artefacts": f"{user}/{artefacts_slug(name)}"},
-        "user": user, "built": time.strftime("%Y-%m-%d %H:%M:%S"), "package_version": package_version(),
+        "user": user,
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "package_version": package_version(),
     }
 
 
@@ -203,6 +242,7 @@ def _class_prior(run: Run) -> list[float]:
 
 
 # --------------------------------------------------------------------------- the kernel folder
+
 
 def kernel_metadata(plan: dict, opts: KernelOptions) -> dict:
     model_sources = sorted({a["handle"] for _run, a in assets_of_kind(plan, "model_source")})
@@ -241,7 +281,13 @@ def build_kernel(run: str, name: str | None = None, opts: KernelOptions | None =
     write_json(kdir / METADATA_FILE, meta)
     write_json(kdir / PLAN_FILE, plan)
     leaves = {r: i for r, i in plan["runs"].items() if family_of(i).trains}
-    log.info("kernel %s: %s -> %s (%d runs: %s; fallback %s); next: make kernel-datasets", name, run, kdir,
-             len(plan["runs"]), ", ".join(f"{r} [{i['family']}, folds {i.get('folds')}]" for r, i in leaves.items()),
-             plan["fallback"])
+    log.info(
+        "kernel %s: %s -> %s (%d runs: %s; fallback %s); next: make kernel-datasets",
+        name,
+        run,
+        kdir,
+        len(plan["runs"]),
+        ", ".join(f"{r} [{i['family']}, folds {i.get('folds')}]" for r, i in leaves.items()),
+        plan["fallback"],
+    )
     return kdir

@@ -1,6 +1,7 @@
 """`make push`: ``kaggle datasets create/version`` for the kernels' datasets, wait until they are ready,
 then ``kaggle kernels push``. Refuses without credentials, with placeholder ids, failed metadata checks or
 the minimal wheelhouse."""
+
 from __future__ import annotations
 
 import logging
@@ -54,12 +55,13 @@ def _kaggle(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return r
 
 
-def push(names: list[str] | None = None, *, out: Path = KERNELS_DIR, message: str | None = None,
-         allow_minimal: bool = False, wait_s: int = 900) -> None:
+def push(names=None, *, out: Path = KERNELS_DIR, message=None, allow_minimal=False, wait_s=900) -> None:
     source = kaggle_credentials()
     if not source:
-        raise KernelError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or put "
-                          "kaggle.json in ~/.kaggle/ (https://www.kaggle.com/settings -> API); nothing was pushed")
+        raise KernelError(
+            "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or put "
+            "kaggle.json in ~/.kaggle/ (https://www.kaggle.com/settings -> API); nothing was pushed"
+        )
     kdirs = kernel_dirs(names, out)
     datasets = datasets_under(out)
     metas = {k: read_json(k / METADATA_FILE) for k in kdirs}
@@ -71,8 +73,10 @@ def push(names: list[str] | None = None, *, out: Path = KERNELS_DIR, message: st
             raise KernelError(f"{k}: {'; '.join(res.problems)} (run `make check-kernels`)")
     ws = read_json(datasets / CODE_SLUG / WHEELSET_FILE)
     if ws.get("wheels") != "full" and not allow_minimal:
-        raise KernelError("the code dataset has the minimal wheelhouse: rebuild with `make kernel-datasets` "
-                          "(WHEELS=full, the default) before pushing")
+        raise KernelError(
+            "the code dataset has the minimal wheelhouse: rebuild with `make kernel-datasets` "
+            "(WHEELS=full, the default) before pushing"
+        )
     log.info("pushing with credentials from %s", source)
     msg = message or f"lmsys-arena {package_version()} {time.strftime('%Y-%m-%d %H:%M')}"
     wanted = {ds for meta in metas.values() for ds in meta["dataset_sources"]}

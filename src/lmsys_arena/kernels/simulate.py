@@ -1,6 +1,7 @@
 """A kernel's entry script run end to end against a temporary ``/kaggle`` built from local files: the
 competition folder, the dataset folders of ``make kernel-datasets`` and, for each Kaggle model source, its
 local copy (on CPU unless the caller makes GPUs visible)."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,14 @@ def _link_model_sources(plan: dict, inp: Path) -> list[str]:
     return []
 
 
-def simulate_kernel(kdir: Path, data: Path, datasets_dir: Path, timeout: int = 600,
-                    env_extra: dict | None = None, copy_to: Path | None = None) -> tuple[list[str], dict]:
+def simulate_kernel(
+    kdir: Path,
+    data: Path,
+    datasets_dir: Path,
+    timeout: int = 600,
+    env_extra: dict | None = None,
+    copy_to: Path | None = None,
+) -> tuple[list[str], dict]:
     """Run the entry script against a temporary /kaggle/input built from local files (on CPU unless
     ``env_extra`` sets CUDA_VISIBLE_DEVICES); ``copy_to`` keeps /kaggle/working's files. Returns
     (problems, the kernel's report)."""
@@ -57,14 +64,28 @@ def simulate_kernel(kdir: Path, data: Path, datasets_dir: Path, timeout: int = 6
         problems = _link_model_sources(plan, inp)
         if problems:
             return problems, {}
-        env = {**os.environ, "LMSYS_KAGGLE_INPUT": str(inp), "LMSYS_KAGGLE_WORKING": str(work),
-               "LMSYS_KERNEL_SIM": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1",
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env_extra or {})}
+        env = {
+            **os.environ,
+            "LMSYS_KAGGLE_INPUT": str(inp),
+            "LMSYS_KAGGLE_WORKING": str(work),
+            "LMSYS_KERNEL_SIM": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONUNBUFFERED": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            **(env_extra or {}),
+        }
         env.pop("LMSYS_DEADLINE", None)
         t0 = time.time()
         try:
-            r = subprocess.run([sys.executable, str((kdir / meta["code_file"]).resolve())], cwd=work, env=env,
-                               capture_output=True, text=True, timeout=timeout)
+            r = subprocess.run(
+                [sys.executable, str((kdir / meta["code_file"]).resolve())],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             return [f"simulated run exceeded {timeout}s"], {}
         secs = time.time() - t0
@@ -77,15 +98,19 @@ def simulate_kernel(kdir: Path, data: Path, datasets_dir: Path, timeout: int = 6
         if not sub_path.exists():
             return ["simulated run wrote no submission.csv"], {}
         try:
-            validate_submission(pd.read_csv(sub_path, dtype={"id": str}), Competition(data).test()["id"],
-                                name="simulated submission.csv")
+            validate_submission(
+                pd.read_csv(sub_path, dtype={"id": str}),
+                Competition(data).test()["id"],
+                name="simulated submission.csv",
+            )
         except SubmissionError as e:
             return [str(e)], {}
         report = json.loads((work / REPORT_FILE).read_text())
         report["wall_seconds"] = round(secs, 1)
         if "lmsys_kernel_site_" not in report.get("package", ""):
-            return [f"the simulated run imported lmsys_arena from {report.get('package')}, not from the "
-                    f"dataset's wheel"], report
+            return [
+                f"the simulated run imported lmsys_arena from {report.get('package')}, not from the dataset's wheel"
+            ], report
         report["log_tail"] = r.stderr.strip().splitlines()[-3:]
         return [], report
 

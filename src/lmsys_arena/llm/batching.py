@@ -7,6 +7,7 @@
   :func:`micro_batches` (one rank's rows of a step cut into forward passes) and :func:`swap_mask`
   (which rows are A/B-swapped in an epoch).
 """
+
 from __future__ import annotations
 
 import math
@@ -54,9 +55,9 @@ def collate(seqs: list[np.ndarray], pad_id: int, side: str = "right", device=Non
     mask = np.zeros((n, T), dtype=np.int64)
     for r, s in enumerate(seqs):
         if side == "right":
-            ids[r, :len(s)], mask[r, :len(s)] = s, 1
+            ids[r, : len(s)], mask[r, : len(s)] = s, 1
         else:
-            ids[r, T - len(s):], mask[r, T - len(s):] = s, 1
+            ids[r, T - len(s) :], mask[r, T - len(s) :] = s, 1
     return to_device(ids, device), to_device(mask, device)
 
 
@@ -73,6 +74,7 @@ def aux_tensor(aux: np.ndarray | None, idx, device) -> torch.Tensor | None:
 
 # ---------------------------------------------------------------- the training batch plan
 
+
 def plan_epoch(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[np.ndarray]:
     """Global batches of row indices for one epoch (the last incomplete batch is dropped). Length-grouped:
     a seeded shuffle, cut into chunks of 64 batches, each sorted by length, cut into batches whose
@@ -82,13 +84,13 @@ def plan_epoch(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, grou
     n_full = len(perm) // batch_size
     if n_full == 0:
         return [perm]
-    perm = perm[:n_full * batch_size]
+    perm = perm[: n_full * batch_size]
     if not group_by_length:
         return list(perm.reshape(n_full, batch_size))
     chunk = batch_size * 64
     batches = []
     for s in range(0, len(perm), chunk):
-        part = perm[s:s + chunk]
+        part = perm[s : s + chunk]
         part = part[np.argsort(-lengths[part], kind="stable")]
         batches += list(part.reshape(-1, batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]

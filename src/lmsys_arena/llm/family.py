@@ -12,6 +12,7 @@ Each fold folder gets ``adapter/`` (peft), ``head.pt``, ``llm_meta.json`` and, w
 ``LMSYS_DEADLINE`` (see infer.py). The family protocol's kernel hooks (``kernel_assets``,
 ``bundle_assets``, ``prepare_for_kernel``) are :mod:`llm.kaggle`'s.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,6 +93,7 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
 
 # ---------------------------------------------------------------- side inputs (model.aux)
 
+
 def aux_matrix(mcfg: ModelConfig, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """Side-input rows of both orders ``(A|B, B|A)``, each ``(n, n_features + 1)`` float32:
     ``sign(x) log1p(|x|)`` of the selected battle features, then ``is_extra``; None without an aux head.
@@ -120,9 +122,16 @@ def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
     out = enc.encode(df, both=both)
     fwd = out[0] if both else out
     L = lengths(fwd)
-    log.info("%s: tokenized %d rows in %.1fs (mean %.0f, max %d tokens; %.1f%% at max_len %d)", what, len(df),
-             time.time() - t0, L.mean() if len(L) else 0, L.max() if len(L) else 0,
-             100 * (L >= enc.cfg.max_len).mean() if len(L) else 0, enc.cfg.max_len)
+    log.info(
+        "%s: tokenized %d rows in %.1fs (mean %.0f, max %d tokens; %.1f%% at max_len %d)",
+        what,
+        len(df),
+        time.time() - t0,
+        L.mean() if len(L) else 0,
+        L.max() if len(L) else 0,
+        100 * (L >= enc.cfg.max_len).mean() if len(L) else 0,
+        enc.cfg.max_len,
+    )
     return out
 
 
@@ -140,8 +149,11 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         if model.aux is not None:
             model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
             model.aux.set_source_prior(train["label"].to_numpy(), aux[0][:, -1] > 0)
-            log.info("aux head: %d battle features%s", len(names),
-                     f", source bias for {int(aux[0][:, -1].sum())} extra rows" if mcfg.aux.source_bias else "")
+            log.info(
+                "aux head: %d battle features%s",
+                len(names),
+                f", source bias for {int(aux[0][:, -1].sum())} extra rows" if mcfg.aux.source_bias else "",
+            )
         log.info("model %s on %s (%s): %s", path, device, mcfg.dtype, describe(model))
         pissa_init = _save_pissa_init(model, mcfg, fold_dir, rank)
         dist.barrier()
@@ -154,8 +166,17 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         full = full_state(trainer.params) if trainer.fsdp else None  # FSDP: gathered on every rank
         if rank == 0:
             save_trained(model, fold_dir, pissa_init, full=full)
-            write_meta(fold_dir, {"backbone": lc.backbone, "backbone_dir": str(path), "rows": len(train),
-                                  "train_seconds": round(time.time() - t0, 1), "seed": seed, "aux_features": names})
+            write_meta(
+                fold_dir,
+                {
+                    "backbone": lc.backbone,
+                    "backbone_dir": str(path),
+                    "rows": len(train),
+                    "train_seconds": round(time.time() - t0, 1),
+                    "seed": seed,
+                    "aux_features": names,
+                },
+            )
             (fold_dir / DONE).write_text("ok\n")
             (fold_dir / CKPT).unlink(missing_ok=True)
         dist.barrier()
@@ -163,8 +184,9 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
             del model, trainer
             model = load_trained(path, mcfg, fold_dir, device)  # scored in the training precision, as with DDP
     aux_valid = aux_matrix(mcfg, valid)
-    logits, raw = _score(model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid",
-                         raw=True, aux=aux_valid)
+    logits, raw = _score(
+        model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid", raw=True, aux=aux_valid
+    )
     if rank == 0:  # both orders' raw logits, for no-TTA scores and analysis
         raw.update(_aux_logits(model, aux_valid, device))
         _check_text_path(raw, fold_dir.name, lc.train.text_loss)
@@ -181,8 +203,10 @@ def _aux_logits(model, aux: tuple[np.ndarray, np.ndarray] | None, device) -> dic
     if aux is None or getattr(model, "aux", None) is None:
         return {}
     with torch.no_grad():
-        return {k: model.aux(torch.from_numpy(a).to(device)).float().cpu().numpy()
-                for k, a in zip(("aux_ab", "aux_ba"), aux)}
+        return {
+            k: model.aux(torch.from_numpy(a).to(device)).float().cpu().numpy()
+            for k, a in zip(("aux_ab", "aux_ba"), aux)
+        }
 
 
 def _check_text_path(raw: dict[str, np.ndarray], fold: str, text_loss: float = 0.0) -> float | None:
@@ -201,18 +225,26 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str, text_loss: float = 0
     if c < TEXT_COLLAPSED:
         has_aux = "aux_ab" in raw
         if has_aux and text_loss > 0:
-            advice = (f"train.text_loss is already {text_loss:g}: the text signal is weak for this backbone on these "
-                      "rows (gemma3-270m on the shared sample: at 2 seeds of 3, README); compare the fold loss with "
-                      "benchmarks/aux_head_alone.py, try another seed, a larger backbone or a higher "
-                      "train.text_loss")
+            advice = (
+                f"train.text_loss is already {text_loss:g}: the text signal is weak for this backbone on these "
+                "rows (gemma3-270m on the shared sample: at 2 seeds of 3, docs/results.md); compare the fold loss with "
+                "benchmarks/aux_head_alone.py, try another seed, a larger backbone or a higher "
+                "train.text_loss"
+            )
         elif has_aux:
             advice = "set train.text_loss (gemma3-270m: 1.0)"
         else:
-            advice = "lower the LoRA lr (gemma3-270m collapsed at train.lr >= 5e-4, README)"
-        log.warning("%s: the text head learned no A/B preference: its A/B margin ignores which response comes "
-                    "first (order consistency %.3f < %.1f), so the fold's A/B predictions come from the aux head "
-                    "alone (without one they are constant). With pretrained weights: %s; a random-init backbone "
-                    "(tiny) shows it too.", fold, c, TEXT_COLLAPSED, advice)
+            advice = "lower the LoRA lr (gemma3-270m collapsed at train.lr >= 5e-4, docs/llm.md)"
+        log.warning(
+            "%s: the text head learned no A/B preference: its A/B margin ignores which response comes "
+            "first (order consistency %.3f < %.1f), so the fold's A/B predictions come from the aux head "
+            "alone (without one they are constant). With pretrained weights: %s; a random-init backbone "
+            "(tiny) shows it too.",
+            fold,
+            c,
+            TEXT_COLLAPSED,
+            advice,
+        )
     return c
 
 
@@ -268,8 +300,10 @@ def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     meta = read_meta(fold_dir)
     trained_on = meta.get("aux_features", []) if meta is not None else names
     if trained_on != names:
-        raise ValueError(f"{fold_dir} was trained on {len(trained_on)} aux features, this code builds {len(names)} "
-                         f"(features.FEATURE_VERSION changed?); retrain the run")
+        raise ValueError(
+            f"{fold_dir} was trained on {len(trained_on)} aux features, this code builds {len(names)} "
+            f"(features.FEATURE_VERSION changed?); retrain the run"
+        )
     aux = aux_matrix(mcfg, df)
     if world == 1 and workers > 1:
         load_fn = functools.partial(_load_for_worker, str(path), mcfg, str(fold_dir))

@@ -19,6 +19,7 @@ A and B shares the allocation is mirror-symmetric: format(swap(x)) is format(x) 
 
     .venv/bin/python -m pytest tests/test_llm_format.py
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,9 @@ GEMMA_TURNS = ("<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n")
 def template_pieces(tokenizer) -> tuple[str, str]:
     """(text before the user message, text after it incl. the generation prompt)."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": SENTINEL}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": SENTINEL}], tokenize=False, add_generation_prompt=True
+        )
         if SENTINEL in text:
             before, after = text.split(SENTINEL)
             if tokenizer.bos_token and not before.startswith(tokenizer.bos_token):
@@ -90,7 +92,7 @@ def _cut(ids: list[int], k: int, side: str) -> list[int]:
         return ids
     if k <= 0:
         return []
-    return ids[:k] if side == "right" else ids[len(ids) - k:]
+    return ids[:k] if side == "right" else ids[len(ids) - k :]
 
 
 class BattleEncoder:
@@ -106,8 +108,10 @@ class BattleEncoder:
         self.label_cost = sum(len(x) for x in self.label_ids)
         self.budget = cfg.max_len - len(self.head) - len(self.tail)
         if self.budget <= self.label_cost + 3:
-            raise ValueError(f"format.max_len={cfg.max_len} leaves no room for text "
-                             f"({len(self.head) + len(self.tail) + self.label_cost} template tokens)")
+            raise ValueError(
+                f"format.max_len={cfg.max_len} leaves no room for text "
+                f"({len(self.head) + len(self.tail) + self.label_cost} template tokens)"
+            )
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         n = int(self.cfg.max_len * self.cfg.chars_per_token)

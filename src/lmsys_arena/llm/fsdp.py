@@ -3,6 +3,7 @@ that checkpoints and the saved adapter need.
 
 Checkpoints (``train.Trainer``) hold full tensors, gathered on every rank and written by rank 0.
 """
+
 from __future__ import annotations
 
 import logging

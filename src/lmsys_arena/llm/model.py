@@ -8,6 +8,7 @@ and the fold's saved adapter + head.
 * regional ``torch.compile`` of the decoder layers (``model.compile``);
 * ``fold_dir/adapter/`` (peft), ``head.pt`` and ``llm_meta.json``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,6 +32,7 @@ META_FILE = "llm_meta.json"
 
 # ---------------------------------------------------------------- heads
 
+
 def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hidden state of each row's last real token, for left or right padding alike."""
     pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
@@ -42,8 +44,9 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def make_head(hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float = 0.0,
-              norm: bool = True) -> nn.Sequential:
+def make_head(
+    hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float = 0.0, norm: bool = True
+) -> nn.Sequential:
     """Optional LayerNorm (decoder hidden states are large: Gemma-3's pooled norm is ~100), then
     ``layers`` Linear layers (GELU + dropout between): 1 = a linear probe, 3 = a 3-layer MLP.
     The last layer starts at zero, so training starts from uniform predictions (loss ln 3)."""
@@ -78,8 +81,14 @@ class AuxHead(nn.Module):
       ties follow a length rule in one source and not in the other.
     """
 
-    def __init__(self, n_features: int, hidden: int = 64, dropout: float = 0.0, source_bias: bool = False,
-                 source_input: bool = False):
+    def __init__(
+        self,
+        n_features: int,
+        hidden: int = 64,
+        dropout: float = 0.0,
+        source_bias: bool = False,
+        source_input: bool = False,
+    ):
         super().__init__()
         self.n_features = n_features
         self.source_input = bool(source_input and n_features)
@@ -90,13 +99,17 @@ class AuxHead(nn.Module):
             last = nn.Linear(hidden, 3)
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-            self.net = nn.Sequential(nn.Linear(n_features + self.source_input, hidden), nn.GELU(),
-                                     *([nn.Dropout(dropout)] if dropout else []), last)
+            self.net = nn.Sequential(
+                nn.Linear(n_features + self.source_input, hidden),
+                nn.GELU(),
+                *([nn.Dropout(dropout)] if dropout else []),
+                last,
+            )
         self.source = nn.Parameter(torch.zeros(3)) if source_bias else None
 
     def set_stats(self, rows: torch.Tensor) -> None:
         """Standardisation from training rows ``(n, n_features + 1)`` (both A/B orders: symmetric)."""
-        x = rows[:, :self.n_features].double()
+        x = rows[:, : self.n_features].double()
         self.mean.copy_(x.mean(0).float())
         self.std.copy_(x.std(0).clamp_min(1e-6).float() if len(x) > 1 else torch.ones(self.n_features))
 
@@ -122,12 +135,12 @@ class AuxHead(nn.Module):
         aux = aux.float()
         out = torch.zeros(aux.shape[0], 3, device=aux.device)
         if self.net is not None:
-            x = ((aux[:, :self.n_features] - self.mean) / self.std).clamp(-5, 5)
+            x = ((aux[:, : self.n_features] - self.mean) / self.std).clamp(-5, 5)
             if self.source_input:
-                x = torch.cat([x, aux[:, self.n_features:self.n_features + 1]], 1)
+                x = torch.cat([x, aux[:, self.n_features : self.n_features + 1]], 1)
             out = out + self.net(x)
         if self.source is not None:
-            out = out + aux[:, self.n_features:self.n_features + 1] * self.source
+            out = out + aux[:, self.n_features : self.n_features + 1] * self.source
         return out
 
 
@@ -139,8 +152,14 @@ class PreferenceModel(nn.Module):
         super().__init__()
         self.backbone, self.head, self.aux = backbone, head, aux
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, right_padded: bool = False,
-                aux: torch.Tensor | None = None, with_text: bool = False):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        right_padded: bool = False,
+        aux: torch.Tensor | None = None,
+        with_text: bool = False,
+    ):
         """``right_padded=True`` (what ``batching.collate`` makes): padding only at the ends, so causal
         attention alone keeps it away from real tokens. The backbone then gets no padding mask and
         sdpa can take its flash kernel (is_causal) instead of a masked one; the logits are the same.
@@ -148,8 +167,12 @@ class PreferenceModel(nn.Module):
         if right_padded:
             out = self.backbone(input_ids=input_ids, use_cache=False)
         else:
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                                position_ids=position_ids(attention_mask), use_cache=False)
+            out = self.backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids(attention_mask),
+                use_cache=False,
+            )
         pooled = last_token_pool(out.last_hidden_state, attention_mask)
         text = logits = self.head(pooled.float())
         if self.aux is not None:
@@ -168,12 +191,21 @@ def make_aux(mcfg: ModelConfig) -> AuxHead | None:
 
 # ---------------------------------------------------------------- LoRA
 
+
 def lora_config(lcfg, inference: bool = False):
     from peft import LoraConfig
 
-    return LoraConfig(r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout, target_modules=lcfg.target_modules,
-                      layers_to_transform=lcfg.layers, init_lora_weights=lcfg.init, use_rslora=lcfg.rslora,
-                      bias="none", inference_mode=inference)
+    return LoraConfig(
+        r=lcfg.r,
+        lora_alpha=lcfg.alpha,
+        lora_dropout=lcfg.dropout,
+        target_modules=lcfg.target_modules,
+        layers_to_transform=lcfg.layers,
+        init_lora_weights=lcfg.init,
+        use_rslora=lcfg.rslora,
+        bias="none",
+        inference_mode=inference,
+    )
 
 
 def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
@@ -187,8 +219,9 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if mcfg.quant:
-        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=mcfg.grad_ckpt,
-                                                   gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone = prepare_model_for_kbit_training(
+            backbone, use_gradient_checkpointing=mcfg.grad_ckpt, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     elif mcfg.grad_ckpt:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = get_peft_model(backbone, lora_config(mcfg.lora))
@@ -215,6 +248,7 @@ def lora_input_cast(backbone: nn.Module, enabled: bool) -> int:
 
 
 # ---------------------------------------------------------------- compilation
+
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The repeated decoder blocks (the largest ``nn.ModuleList`` of the model)."""
@@ -256,15 +290,21 @@ def compile_layers(model: nn.Module, cudagraphs: bool = False) -> int:
     for layer in layers:  # CUDA-graph trees crash in backward with dynamic shapes (pytorch#105169): static there
         layer.compile(dynamic=mode is None, mode=mode)
     model.cudagraphs = mode is not None  # read by train.Trainer: marks each forward pass as a new step
-    log.info("torch.compile: %d decoder layers (%s), dynamic shapes%s", len(layers), type(layers[0]).__name__,
-             ", CUDA graphs" if mode else "")
+    log.info(
+        "torch.compile: %d decoder layers (%s), dynamic shapes%s",
+        len(layers),
+        type(layers[0]).__name__,
+        ", CUDA graphs" if mode else "",
+    )
     return len(layers)
 
 
 # ---------------------------------------------------------------- a trained fold
 
-def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None = None,
-                 full: dict[str, torch.Tensor] | None = None) -> None:
+
+def save_trained(
+    model: PreferenceModel, fold_dir: Path, pissa_init: Path | None = None, full: dict[str, torch.Tensor] | None = None
+) -> None:
     """Adapter (peft folder) + head state dict into ``fold_dir``. PiSSA adapters are converted to
     plain LoRA against the original backbone so inference needs only the stock weights. ``full``:
     the trainable weights gathered from a sharded (FSDP) model (``fsdp.full_state``), written instead
@@ -279,9 +319,12 @@ def save_trained(model: PreferenceModel, fold_dir: Path, pissa_init: Path | None
             from peft import get_peft_model_state_dict
             from safetensors.torch import save_file
 
-            sd = {k[len("backbone."):]: v for k, v in full.items() if k.startswith("backbone.")}
-            save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(model.backbone, state_dict=sd).items()},
-                      str(Path(tmp) / "adapter_model.safetensors"), metadata={"format": "pt"})
+            sd = {k[len("backbone.") :]: v for k, v in full.items() if k.startswith("backbone.")}
+            save_file(
+                {k: v.contiguous() for k, v in get_peft_model_state_dict(model.backbone, state_dict=sd).items()},
+                str(Path(tmp) / "adapter_model.safetensors"),
+                metadata={"format": "pt"},
+            )
             model.backbone.peft_config["default"].save_pretrained(tmp)
     full = full or {}
     state = {k: full.get(f"head.{k}", v).detach().cpu() for k, v in model.head.state_dict().items()}

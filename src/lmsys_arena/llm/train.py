@@ -13,6 +13,7 @@ torchrun), resumable. The batch plan is :mod:`llm.batching`.
 * ``fold_dir/ckpt.pt`` (trainable weights, optimizer, scheduler, RNG, EMA) is written every
   ``checkpoint_every`` steps; a re-run resumes from it and reproduces the uninterrupted run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ CKPT = "ckpt.pt"
 
 # ---------------------------------------------------------------- schedule
 
+
 def lr_lambda(total: int, warmup: int, schedule: str):
     def f(step: int) -> float:
         if step < warmup:
@@ -47,14 +49,17 @@ def lr_lambda(total: int, warmup: int, schedule: str):
             return 1.0
         t = (step - warmup) / max(total - warmup, 1)
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0))) if schedule == "cosine" else max(0.0, 1 - t)
+
     return f
 
 
 # ---------------------------------------------------------------- the loop
 
+
 class Trainer:
-    def __init__(self, model, cfg: TrainConfig, device: torch.device, dtype: torch.dtype, pad_id: int,
-                 fold_dir: Path, seed: int):
+    def __init__(
+        self, model, cfg: TrainConfig, device: torch.device, dtype: torch.dtype, pad_id: int, fold_dir: Path, seed: int
+    ):
         self.model, self.cfg, self.device, self.dtype, self.pad_id = model, cfg, device, dtype, pad_id
         self.fold_dir, self.seed = Path(fold_dir), seed
         self.rank, self.world, _ = dist.init()
@@ -65,9 +70,12 @@ class Trainer:
         heads = ("head.", "aux.")  # the text head and the side-input head: head_lr
         head = [p for n, p in self.params.items() if n.startswith(heads)]
         body = [p for n, p in self.params.items() if not n.startswith(heads)]
-        self.opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
-                                     weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
-                                     fused=(device.type == "cuda" and not self.fsdp) or None)  # one kernel
+        self.opt = torch.optim.AdamW(
+            [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+            weight_decay=cfg.weight_decay,
+            betas=(0.9, 0.999),
+            fused=(device.type == "cuda" and not self.fsdp) or None,
+        )  # one kernel
         self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
@@ -76,12 +84,21 @@ class Trainer:
         if self.world > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                           gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
-                           broadcast_buffers=False)  # constant buffers (rotary, aux stats): no per-step broadcast
+            self.ddp = DDP(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
+                broadcast_buffers=False,
+            )  # constant buffers (rotary, aux stats): no per-step broadcast
 
-    def fit(self, fwd: list[np.ndarray], rev: list[np.ndarray], labels: np.ndarray, stop_after: int | None = None,
-            aux: tuple[np.ndarray, np.ndarray] | None = None):
+    def fit(
+        self,
+        fwd: list[np.ndarray],
+        rev: list[np.ndarray],
+        labels: np.ndarray,
+        stop_after: int | None = None,
+        aux: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order);
         ``aux``: the side-input rows of both orders (model.AuxHead), or None."""
         self.aux = aux
@@ -104,8 +121,12 @@ class Trainer:
         while step < total:
             epoch, k = divmod(step, per_epoch)
             if epoch not in plans:
-                plans = {epoch: (plan_epoch(lengths, cfg.batch_size, self.seed, epoch, cfg.group_by_length),
-                                 swap_mask(len(fwd), self.seed, epoch, cfg.swap))}
+                plans = {
+                    epoch: (
+                        plan_epoch(lengths, cfg.batch_size, self.seed, epoch, cfg.group_by_length),
+                        swap_mask(len(fwd), self.seed, epoch, cfg.swap),
+                    )
+                }
             batch, flip = plans[epoch][0][k], plans[epoch][1]
             loss = self._step(batch, fwd, rev, labels, flip)  # a GPU tensor: no wait for the GPU here
             sched.step()
@@ -118,9 +139,19 @@ class Trainer:
                 now, avg = time.time(), float(loss_avg)
                 dt, recent = max(now - t0, 1e-9), (toks - last[1]) / max(now - last[0], 1e-9)
                 bar.set_postfix(loss=f"{avg:.4f}", rows_s=f"{rows / dt:.1f}", tok_s=f"{toks / dt:.0f}", refresh=False)
-                log.info("step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)  "
-                         "%.0f tokens/s all GPUs over the last %d steps", step, total, avg, sched.get_last_lr()[0],
-                         rows / dt, toks / dt / self.world, self.world, recent, step - last[2])
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)  "
+                    "%.0f tokens/s all GPUs over the last %d steps",
+                    step,
+                    total,
+                    avg,
+                    sched.get_last_lr()[0],
+                    rows / dt,
+                    toks / dt / self.world,
+                    self.world,
+                    recent,
+                    step - last[2],
+                )
                 last = (now, toks, step)
             if step % cfg.checkpoint_every == 0 and step < total:
                 self.save_checkpoint(step, sched)
@@ -135,7 +166,7 @@ class Trainer:
 
     def _step(self, batch, fwd, rev, labels, flip) -> torch.Tensor:
         cfg = self.cfg
-        mine = batch[self.rank::self.world]
+        mine = batch[self.rank :: self.world]
         n_global = len(batch) * (2 if cfg.swap == "both" else 1)
         micro = self._micro_batches(mine, fwd)
         total_loss = torch.zeros((), device=self.device)
@@ -156,18 +187,23 @@ class Trainer:
                     if cfg.text_loss and side is not None:
                         logits, text = self.ddp(ids, mask, right_padded=True, aux=side, with_text=True)
                         logits = logits.float()
-                        text_ce = F.cross_entropy(text.float(), target, reduction="sum",
-                                                  label_smoothing=cfg.label_smoothing)
+                        text_ce = F.cross_entropy(
+                            text.float(), target, reduction="sum", label_smoothing=cfg.label_smoothing
+                        )
                     else:
                         logits, text_ce = self.ddp(ids, mask, right_padded=True, aux=side).float(), 0.0
                     loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=cfg.label_smoothing)
                     if cfg.rdrop:
                         logits2 = self.ddp(ids, mask, right_padded=True, aux=side).float()
-                        loss = (loss + F.cross_entropy(logits2, target, reduction="sum",
-                                                       label_smoothing=cfg.label_smoothing)) / 2
+                        loss = (
+                            loss
+                            + F.cross_entropy(logits2, target, reduction="sum", label_smoothing=cfg.label_smoothing)
+                        ) / 2
                         lp, lq = F.log_softmax(logits, -1), F.log_softmax(logits2, -1)
-                        kl = (F.kl_div(lp, lq, log_target=True, reduction="sum")
-                              + F.kl_div(lq, lp, log_target=True, reduction="sum")) / 2
+                        kl = (
+                            F.kl_div(lp, lq, log_target=True, reduction="sum")
+                            + F.kl_div(lq, lp, log_target=True, reduction="sum")
+                        ) / 2
                         loss = loss + cfg.rdrop * kl
                 scaled = (loss + cfg.text_loss * text_ce) * self.world / n_global  # the log shows `loss` alone
                 with record_function("step.backward"):
@@ -237,11 +273,16 @@ class Trainer:
         if self.rank == 0:
             from lmsys_arena.io import atomic_path
 
-            state = {"step": step, "params": params,
-                     "optimizer": opt_state, "scheduler": sched.state_dict(),
-                     "scaler": self.scaler.state_dict() if self.scaler else None,
-                     "ema": ema, "rng": torch.get_rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
+            state = {
+                "step": step,
+                "params": params,
+                "optimizer": opt_state,
+                "scheduler": sched.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "ema": ema,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            }
             with atomic_path(self.fold_dir / CKPT) as tmp:
                 torch.save(state, tmp)
             log.info("checkpoint at step %d -> %s", step, self.fold_dir / CKPT)
@@ -271,4 +312,3 @@ class Trainer:
 
     def _optimizer_state(self) -> dict:
         return full_optimizer_state(self.model, self.opt) if self.fsdp else self.opt.state_dict()
-
