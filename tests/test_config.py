@@ -158,3 +158,11 @@ def test_config_reference_is_up_to_date():
 
     path = ROOT / "docs" / "config-reference.md"
     assert path.exists() and path.read_text() == markdown(), "stale: run `make docs`"
+
+
+def test_a_family_without_its_extra_names_the_extra():
+    from lmsys_arena.families import FamilyInfo
+
+    fam = FamilyInfo("x", schema="", module="no_such_heavy_library_xyz", extra="llm")
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'lmsys-arena\[llm\]'"):
+        fam.load()

@@ -233,7 +233,7 @@ def _exit_code(e: Exception) -> int | None:
         return EXIT_USAGE
     if isinstance(e, (DataError, SubmissionError, ConfigError)):
         return EXIT_BAD_INPUT
-    if isinstance(e, (OSError, ValueError, KeyError, RuntimeError)):
+    if isinstance(e, (OSError, ValueError, KeyError, RuntimeError, ImportError)):
         return EXIT_FAILED
     return None
 

@@ -46,13 +46,22 @@ class FamilyInfo:
     gpu: bool = False  # its kernels ask for a GPU
     time_guarded: bool = False  # the kernel's deadline applies: rows it did not reach fall back to others
     kernel: str | None = None  # module with the kernel hooks, a light import (default: the family module)
+    extra: str | None = None  # the package extra its implementation needs (pip install 'lmsys-arena[<extra>]')
 
     def config_class(self) -> type:
         mod, cls = self.schema.split(":")
         return getattr(importlib.import_module(mod), cls)
 
     def load(self) -> Family:
-        return importlib.import_module(self.module)
+        try:
+            return importlib.import_module(self.module)
+        except ModuleNotFoundError as e:
+            if not self.extra or (e.name or "").startswith("lmsys_arena"):
+                raise
+            raise ModuleNotFoundError(
+                f"the {self.name} family needs {e.name!r}, which is not installed: "
+                f"pip install 'lmsys-arena[{self.extra}]' (`make setup` installs it)"
+            ) from None
 
     def kernel_hooks(self):
         """The module with ``kernel_assets`` / ``bundle_assets`` / ``prepare_for_kernel`` (building a kernel
@@ -69,6 +78,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         gpu=True,
         time_guarded=True,
         kernel="lmsys_arena.llm.kaggle",
+        extra="llm",
     ),
     "blend": FamilyInfo("blend", "lmsys_arena.ensemble:Blend", "lmsys_arena.ensemble", trains=False),
 }

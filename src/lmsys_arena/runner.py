@@ -44,13 +44,14 @@ def train_run(
     Returns the metrics dict.
     """
     run = Run(run_dir)
+    fam = families.of(cfg).load()  # a missing extra (torch for llm) fails before anything is written
     full_cfg = run_config(cfg, spec)
     run.prepare(full_cfg, fresh, spec)
     with run.logging_to_file():
-        return _train_folds(cfg, run, spec, only_folds, on_fold_end)
+        return _train_folds(cfg, fam, run, spec, only_folds, on_fold_end)
 
 
-def _train_folds(cfg: dict, run: Run, spec: RunSpec, only_folds, on_fold_end) -> dict:
+def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, only_folds, on_fold_end) -> dict:
     comp = spec.competition()
     train = comp.train(skip_bad=spec.skip_bad)
     fold_of = read_folds(spec.resolved_folds_file(), train)
@@ -65,7 +66,6 @@ def _train_folds(cfg: dict, run: Run, spec: RunSpec, only_folds, on_fold_end) ->
     if bad:
         raise ValueError(f"folds {bad} not in the folds file (0..{n_folds - 1})")
     extra_keys = prompt_key(extra) if len(extra) else None
-    fam = families.of(cfg).load()
     log.info(
         "run %s: family %s, %d train rows (+%d extra, train-only), folds %s",
         run.name,
