@@ -244,6 +244,7 @@ def _check_text_path(raw: dict[str, np.ndarray], fold: str, text_loss: float = 0
             c,
             TEXT_COLLAPSED,
             advice,
+            extra={"once": True},  # the fold's own value is logged above; the advice once per run
         )
     return c
 
