@@ -341,3 +341,87 @@ def test_run_log_file_and_warnings_once_per_run(toy, mini, workdir):
     prov = cfg["provenance"]
     assert prov["package"] and "numpy" in prov["libraries"] and prov["data_sha1"]["train"]
     assert set(prov["data_sha1"]) == {"train", "test", "extra", "folds"}
+
+
+# ---- a run never loses, mixes or silently reuses work ----------------------------------------------
+
+
+def _snapshot(run: Path) -> dict:
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_fresh_with_bad_data_or_config_keeps_the_finished_run(toy, mini, workdir, caplog):
+    run = workdir / "runs" / "toy"
+    runner.train_run(TOY, run, spec(mini))
+    before = _snapshot(run)
+    # a config typo through the CLI: refused before anything is touched
+    with pytest.raises(SystemExit) as e:
+        main(
+            ["train", "--data", str(mini), "--model", "xgb", "--run", "toy", "--fresh", "--set", "params.max_depth=abc"]
+        )
+    assert e.value.code == 3 and _snapshot(run) == before
+    # a duplicate id in train.csv: the data is read before the old run is replaced
+    raw = pd.read_csv(mini / "train.csv", dtype=str, keep_default_na=False)
+    pd.concat([raw, raw.iloc[[4]]]).to_csv(mini / "train.csv", index=False)
+    from lmsys_arena.data import DataError
+
+    with pytest.raises(DataError, match="duplicate id"):
+        runner.train_run(TOY, run, spec(mini), fresh=True)
+    assert _snapshot(run) == before
+    raw.to_csv(mini / "train.csv", index=False)
+    runner.train_run({**TOY, "w": 0.25}, run, spec(mini), fresh=True)  # a clean start replaces it
+    assert json.loads((run / "config.json").read_text())["w"] == 0.25
+    assert not (workdir / "runs" / ".toy.replaced").exists()
+
+
+def test_an_in_place_change_of_train_csv_is_refused(toy, mini, workdir):
+    run = workdir / "runs" / "toy"
+    runner.train_run(TOY, run, spec(mini))
+    raw = pd.read_csv(mini / "train.csv", dtype=str, keep_default_na=False)
+    raw[["winner_model_a", "winner_model_b"]] = raw[["winner_model_b", "winner_model_a"]].to_numpy()  # same ids
+    raw.to_csv(mini / "train.csv", index=False)
+    with pytest.raises(RuntimeError, match="run.train_sha1"):
+        runner.train_run(TOY, run, spec(mini))
+    with pytest.raises(RuntimeError, match="run.train_sha1"):
+        runner.train_run(TOY, run, spec(mini), only_folds=[0])
+
+
+def test_a_second_command_on_a_busy_run_is_refused(toy, mini, workdir):
+    from lmsys_arena.io import Busy
+
+    run = workdir / "runs" / "toy"
+    with runs.Run(run).lock("train"):
+        with pytest.raises(Busy, match=r"train toy: refused, .*\.toy\.lock is held by pid \d+ on .* \(train toy"):
+            runner.train_run(TOY, run, spec(mini), only_folds=[2])
+    assert not (run / "fold2").exists()
+    runner.train_run(TOY, run, spec(mini), only_folds=[2])  # released: the same command now runs
+    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                             "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 1 on elsewhere (train toy)'); f.flush(); "
+                             "print('locked', flush=True); time.sleep(30)", str(workdir / "runs" / ".toy.lock")],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(Busy, match="held by pid 1 on elsewhere"):
+            runner.infer_run(run)
+    finally:
+        proc.kill()
+
+
+def test_a_failed_start_leaves_nothing_to_guard_and_temp_files_are_cleaned(toy, mini, workdir):
+    run = workdir / "runs" / "toy"
+    (workdir / "folds" / "mini.csv").rename(workdir / "folds.bak")
+    with pytest.raises(FileNotFoundError, match="make folds"):
+        runner.train_run(TOY, run, spec(mini))
+    assert not (run / "config.json").exists()
+    (workdir / "folds.bak").rename(workdir / "folds" / "mini.csv")
+    # a config.json with nothing trained under it does not refuse another config
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"family": "toy", "w": 9}))
+    FAIL_AT.append(1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train_run(TOY, run, spec(mini))
+    FAIL_AT.clear()
+    (run / "fold1" / ".valid.parquet.x1.tmp").write_text("half")  # left by a killed write
+    (run / "fold1" / ".adapter.x2").mkdir()
+    runner.train_run(TOY, run, spec(mini))
+    assert not list(run.rglob(".*")) and len(pd.read_parquet(run / "oof.parquet")) == 300

@@ -3,6 +3,7 @@
 .venv/bin/python -m pytest tests/test_folds.py
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -76,12 +77,47 @@ def test_cli_folds_rerun_identical_and_extra_gets_no_fold(workdir, sample_dir):
 
 def test_read_folds_refuses_stale_file(train, tmp_path):
     write_folds(make_folds(train.iloc[:-5], k=3, seed=1), tmp_path / "f.csv")
-    with pytest.raises(ValueError, match="no fold for 5 train ids.*re-run"):
+    with pytest.raises(ValueError, match="5 train ids have no fold.*re-run"):
         read_folds(tmp_path / "f.csv", train)
     with pytest.raises(FileNotFoundError, match="make folds"):
         read_folds(tmp_path / "missing.csv", train)
     fold_of = read_folds(tmp_path / "f.csv", train.iloc[:-5])
     assert fold_of.between(0, 2).all()
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda f: f.assign(fold=f["fold"].where(f.index != 3, -1)), "negative fold numbers [-1]"),
+        (lambda f: pd.concat([f, f.iloc[[5]].assign(fold=0)]), "appears 2 times"),
+        (lambda f: f.assign(fold=f["fold"].where(f["fold"] != 1, 2)), "folds [1] have no rows"),
+        (lambda f: f.assign(fold=0), "only 1 fold"),
+        (lambda f: f.assign(fold=f["fold"].astype(str).where(f.index != 2, "x")), "line 4 (id="),
+        (lambda f: f.rename(columns={"fold": "k"}), "expected the columns id,fold"),
+        (lambda f: f.iloc[:0], "only 0 fold"),
+    ],
+)
+def test_read_folds_checks_ids_and_fold_numbers(train, tmp_path, edit, words):
+    from lmsys_arena.data import DataError
+
+    edit(make_folds(train, k=3, seed=1)).to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(DataError, match=re.escape(words)) as e:
+        read_folds(tmp_path / "f.csv", train)
+    assert str(tmp_path / "f.csv") in str(e.value)
+
+
+def test_read_folds_refuses_another_dataset_and_empty_file(train, tmp_path):
+    from lmsys_arena.data import DataError
+
+    f = make_folds(train, k=3, seed=1)
+    f["fold"] = np.arange(len(f)) % 3  # same ids, but not grouped by this data's prompts
+    dup = train.assign(prompt=[["same prompt"]] * len(train))
+    f.to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(DataError, match="prompts straddle folds"):
+        read_folds(tmp_path / "f.csv", dup)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv: not a readable folds file"):
+        read_folds(tmp_path / "empty.csv", train)
 
 
 def test_too_few_prompts():

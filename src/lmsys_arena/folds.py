@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from lmsys_arena.data import prompt_key
+from lmsys_arena.data import DataError, prompt_key
 from lmsys_arena.io import write_csv
 
 log = logging.getLogger(__name__)
@@ -49,18 +49,51 @@ def write_folds(folds: pd.DataFrame, path: str | Path, labels=None) -> None:
 
 
 def read_folds(path: str | Path, train: pd.DataFrame) -> pd.Series:
-    """Fold per train row (aligned to ``train``); refuses a folds file that does not cover the data."""
+    """Fold per train row (aligned to ``train``), after checking the file against the data the run reads:
+    columns ``id,fold``, unique ids, the same ids as ``train``, whole fold numbers 0..k-1 (k >= 2) each with
+    rows, and every prompt (all turns) in one fold. A failed check names the file and what differs."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `make folds` first")
-    folds = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
-    if list(folds.columns) != ["id", "fold"] or not pd.api.types.is_integer_dtype(folds["fold"]):
-        raise ValueError(f"{path}: expected columns id, fold (an integer); got {dict(folds.dtypes.astype(str))}")
-    mapping = dict(zip(folds["id"], folds["fold"]))
+    try:
+        folds = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable folds file ({type(e).__name__}: {e}); re-run `make folds`") from None
+    if list(folds.columns) != ["id", "fold"]:
+        raise DataError(f"{path}: expected the columns id,fold; got {list(folds.columns)}")
+    number = pd.to_numeric(folds["fold"], errors="coerce")
+    bad = ~(number.notna() & (number % 1 == 0))
+    if bad.any():
+        i = int(np.argmax(bad.to_numpy()))
+        raise DataError(f"{path} line {i + 2} (id={folds['id'].iat[i]!r}): fold {folds['fold'].iat[i]!r} is not a "
+                        f"whole number")  # fmt: skip
+    fold = number.astype(int)
+    dup = folds["id"].duplicated(keep=False)
+    if dup.any():
+        first = folds["id"][dup].iat[0]
+        raise DataError(f"{path}: id {first!r} appears {int((folds['id'] == first).sum())} times "
+                        f"({int(dup.sum())} rows with a repeated id); re-run `make folds`")  # fmt: skip
+    k = int(fold.max()) + 1 if len(fold) else 0
+    wrong = sorted(set(fold[(fold < 0)].tolist()))
+    empty = sorted(set(range(k)) - set(fold.tolist()))
+    if wrong or k < 2 or empty:
+        what = (f"negative fold numbers {wrong}" if wrong else f"only {k} fold" if k < 2
+                else f"folds {empty} have no rows (folds are numbered 0..{k - 1})")  # fmt: skip
+        raise DataError(f"{path}: {what}; every train row needs a fold 0..k-1 with k >= 2: re-run `make folds`")
+    mapping = dict(zip(folds["id"], fold))
     missing = [i for i in train["id"] if i not in mapping]
-    if missing:
-        raise ValueError(
-            f"{path} has no fold for {len(missing)} train ids (e.g. {missing[:3]}): "
-            f"the data changed since `make folds`; re-run it"
+    unknown = sorted(set(mapping) - set(train["id"]))
+    if missing or unknown:
+        raise DataError(
+            f"{path} does not match the train rows: {len(missing)} train ids have no fold (e.g. {missing[:3]}), "
+            f"{len(unknown)} ids are not in the train file (e.g. {unknown[:3]}); the data changed since "
+            f"`make folds` (or another data folder has the same name): re-run it"
         )
-    return train["id"].map(mapping).astype(int)
+    fold_of = train["id"].map(mapping).astype(int)
+    spread = pd.Series(fold_of.to_numpy()).groupby(prompt_key(train).to_numpy()).nunique()
+    if (spread > 1).any():
+        raise DataError(
+            f"{path}: {int((spread > 1).sum())} prompts straddle folds (e.g. a prompt starting "
+            f"{str(spread[spread > 1].index[0])[:60]!r}): these folds were not made from this data by `make folds`"
+        )
+    return fold_of

@@ -11,6 +11,7 @@ A family (:mod:`lmsys_arena.families`) trains and predicts one fold; the run fol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,26 +46,32 @@ def train_run(
     """
     run = Run(run_dir)
     fam = families.of(cfg).load()  # a missing extra (torch for llm) fails before anything is written
-    full_cfg = run_config(cfg, spec)
-    run.prepare(full_cfg, fresh, spec)
-    with run.logging_to_file():
-        return _train_folds(cfg, fam, run, spec, only_folds, on_fold_end)
+    inputs = _read_inputs(spec)  # bad data or folds fail before the run folder is touched
+    n_folds = int(inputs[1].max()) + 1
+    bad = [f for f in only_folds or [] if f < 0 or f >= n_folds]
+    if bad:
+        raise ValueError(f"--only-folds {bad}: not in the folds file (folds 0..{n_folds - 1})")
+    with run.lock("train") if dist.is_main_process() else contextlib.nullcontext():
+        run.prepare(run_config(cfg, spec), fresh, spec)
+        with run.logging_to_file():
+            return _train_folds(cfg, fam, run, spec, inputs, only_folds, on_fold_end)
 
 
-def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, only_folds, on_fold_end) -> dict:
+def _read_inputs(spec: RunSpec):
     comp = spec.competition()
     train = comp.train(skip_bad=spec.skip_bad)
     fold_of = read_folds(spec.resolved_folds_file(), train)
     extra = load_extra(spec.extra, train, skip_bad=spec.skip_bad) if spec.extra else train.iloc[:0]
+    return train, fold_of, extra
+
+
+def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on_fold_end) -> dict:
+    train, fold_of, extra = inputs
     if spec.max_rows and spec.max_rows < len(train):
         keep = np.sort(np.random.default_rng(spec.seed).choice(len(train), spec.max_rows, replace=False))
         train, fold_of = train.iloc[keep].reset_index(drop=True), fold_of.iloc[keep].reset_index(drop=True)
         log.info("row budget: %d of the train rows (seeded sample, same folds; extra rows kept)", spec.max_rows)
-    n_folds = int(fold_of.max()) + 1
-    folds = only_folds if only_folds is not None else list(range(n_folds))
-    bad = [f for f in folds if f < 0 or f >= n_folds]
-    if bad:
-        raise ValueError(f"folds {bad} not in the folds file (0..{n_folds - 1})")
+    folds = only_folds if only_folds is not None else list(range(int(fold_of.max()) + 1))
     extra_keys = prompt_key(extra) if len(extra) else None
     log.info(
         "run %s: family %s, %d train rows (+%d extra, train-only), folds %s",
@@ -140,7 +147,7 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
     cfg, spec = run.model_config()
     if spec is None:
         raise ValueError(f"{run.path} is a blend: its test predictions come from `make ensemble`")
-    with run.logging_to_file():
+    with run.lock("infer") if dist.is_main_process() else contextlib.nullcontext(), run.logging_to_file():
         comp = Competition(Path(data)) if data else spec.competition()
         test = comp.test(skip_bad=spec.skip_bad)
         fam = families.of(cfg).load()

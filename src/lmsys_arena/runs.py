@@ -17,7 +17,6 @@ fold folders. Prediction frames have the columns ``id``, then :data:`PROB_COLS` 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -30,7 +29,8 @@ import pandas as pd
 from lmsys_arena import dist
 from lmsys_arena.config import config_hash, flatten
 from lmsys_arena.data import COMPETITION_NAME, Competition
-from lmsys_arena.io import read_json, write_json, write_parquet
+from lmsys_arena.io import exclusive_lock, read_json, write_json, write_parquet
+from lmsys_arena.versions import file_sha1, provenance
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,10 @@ class RunSpec:
     seed: int = 42
     skip_bad: bool = False
     max_rows: int | None = None  # row budget (tuning): a seeded sample of train rows, taken before the fold split
-    folds_sha1: str | None = None  # recorded by run_config (the folds file's content); not an input
+    # recorded by run_config (the input files' content), not inputs
+    folds_sha1: str | None = None
+    train_sha1: str | None = None
+    extra_sha1: str | None = None
 
     def competition(self) -> Competition:
         return Competition(Path(self.data))
@@ -76,16 +79,6 @@ class RunSpec:
         from lmsys_arena.folds import folds_path
 
         return Path(self.folds_file) if self.folds_file else folds_path(self.competition().name)
-
-
-def file_sha1(path: str | Path | None) -> str | None:
-    if not path or not Path(path).exists():
-        return None
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
 
 
 def run_config(cfg: dict, spec: RunSpec) -> dict:
@@ -99,25 +92,12 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
     }
     if spec.max_rows:
         run["max_rows"] = spec.max_rows
-    # the folds file's content, so re-running `make folds` with other FOLDS/SEED refuses to mix splits
+    # the inputs' content: a run refuses to resume on a changed train.csv, EXTRA file or folds file
     run["folds_sha1"] = file_sha1(spec.resolved_folds_file())
+    run["train_sha1"] = file_sha1(spec.competition().train_csv)
+    if spec.extra:
+        run["extra_sha1"] = file_sha1(spec.extra)
     return {**{k: v for k, v in cfg.items() if k not in NOT_MODEL}, "run": run}
-
-
-def provenance(spec: RunSpec | None) -> dict:
-    """What produced a run: versions, git commit and input file hashes (recorded, not compared)."""
-    from lmsys_arena.versions import git_commit, library_versions, package_version
-
-    out = {"package": package_version(), "git_commit": git_commit(), "libraries": library_versions()}
-    if spec is not None:
-        comp = spec.competition()
-        out["data_sha1"] = {
-            "train": file_sha1(comp.train_csv),
-            "test": file_sha1(comp.test_csv),
-            "extra": file_sha1(spec.extra),
-            "folds": file_sha1(spec.resolved_folds_file()),
-        }
-    return out
 
 
 def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:
@@ -231,25 +211,63 @@ class Run:
         return data if data and (Path(data) / "test.csv").exists() else None
 
     def prepare(self, full_cfg: dict, fresh: bool, spec: RunSpec | None = None) -> None:
-        """Before training: ``fresh`` removes the folder; an existing config.json must match ``full_cfg``
-        (else the run is refused, naming the differing keys); a new run gets its config.json."""
-        if self.path.exists() and fresh:
-            if dist.is_main_process():
-                log.info("--fresh: removing %s", self.path)
-                shutil.rmtree(self.path)
+        """Before training (the run's lock held, its inputs already read and checked): an existing
+        config.json must match ``full_cfg`` (else the run is refused, naming the differing keys), unless
+        nothing was trained yet; ``fresh`` replaces the old run, which is moved aside until the new
+        config.json is written; temporary files of killed writes are removed."""
+        if not dist.is_main_process():
+            dist.barrier()  # rank 0 prepares; then every rank checks what it wrote
+            if not self.config_file.exists() or read_json(self.config_file).get("config_hash") != config_hash(full_cfg):
+                raise RuntimeError(f"{self.path}: rank 0 did not prepare this run (see its error)")
+            return
+        try:
+            self._prepare_main(full_cfg, fresh, spec)
+        finally:
             dist.barrier()
+
+    def _prepare_main(self, full_cfg: dict, fresh: bool, spec: RunSpec | None) -> None:
+        aside = None
+        if self.path.exists() and fresh:
+            aside = self.path.with_name(f".{self.name}.replaced")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(self.path, aside)
+            log.info("--fresh: %s moved aside, removed once the new run has started", self.path)
         if self.config_file.exists():
             old = {k: v for k, v in read_json(self.config_file).items() if k not in ("config_hash", "provenance")}
             if config_hash(old) != config_hash(full_cfg):
-                raise RuntimeError(
-                    f"{self.path} was trained with a different config; use another RUN name, "
-                    f"or FRESH=1 to retrain from scratch (diff: {config_diff(old, full_cfg)})"
-                )
-            return
-        if dist.is_main_process():
-            write_json(
-                self.config_file, {**full_cfg, "config_hash": config_hash(full_cfg), "provenance": provenance(spec)}
-            )
+                if self.trained_anything():
+                    raise RuntimeError(
+                        f"{self.path} was trained with a different config or other input files; use another RUN "
+                        f"name, or FRESH=1 to retrain from scratch (diff: {config_diff(old, full_cfg)})"
+                    )
+                log.info("%s: nothing trained yet; its config.json is replaced (%s)", self.path,
+                         config_diff(old, full_cfg))  # fmt: skip
+                self.config_file.unlink()
+        if not self.config_file.exists():
+            write_json(self.config_file, {**full_cfg, "config_hash": config_hash(full_cfg),
+                                          "provenance": provenance(spec)})  # fmt: skip
+        self.remove_temporary_files()
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def trained_anything(self) -> bool:
+        return any(f.is_file() for d in self.path.glob("fold*") for f in d.rglob("*"))
+
+    def remove_temporary_files(self) -> None:
+        """Leftovers of writes a kill interrupted (``.<name>.*.tmp`` files, ``.<dir>.*`` folders)."""
+        for p in sorted(self.path.rglob(".*"), reverse=True):
+            if p.name.endswith(".tmp") and p.is_file():
+                p.unlink()
+            elif p.is_dir() and p.parent.name.startswith("fold"):
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                continue
+            log.info("removed %s, left by an interrupted write", p)
+
+    def lock(self, what: str):
+        """Exclusive use of this run by one command (``runs/.<run>.lock``, beside the folder so a fresh run
+        keeps it); a second command is refused naming the holder."""
+        return exclusive_lock(self.path.with_name(f".{self.name}.lock"), f"{what} {self.name}")
 
     def write_blend_config(self, cfg: dict) -> None:
         write_json(self.config_file, {**cfg, "provenance": provenance(None)})

@@ -4,6 +4,7 @@ model depends on (recorded in every run's config.json and printed by ``--version
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import subprocess
 from pathlib import Path
@@ -70,3 +71,27 @@ def library_versions(names=MODEL_LIBRARIES) -> dict[str, str]:
 
 def version_line() -> str:
     return f"lmsys-arena {package_version()} (git {git_commit() or 'unknown'})"
+
+
+def file_sha1(path: str | Path | None) -> str | None:
+    if not path or not Path(path).exists():
+        return None
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def provenance(spec) -> dict:
+    """What produced a run: versions, git commit and input file hashes (recorded, not compared)."""
+    out = {"package": package_version(), "git_commit": git_commit(), "libraries": library_versions()}
+    if spec is not None:
+        comp = spec.competition()
+        out["data_sha1"] = {
+            "train": file_sha1(comp.train_csv),
+            "test": file_sha1(comp.test_csv),
+            "extra": file_sha1(spec.extra),
+            "folds": file_sha1(spec.resolved_folds_file()),
+        }
+    return out
