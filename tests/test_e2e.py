@@ -425,3 +425,37 @@ def test_a_failed_start_leaves_nothing_to_guard_and_temp_files_are_cleaned(toy, 
     (run / "fold1" / ".adapter.x2").mkdir()
     runner.train_run(TOY, run, spec(mini))
     assert not list(run.rglob(".*")) and len(pd.read_parquet(run / "oof.parquet")) == 300
+
+
+def test_corrupt_files_and_a_passed_deadline_are_one_line_errors(mini, workdir, caplog, monkeypatch):
+    common = ["--data", str(mini), "--model", "xgb", "--run", "x", "--set", "num_boost_round=5", "--set", "threads=1"]
+    main(["train", *common])
+    run = workdir / "runs" / "x"
+    model = run / "fold0" / "model.json"
+    good = model.read_bytes()
+    model.write_text("{not a model")
+    with pytest.raises(SystemExit) as e:
+        main(["infer", "--run", "x"])
+    assert e.value.code == 1 and "runs/x/fold0/model.json: not a readable xgboost model" in caplog.text
+    model.write_bytes(good)
+    monkeypatch.setenv("LMSYS_DEADLINE", "1")  # long past
+    caplog.clear()
+    with pytest.raises(SystemExit):
+        main(["infer", "--run", "x"])
+    assert "LMSYS_DEADLINE has passed" in caplog.text and not (run / "test.parquet").exists()
+    monkeypatch.delenv("LMSYS_DEADLINE")
+    (run / "config.json").write_text('{"family": ')
+    caplog.clear()
+    with pytest.raises(SystemExit):
+        main(["infer", "--run", "x"])
+    assert "runs/x/config.json: corrupt JSON" in caplog.text
+    bad_yaml = workdir / "bad.yaml"
+    bad_yaml.write_text("family: gbdt\nparams: {max_depth: 3\n")
+    for argv, words in (
+        (["train", "--data", str(mini), "--model", str(bad_yaml)], f"{bad_yaml}: not valid YAML"),
+        (["train", "--data", str(mini), "--model", "xgb", "--set", "params=5"], "params must be a mapping"),
+    ):
+        caplog.clear()
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 3 and words in caplog.text and "Traceback" not in caplog.text

@@ -167,6 +167,7 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
     problems, report = K.simulate_kernel(kdir, SAMPLE, ds, copy_to=Path("sim_tiny"))
     assert not problems, problems
     assert report["runs"]["tiny"]["rows_done"] == 3 and report["rows_filled"] == 0
+    assert report["runs"]["tiny"]["folds_contributed"] == report["runs"]["tiny"]["folds"] == 1
     sim = pd.read_csv("sim_tiny/submission.csv", dtype={"id": str}).set_index("id")
     ref = pd.read_csv("submissions/tiny.csv", dtype={"id": str}).set_index("id")
     assert np.allclose(sim.loc[ref.index, SUB_COLS].to_numpy(), ref[SUB_COLS].to_numpy(), atol=1e-5)
@@ -177,6 +178,7 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
     )
     assert not problems, problems
     assert report["runs"]["tiny"]["rows_done"] == 0 and report["rows_filled"] == 3
+    assert report["runs"]["tiny"]["folds_contributed"] == 0 and report["runs"]["tiny"]["folds"] == 1
     assert report["filled_from"] == "xgb"
     sim = pd.read_csv("sim_tiny_late/submission.csv", dtype={"id": str}).set_index("id")
     ref = pd.read_csv("submissions/xgb.csv", dtype={"id": str}).set_index("id")

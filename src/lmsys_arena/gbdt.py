@@ -264,15 +264,20 @@ def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
 
 
 def _load(backend: str, fold_dir: Path):
-    if backend == "xgboost":
-        import xgboost as xgb
+    name = "model.json" if backend == "xgboost" else "model.txt"
+    try:
+        if backend == "xgboost":
+            import xgboost as xgb
 
-        booster = xgb.Booster()
-        booster.load_model(fold_dir / "model.json")
-        return booster
-    import lightgbm as lgb
+            booster = xgb.Booster()
+            booster.load_model(fold_dir / name)
+            return booster
+        import lightgbm as lgb
 
-    return lgb.Booster(model_file=str(fold_dir / "model.txt"))
+        return lgb.Booster(model_file=str(fold_dir / name))
+    except Exception as e:  # the libraries raise their own error types for unreadable files
+        raise ValueError(f"{fold_dir / name}: not a readable {backend} model ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:200]}); retrain with FRESH=1") from None  # fmt: skip
 
 
 def _proba(model, X: pd.DataFrame) -> np.ndarray:

@@ -88,7 +88,11 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def read_json(path: str | Path):
-    return json.loads(Path(path).read_text())
+    """A JSON file; a corrupt one is a clear error naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: corrupt JSON ({e}); restore it, or retrain with FRESH=1") from None
 
 
 def write_parquet(path: str | Path, df: pd.DataFrame) -> None:

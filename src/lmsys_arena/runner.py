@@ -22,6 +22,7 @@ import pandas as pd
 
 from lmsys_arena import dist, families
 from lmsys_arena.data import CLASS_NAMES, Competition, load_extra, prompt_key
+from lmsys_arena.deadline import deadline_passed
 from lmsys_arena.folds import read_folds
 from lmsys_arena.io import write_csv
 from lmsys_arena.metrics import accuracy, log_loss, softmax, validate_submission
@@ -165,7 +166,19 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
         probs = []
         for f in folds:
             t0 = time.time()
-            probs.append(softmax(fam.predict(cfg, test, run.fold_dir(f))))
+            if deadline_passed():
+                raise RuntimeError(
+                    f"{run.name}: LMSYS_DEADLINE has passed before fold{f}: nothing written (unset "
+                    f"it; the time guard with its fallbacks is the Kaggle kernel's, `make kernels`)"
+                )
+            logits = fam.predict(cfg, test, run.fold_dir(f))
+            unscored = int((~np.isfinite(np.asarray(logits, dtype=np.float64)).all(axis=1)).sum())
+            if unscored:
+                raise RuntimeError(
+                    f"{run.name} fold{f}: {unscored} of {len(test)} test rows not scored before "
+                    f"LMSYS_DEADLINE: nothing written (unset it, or build a kernel: `make kernels`)"
+                )
+            probs.append(softmax(logits))
             log.info("fold%d: predicted %d test rows in %.1fs", f, len(test), time.time() - t0)
         p = np.mean(probs, axis=0)
         frame = frame_from_logits(test["id"], np.log(np.clip(p, 1e-15, 1)))

@@ -28,7 +28,8 @@ from lmsys_arena.runs import RUNS_DIR, Run
 log = logging.getLogger(__name__)
 
 # training leftovers never shipped (also not from a bundled backbone folder)
-SKIP_IN_ARTEFACTS = ("checkpoint*", "ckpt*", "*optimizer*", "trainer_state*", "*.tmp", "rng_state*", "scheduler*")
+SKIP_IN_ARTEFACTS = ("checkpoint*", "ckpt*", "*optimizer*", "trainer_state*", "*.tmp", ".*", "rng_state*", "scheduler*")
+# ".*": temporary files and folders of interrupted writes (atomic_path / atomic_dir) are never packaged
 
 
 def build_artefacts_dataset(kdir: Path, out: Path = DATASETS_DIR, runs_root: Path = RUNS_DIR) -> Path:

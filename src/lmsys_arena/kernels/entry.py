@@ -132,9 +132,10 @@ def find_competition_dir(root: Path, slug: str) -> Path:
     raise FileNotFoundError(f"no {slug}/test.csv under {root}: add the competition as a data source")
 
 
-def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, overrides: dict):
+def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, overrides: dict, folds_report=None):
     """Fold-averaged log-probabilities of one trained run; rows no fold reached stay NaN. ``info`` is the
-    run's entry in the plan (its family's kernel assets included)."""
+    run's entry in the plan (its family's kernel assets included); ``folds_report`` (a dict) gets how many
+    rows each fold scored (0: skipped by the time guard)."""
     import numpy as np
 
     from lmsys_arena import families
@@ -155,9 +156,13 @@ def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, overri
         if family.time_guarded and deadline_passed():  # do not even load the model for another fold
             log.warning("%s fold %d: skipped, the time budget is used up", run, f)
             per_fold.append(np.full((len(test), 3), np.nan))
+            if folds_report is not None:
+                folds_report[f] = 0
             continue
         logits = np.asarray(fam.predict(cfg, test, saved.fold_dir(f)), dtype=np.float64)
         done = np.isfinite(logits).all(axis=1)
+        if folds_report is not None:
+            folds_report[f] = int(done.sum())
         log.info("%s fold %d: %d/%d rows in %.1fs", run, f, int(done.sum()), len(test), time.time() - t0)
         per_fold.append(logits)
     return fold_average_logprobs(per_fold)
@@ -187,21 +192,23 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     os.environ["LMSYS_DEADLINE"] = str(deadline)
     preds = {}
     for r in order:
-        t0 = time.time()
+        t0, fold_rows = time.time(), {}
         info, guarded = leaves[r], kinds[r].time_guarded
         if guarded and deadline_passed():
             log.warning("%s: time budget used up before it started; its rows fall back", r)
             preds[r] = np.full((len(test), 3), np.nan)
         else:
             try:
-                preds[r] = predict_leaf(r, info, test, artefacts, root, plan.get("llm_overrides", {}))
+                preds[r] = predict_leaf(r, info, test, artefacts, root, plan.get("llm_overrides", {}), fold_rows)
             except Exception:
                 if not guarded:
                     raise
                 log.exception("%s: %s inference failed; its rows fall back", r, info["family"])
                 preds[r] = np.full((len(test), 3), np.nan)
         done = int(np.isfinite(preds[r]).all(axis=1).sum())
-        report["runs"][r] = {"family": info["family"], "rows_done": done, "seconds": round(time.time() - t0, 1)}
+        report["runs"][r] = {"family": info["family"], "rows_done": done, "seconds": round(time.time() - t0, 1),
+                             "folds": len(info["folds"]), "folds_contributed": sum(v > 0 for v in fold_rows.values()),
+                             "rows_by_fold": {str(k): v for k, v in fold_rows.items()}}  # fmt: skip
 
     logp = np.array(evaluate_tree(plan["root"], plan["runs"], preds), dtype=np.float64)  # a copy: filled below
     missing = ~np.isfinite(logp).all(axis=1)
