@@ -265,6 +265,8 @@ def ensemble_runs(
         test = frame_from_logprobs(test_ids, combine(_stack(tests, test_ids), weights, t, space))
 
     run = Run(runs_root / name)
+    if run.path.exists():
+        run.remove_temporary_files()
     if oof_only and run.test_file.exists():
         run.test_file.unlink()  # stale: it belonged to other weights
     cfg = {

@@ -149,6 +149,7 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
     if spec is None:
         raise ValueError(f"{run.path} is a blend: its test predictions come from `make ensemble`")
     with run.lock("infer") if dist.is_main_process() else contextlib.nullcontext(), run.logging_to_file():
+        run.remove_temporary_files()
         comp = Competition(Path(data)) if data else spec.competition()
         test = comp.test(skip_bad=spec.skip_bad)
         fam = families.of(cfg).load()

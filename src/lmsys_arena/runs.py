@@ -226,7 +226,6 @@ class Run:
             dist.barrier()
 
     def _prepare_main(self, full_cfg: dict, fresh: bool, spec: RunSpec | None) -> None:
-        aside = None
         if self.path.exists() and fresh:
             aside = self.path.with_name(f".{self.name}.replaced")
             shutil.rmtree(aside, ignore_errors=True)
@@ -247,8 +246,8 @@ class Run:
             write_json(self.config_file, {**full_cfg, "config_hash": config_hash(full_cfg),
                                           "provenance": provenance(spec)})  # fmt: skip
         self.remove_temporary_files()
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+        # the replaced run (also one left by a command killed while it replaced it)
+        shutil.rmtree(self.path.with_name(f".{self.name}.replaced"), ignore_errors=True)
 
     def trained_anything(self) -> bool:
         return any(f.is_file() for d in self.path.glob("fold*") for f in d.rglob("*"))
