@@ -297,3 +297,117 @@ def test_postgres_sigkilled_worker_is_failed_and_retried(project, sample_dir, wo
     assert f"resuming trial-{killed}" in log  # the retry took over the dead worker's finished folds
     assert not (workdir / f"runs/tune-{study_name}/trial-{killed}").exists()
     assert (workdir / f"runs/tune-{study_name}/trial-{retry}/oof.parquet").exists()
+
+
+# ------------------------------------------------------------------------------------- resume, no replays
+RESUME = {  # three keys the config sets: trial 0 (the baseline) is fully fixed; 4 random trials, then TPE
+    "search_space": {
+        "params.max_depth": {"type": "int", "low": 2, "high": 6},
+        "params.learning_rate": {"type": "float", "low": 0.05, "high": 0.5, "log": True},
+        "params.subsample": {"type": "float", "low": 0.5, "high": 1.0},
+    },
+    "params": {"max_depth": 3, "learning_rate": 0.3, "subsample": 0.9},
+    "tune": {"pruner": "none", "folds": [0], "max_rows": 400, "startup_trials": 4},
+}
+
+
+def _params_key(t) -> tuple:
+    return tuple(sorted(t.params.items()))
+
+
+def _assert_no_replays(study) -> list:
+    """COMPLETE trials hold distinct parameter sets, except retries of a dead worker's trial."""
+    done = _states(study)[S.COMPLETE]
+    fresh = [t for t in done if t.system_attrs.get("failed_trial") is None]
+    keys = [_params_key(t) for t in fresh]
+    assert len(set(keys)) == len(keys), [(t.number, t.params) for t in fresh]
+    for t in done:
+        if t.system_attrs.get("failed_trial") is not None:  # a retry repeats the dead trial's params, on purpose
+            assert t.params == study.trials[t.system_attrs["failed_trial"]].params
+    return done
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_workers_with_one_seed_on_one_storage_never_repeat_a_draw(sampler):
+    # two processes (or machines) with the same SEED share a storage: trials are seeded by number,
+    # so they draw different points, and the sequence is the one a single process proposes
+    settings = tune.TuneSettings(sampler=sampler, startup_trials=3)
+    space = {"x": optuna.distributions.FloatDistribution(-3, 3), "y": optuna.distributions.IntDistribution(0, 99)}
+
+    def run(studies, n=10):
+        for i in range(n):
+            study = studies[i % len(studies)]
+            trial = study.ask(space)
+            study.tell(trial, (trial.params["x"] - 1) ** 2 + trial.params["y"] / 100)
+        return [t.params for t in studies[0].trials]
+
+    storage = optuna.storages.InMemoryStorage()
+    shared = [
+        optuna.create_study(
+            study_name="s", storage=storage, load_if_exists=True, sampler=tune.make_sampler(settings, 0)
+        )
+        for _ in range(2)
+    ]
+    params = run(shared)
+    assert len({tuple(p.values()) for p in params}) == len(params) == 10
+    assert run([optuna.create_study(sampler=tune.make_sampler(settings, 0))]) == params
+
+
+def test_resumed_study_draws_new_params_and_matches_an_uninterrupted_run(project, sample_dir):
+    model = project("resume", **RESUME)
+    cli.main(_tune_argv(sample_dir, model, "resume", 3))
+    cli.main(_tune_argv(sample_dir, model, "resume", 6))  # a new process used to replay trials 1, 2 as 3, 4
+    study = optuna.load_study(study_name="resume", storage="sqlite:///studies/resume.db")
+    assert len(_assert_no_replays(study)) == 6 and len(study.trials) == 6
+    # reproducible: the same study from scratch with the same seed proposes the same sequence, and
+    # stopping and resuming changes nothing (random startup trials 0-3, then TPE trials 4-5)
+    cli.main(_tune_argv(sample_dir, model, "straight", 6))
+    straight = optuna.load_study(study_name="straight", storage="sqlite:///studies/straight.db")
+    assert [t.params for t in straight.trials] == [t.params for t in study.trials]
+    cli.main(_tune_argv(sample_dir, model, "other", 2, "--seed", "1"))  # another seed, other draws
+    other = optuna.load_study(study_name="other", storage="sqlite:///studies/other.db")
+    assert other.trials[0].params == study.trials[0].params and other.trials[1].params != study.trials[1].params
+
+
+def test_rerun_after_a_killed_worker_draws_new_params(project, sample_dir, workdir):
+    # slow enough folds (no early stop) that the kill lands mid-trial; 1 s heartbeats, stale after 2 s
+    model = project(
+        "killed",
+        num_boost_round=150,
+        early_stopping_rounds=1000,
+        **{**RESUME, "tune": {**RESUME["tune"], "heartbeat_interval": 1, "grace_period": 2}},
+    )
+    url = "sqlite:///studies/killed.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with open(workdir / "victim.log", "w") as fh:
+        victim = subprocess.Popen(
+            [PY, "-m", "lmsys_arena", *_tune_argv(sample_dir, model, "killed", 5)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        killed, deadline = None, time.time() + 120
+        try:
+            while killed is None and time.time() < deadline and victim.poll() is None:
+                time.sleep(0.2)
+                try:
+                    running = optuna.load_study(study_name="killed", storage=url).get_trials(
+                        deepcopy=False, states=(S.RUNNING,)
+                    )
+                except Exception:  # not created yet, or the victim holds the write lock
+                    continue
+                if running and running[0].number >= 2:  # trials 0 (baseline) and 1 (a random draw) are done
+                    os.kill(victim.pid, signal.SIGKILL)
+                    killed = running[0].number
+        finally:
+            if victim.poll() is None:
+                victim.kill()
+            victim.wait()
+    assert killed is not None, "never saw trial 2 running: " + (workdir / "victim.log").read_text()[-2000:]
+    cli.main(_tune_argv(sample_dir, model, "killed", 5))  # `make tune` again: same seed, new process
+    study = optuna.load_study(study_name="killed", storage=url)
+    st = _states(study)
+    assert [t.number for t in st[S.FAIL]] == [killed] and not st[S.RUNNING] and not st[S.WAITING]
+    done = _assert_no_replays(study)
+    assert len(done) == 5
+    assert [t.number for t in done if t.system_attrs.get("failed_trial") == killed]  # the dead trial was retried

@@ -21,6 +21,10 @@ machines sharing one RDB storage) claim trials under a storage lock, so the stud
 exactly ``TRIALS`` COMPLETE+PRUNED trials. A worker killed mid-trial stops sending heartbeats;
 another worker marks its trial FAIL and runs it again (``RetryHeartbeatStaleTrialCallback``),
 resuming the folds the dead one had finished when the run folder is on the same disk.
+
+Trial ``n`` samples with a generator seeded by ``(SEED, n)`` (``lmsys_arena.tune.sampler``): a
+resumed study or a rerun after a kill draws new points, and the same study from scratch with the
+same seed proposes the same sequence.
 """
 
 from __future__ import annotations

@@ -50,11 +50,9 @@ def make_pruner(s: TuneSettings, n_steps: int):
 
 
 def make_sampler(s: TuneSettings, seed: int):
-    import optuna
+    """The study's sampler: TPE or random, with a fresh generator per trial seeded by ``(seed, trial
+    number)`` (lmsys_arena.tune.sampler): a resumed study draws new points, a rerun from scratch the
+    same ones."""
+    from lmsys_arena.tune.sampler import TrialSeededSampler
 
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    # constant_liar: running trials count as bad guesses, so parallel workers spread out
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=s.startup_trials, multivariate=True, constant_liar=True
-    )
+    return TrialSeededSampler(s, seed)

@@ -11,7 +11,6 @@ import socket
 import statistics
 import time
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,7 @@ class StudyJob:
     study: str
     storage: str
     target: int
-    seed: int
+    seed: int  # the sampler's: trial n draws from a generator seeded by (seed, n), in every worker
     settings: TuneSettings = field(default_factory=TuneSettings)
     worker: int = 0
     workers: int = 1
@@ -75,7 +74,7 @@ def create_or_load(job: StudyJob, storage=None):
         storage=storage,
         direction="minimize",
         load_if_exists=True,
-        sampler=make_sampler(job.settings, _sampler_seed(job)),
+        sampler=make_sampler(job.settings, job.seed),  # seeded per trial number: resuming draws new points
         pruner=make_pruner(job.settings, _n_steps(job)),
     )
     with claim_lock(storage, job.storage, job.study):  # workers on other machines may be creating it too
@@ -95,14 +94,6 @@ def create_or_load(job: StudyJob, storage=None):
             f"the config, data or tune budget changed: use another STUDY name"
         )
     return study
-
-
-def _sampler_seed(job: StudyJob) -> int:
-    """Local workers: seed + worker index. Shared RDB servers: also the host and pid, so workers on
-    other machines started with the same SEED do not propose the same points."""
-    if job.storage.startswith("sqlite:"):
-        return job.seed
-    return (job.seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
 
 
 def _n_steps(job: StudyJob) -> int:
@@ -297,7 +288,7 @@ def tune(job: StudyJob) -> dict:
     else:
         ctx = mp.get_context("spawn")
         procs = [
-            ctx.Process(target=run_worker, args=(_replace(job, worker=i, seed=job.seed + i),), name=f"tune-worker-{i}")
+            ctx.Process(target=run_worker, args=(_replace(job, worker=i),), name=f"tune-worker-{i}")
             for i in range(job.workers)
         ]
         for p in procs:
