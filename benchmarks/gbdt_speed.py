@@ -2,8 +2,11 @@
 
     .venv/bin/python benchmarks/gbdt_speed.py                          # xgb, 57,000 rows
     .venv/bin/python benchmarks/gbdt_speed.py --model lgbm --rows 20000 --set params.learning_rate=0.1
+    .venv/bin/python benchmarks/gbdt_speed.py --data input/sample/train.csv
 
-Rows: the shared real train.csv (12,555 rows) replicated to ``--rows``. Copy k > 0 gets new ids,
+Rows: ``--data`` (default: the shared real train.csv, 12,555 rows, at <repo>/../shared/data/
+lmsys-arena-subset/, found from this file's checkout; else the bundled input/sample/train.csv)
+replicated to ``--rows``. Copy k > 0 gets new ids,
 odd copies are A/B-swapped (label swapped too) and every copy appends k spaces to each response,
 so each copy has distinct texts (distinct cache keys, distinct features) while the label signal is
 the real one. Folds are the project's prompt-grouped folds, so all copies of a battle share a fold
@@ -39,7 +42,13 @@ from lmsys_arena.folds import make_folds
 from lmsys_arena.metrics import log_loss, softmax
 from lmsys_arena.swap import swap_battles
 
-SHARED = Path("/work/shared/data/lmsys-arena-subset/train.csv")
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TRAIN = ROOT.parent / "shared" / "data" / "lmsys-arena-subset" / "train.csv"
+SAMPLE_TRAIN = ROOT / "input" / "sample" / "train.csv"
+
+
+def default_data() -> Path:
+    return SHARED_TRAIN if SHARED_TRAIN.exists() else SAMPLE_TRAIN
 
 
 def replicate(df: pd.DataFrame, rows: int) -> pd.DataFrame:
@@ -89,7 +98,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="xgb")
     ap.add_argument("--rows", type=int, default=57_000)
-    ap.add_argument("--data", default=str(SHARED), help="a Kaggle-format train.csv to replicate")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=default_data(),
+        help="a Kaggle-format train.csv to replicate (default: %(default)s)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument(
         "--train-twice", action="store_true", help="run 2 also trains (default: run 2 = warm feature stage)"
@@ -99,7 +113,9 @@ def main(argv=None) -> None:
 
     cfg = load_config(args.model, parse_assignments(args.set))
     t0 = time.perf_counter()
-    df = replicate(load_battles(args.data), args.rows)
+    base = load_battles(args.data)
+    print(f"read {len(base)} rows from {args.data}")
+    df = replicate(base, args.rows)
     fold = make_folds(df, k=5, seed=42)["fold"].to_numpy()
     print(
         f"{args.model}: {len(df)} rows ({df['label'].value_counts().sort_index().tolist()} a/b/tie), "

@@ -1,7 +1,7 @@
 """Projected Kaggle T4 x2 time of the kernel's LLM swap-TTA inference, from token counts and FLOPs.
 
     # here (CPU): token counts of real battles under each config's formatter, with a real Gemma tokenizer
-    .venv/bin/python benchmarks/kernel_projection.py --data /work/shared/data/lmsys-arena-subset --rows 4000
+    .venv/bin/python benchmarks/kernel_projection.py --data ../shared/data/lmsys-arena-subset --rows 4000
     # -> benchmarks/kernel_token_stats.json (committed; benchmarks/kernel_gpu_sim.py reads it on the GPU box)
     .venv/bin/python benchmarks/kernel_projection.py --mfu 0.40     # projection only, at an assumed MFU
 
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 T4_PEAK_FP16 = 65e12
 STATS_FILE = Path(__file__).with_name("kernel_token_stats.json")
 # Gemma-2 shapes (config.json of google/gemma-2-2b-it and -9b-it)
@@ -74,7 +76,7 @@ def project(
 
 
 def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(ROOT / "src"))
     from lmsys_arena.config import load_config
     from lmsys_arena.data import Competition
     from lmsys_arena.llm.backbones import load_tokenizer
@@ -82,10 +84,13 @@ def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> d
     from lmsys_arena.llm.format import BattleEncoder, lengths
     from lmsys_arena.schema import build
 
-    df = Competition(data).train()
+    comp = Competition(data)
+    df = comp.train()
+    n_read = len(df)
     df = df.sample(n=min(rows, len(df)), random_state=0).reset_index(drop=True)
+    print(f"read {n_read} rows from {comp.train_csv}, sampled {len(df)}; tokenizer {tokenizer}")
     tok = load_tokenizer(tokenizer)
-    out = {"data": str(data), "rows": len(df), "tokenizer": str(tokenizer), "configs": {}}
+    out = {"data": _shown(data), "rows": len(df), "tokenizer": _shown(tokenizer), "configs": {}}
     for name in configs:
         fmt = build(FormatConfig, load_config(name).get("format"), prefix="format.")
         t0 = time.time()
@@ -105,6 +110,14 @@ def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> d
             f"p95 {np.percentile(L, 95):.0f}, {100 * (L >= fmt.max_len).mean():.1f}% at max_len)"
         )
     return out
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout when it is near it (no one machine's absolute paths in the JSON)."""
+    try:
+        return os.path.relpath(Path(path).resolve(), ROOT)
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 def print_projection(stats: dict, mfu: float, source: str) -> list[dict]:
@@ -129,17 +142,28 @@ def print_projection(stats: dict, mfu: float, source: str) -> list[dict]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=None, help="competition folder; computes token stats (else reads the JSON)")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="competition folder (e.g. ../shared/data/lmsys-arena-subset from the repo root); computes token "
+        "stats (else reads the JSON)",
+    )
     ap.add_argument("--rows", type=int, default=4000)
-    ap.add_argument("--tokenizer", default="models/gemma-3-270m-q4_k_m-hf")
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=ROOT / "models" / "gemma-3-270m-q4_k_m-hf",
+        help="tokenizer folder (default: %(default)s)",
+    )
     ap.add_argument("--configs", nargs="+", default=["gemma2-2b-it", "gemma2-9b-it"])
     ap.add_argument("--mfu", type=float, default=0.35, help="assumed MFU when no measurement is given")
     args = ap.parse_args(argv)
     if args.data:
-        stats = token_stats(Path(args.data), args.rows, Path(args.tokenizer), args.configs)
+        stats = token_stats(Path(args.data), args.rows, args.tokenizer, args.configs)
         STATS_FILE.write_text(json.dumps(stats) + "\n")
         print(f"wrote {STATS_FILE}")
     stats = json.loads(STATS_FILE.read_text())
+    print(f"token stats from {STATS_FILE} ({stats['rows']} rows of {stats['data']}, tokenizer {stats['tokenizer']})")
     print_projection(stats, args.mfu, "assumed, pass the measured one from kernel_gpu_sim.py")
 
 

@@ -1,7 +1,7 @@
 """Trial throughput of `make tune` with 1 vs 2 local workers (GBDT objective, one thread per worker).
 
     .venv/bin/python benchmarks/tune_workers.py                       # input/sample, ~2 min on 2 idle cores
-    .venv/bin/python benchmarks/tune_workers.py --data /work/shared/data/lmsys-arena-subset --max-rows 4000
+    .venv/bin/python benchmarks/tune_workers.py --data ../shared/data/lmsys-arena-subset --max-rows 4000
 
 Both runs use the same fixed-cost objective (xgboost, a fixed number of rounds, no early stop, no
 pruning, threads=1) in a fresh study under a temp folder; the rate is trials / (last finish - first
@@ -30,6 +30,7 @@ def make_project(tmp: Path, data: Path, folds: int, rounds: int) -> Path:
 
     comp = Competition(data)
     train = comp.train()
+    print(f"read {len(train)} rows from {comp.train_csv}")
     write_folds(make_folds(train, k=folds, seed=0), tmp / "folds" / f"{comp.name}.csv")
     build_features(train)  # warm the feature cache, so the first timed trial is not the slow one
     cfg = {
@@ -88,7 +89,11 @@ def run(workers: int, trials: int, cfg_path: Path, data: Path, max_rows: int | N
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT / "input" / "sample"))
+    ap.add_argument(
+        "--data",
+        default=str(ROOT / "input" / "sample"),
+        help="competition folder, e.g. ../shared/data/lmsys-arena-subset (default: %(default)s)",
+    )
     ap.add_argument("--trials", type=int, default=6, help="trials per worker")
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=150)

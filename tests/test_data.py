@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena.data import Competition, DataError, load_battles, load_extra, parse_turns
+from lmsys_arena.data import Competition, DataError, JSONValueCell, load_battles, load_extra, parse_turns
 from lmsys_arena.swap import swap_battles
 
 HEADER = [
@@ -25,6 +25,10 @@ HEADER = [
     "winner_model_b",
     "winner_tie",
 ]
+
+
+TEST_HEADER = ["id", "prompt", "response_a", "response_b"]
+SUB_HEADER = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
 
 
 def row(id_, prompt='["hi"]', a='["A"]', b='["B"]', label=(1, 0, 0), models=("m1", "m2")):
@@ -244,3 +248,213 @@ def test_load_extra_drops_train_copies_and_renames_id_clashes(tmp_path, sample_d
     extra = load_extra(write(tmp_path / "extra.csv", [copy, clash, row("new")]), train)
     assert extra["id"].tolist() == ["extra-" + train["id"].iloc[1], "new"]
     assert extra["source"].eq("extra").all()
+
+
+# ---- ids that pandas would read as missing values stay strings ----------------------------------
+
+
+def test_na_like_ids_stay_strings(tmp_path):
+    ids = ["NA", "null", "nan", "None", "N/A", "#N/A", "007"]
+    df = load_battles(write(tmp_path / "t.csv", [row(i) for i in ids]))
+    assert df["id"].tolist() == ids
+    write(tmp_path / "test.csv", [[i, '["p"]', '["a"]', '["b"]'] for i in ids], header=TEST_HEADER)
+    write(tmp_path / "sample_submission.csv", [[i, "0.3", "0.3", "0.4"] for i in ids], header=SUB_HEADER)
+    comp = Competition(tmp_path)
+    assert comp.test(check_sample="raise")["id"].tolist() == ids
+    assert comp.check_sample_submission() is None
+
+
+# ---- sample_submission.csv -----------------------------------------------------------------------
+
+
+def write_test_dir(root, ids=("1", "2", "3"), sample_ids=None, sample_header=SUB_HEADER):
+    write(root / "test.csv", [[i, '["p"]', '["a"]', '["b"]'] for i in ids], header=TEST_HEADER)
+    if sample_ids is not False:
+        rows = [[i, "0.3333", "0.3333", "0.3334"][: len(sample_header)] for i in (sample_ids or ids)]
+        write(root / "sample_submission.csv", rows, header=sample_header)
+    return Competition(root)
+
+
+def test_sample_submission_matches(tmp_path, sample_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="lmsys_arena.data"):
+        assert Competition(sample_dir).check_sample_submission() is None
+        Competition(sample_dir).test(check_sample="raise")
+        comp = write_test_dir(tmp_path, sample_ids=["3", "1", "2"])  # any row order
+        assert comp.check_sample_submission() is None
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    "setup, match",
+    [
+        (dict(sample_ids=False), r"sample_submission.csv: file not found"),
+        (dict(sample_ids=["1", "2"]), r"ids differ from .*test.csv: 1 test ids missing \(e.g. \['3'\]\), 0 ids not in"),
+        (dict(sample_ids=["1", "2", "3", "4"]), r"0 test ids missing .*1 ids not in test.csv \(e.g. \['4'\]\)"),
+        (dict(sample_ids=["1", "2", "3", "2"]), r"duplicate id '2' at CSV record 5 \(first at CSV record 3\)"),
+        (dict(sample_header=["id", "winner_model_a", "winner_model_b"]), r"columns \['id', 'winner_model_a', 'winn"),
+        (dict(sample_header=["ID", "winner_model_a", "winner_model_b", "winner_tie"]), r"columns \['ID'"),
+    ],
+)
+def test_sample_submission_problems(tmp_path, caplog, setup, match):
+    comp = write_test_dir(tmp_path, **setup)
+    with pytest.raises(DataError, match=match) as e:
+        comp.check_sample_submission()
+    assert str(comp.sample_submission_csv) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(DataError, match=match):
+        comp.test(check_sample="raise")
+    with caplog.at_level(logging.WARNING, logger="lmsys_arena.data"):  # the Kaggle path: a warning, never a failure
+        df = comp.test()
+        assert comp.check_sample_submission(strict=False) is not None
+    assert df["id"].tolist() == ["1", "2", "3"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and str(comp.sample_submission_csv) in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lmsys_arena.data"):
+        comp.test(check_sample="skip")
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "empty file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "binary file"),
+        (b'id,winner_model_a\n"1,2\n', "not a readable"),
+    ],
+)
+def test_unreadable_sample_submission(tmp_path, caplog, content, match):
+    comp = write_test_dir(tmp_path)
+    comp.sample_submission_csv.write_bytes(content)
+    with pytest.raises(DataError, match=f"sample_submission.csv: {match}"):
+        comp.check_sample_submission()
+    with caplog.at_level(logging.WARNING, logger="lmsys_arena.data"):
+        assert len(comp.test()) == 3
+    assert match in caplog.text
+
+
+def test_check_sample_rejects_unknown_mode(tmp_path):
+    with pytest.raises(ValueError, match="check_sample"):
+        write_test_dir(tmp_path).test(check_sample="ignore")
+
+
+# ---- files with no rows ----------------------------------------------------------------------------
+
+
+def test_header_only_files(tmp_path):
+    (tmp_path / "train.csv").write_text(",".join(HEADER) + "\n")
+    (tmp_path / "test.csv").write_text(",".join(TEST_HEADER) + "\n")
+    comp = Competition(tmp_path)
+    with pytest.raises(DataError, match=r"train.csv: no rows \(only a header\)"):
+        comp.train()
+    with pytest.raises(DataError, match=r"test.csv: no rows \(only a header\)"):
+        comp.test()
+    with pytest.raises(DataError, match=r"extra.csv: no rows"):
+        load_extra(write(tmp_path / "extra.csv", []), pd.DataFrame())
+
+
+def test_tiny_train_loads(tmp_path):
+    """3 rows are fine for the loader (too few for K folds is make_folds' error)."""
+    write(tmp_path / "train.csv", [row("1"), row("2", label=(0, 1, 0)), row("3", label=(0, 0, 1))])
+    assert Competition(tmp_path).train()["label"].tolist() == [0, 1, 2]
+
+
+def test_no_rows_left_after_skipping(tmp_path):
+    path = write(tmp_path / "t.csv", [row("1", a="[1]"), row("2", label=(0, 0, 0))])
+    with pytest.raises(DataError, match=r"t.csv: no rows left of 2: 2 bad rows skipped \(first: .*id='1'"):
+        load_battles(path, skip_bad=True)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [(b"", r"empty file \(0 bytes\)"), (b"\x00\x01\x02binary", "binary file"), (b"id,prompt\n\xff\xfe,x\n", "codec")],
+)
+def test_unreadable_train_file(tmp_path, content, match):
+    (tmp_path / "train.csv").write_bytes(content)
+    with pytest.raises(DataError, match=f"train.csv: not a readable CSV: .*{match}"):
+        Competition(tmp_path).train()
+    with pytest.raises(DataError, match="is a folder"):
+        load_battles(tmp_path)
+
+
+# ---- JSON objects / numbers where a JSON list of strings belongs -----------------------------------
+
+
+def test_parse_turns_json_values():
+    for cell, kind in [('{"a": 1}', "object"), ("5", "number"), (" -1.5e3 ", "number"), ("true", "boolean")]:
+        with pytest.raises(JSONValueCell, match=f"a JSON {kind}"):
+            parse_turns(cell)
+    with pytest.raises(JSONValueCell, match="a JSON null"):
+        parse_turns("null")
+    for cell in ["5 apples", "{not json}", "null and void", '"a quoted answer"', "1, 2, 3", "NaNny", "-"]:
+        assert parse_turns(cell) == ([cell], True)
+
+
+@pytest.mark.parametrize("cell, kind", [('{"a": 1}', "object"), ("5", "number")])
+def test_json_value_cell_is_a_bad_row_in_train(tmp_path, cell, kind):
+    path = write(tmp_path / "train.csv", [row("1"), row("2", b=cell), row("3")])
+    with pytest.raises(DataError) as e:
+        load_battles(path)
+    msg = str(e.value)
+    assert str(path) in msg and "id='2' (CSV record 3) column 'response_b'" in msg and f"a JSON {kind}" in msg
+    df = load_battles(path, skip_bad=True)
+    assert df["id"].tolist() == ["1", "3"] and len(df.attrs["load_report"].skipped) == 1
+
+
+def test_json_value_cells_in_test_warn(tmp_path, caplog):
+    rows = [
+        ["1", '["ok"]', '["a"]', '["b"]'],
+        ["2", '["p"]', '{"a": 1}', '["b"]'],
+        ["3", "7", '["a"]', "just text"],
+    ]
+    write(tmp_path / "test.csv", rows, header=TEST_HEADER)
+    with caplog.at_level(logging.WARNING, logger="lmsys_arena.data"):
+        df = Competition(tmp_path).test(check_sample="skip")
+    assert df["response_a"].tolist()[1] == ['{"a": 1}'] and df["prompt"].tolist()[2] == ["7"]
+    report = df.attrs["load_report"]
+    assert report.json_value_cells == 2 and report.plain_text_cells == 3
+    assert report.json_value_first == "row id='2' (CSV record 3) column 'response_a'"
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warning) == 1 and "2 text cells are a JSON object/number" in warning[0]
+    assert "row id='2' (CSV record 3) column 'response_a'" in warning[0] and "test.csv" in warning[0]
+
+
+# ---- rows with nothing in them ---------------------------------------------------------------------
+
+
+def test_all_empty_rows_dropped_from_train(tmp_path, caplog):
+    rows = [
+        row("1"),
+        row("e1", prompt="[null]", a='[""]', b="[null]"),
+        row("e2", prompt='["", "  "]', a="[null, null]", b='["\\n"]'),  # whitespace is empty too
+        row("half", prompt="[null]", a='[""]', b='["B"]'),  # one non-empty response: kept
+        row("2"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="lmsys_arena.data"):
+        df = load_battles(write(tmp_path / "train.csv", rows))
+    assert df["id"].tolist() == ["1", "half", "2"]
+    report = df.attrs["load_report"]
+    assert report.empty_rows == ["e1", "e2"] and report.empty_rows_dropped
+    assert (report.rows_read, report.rows_kept) == (5, 3)
+    assert "dropped 2 rows whose prompt and both responses are empty in every turn" in caplog.text
+    assert "['e1', 'e2']" in caplog.text and "train.csv" in caplog.text
+    assert "dropped 2 rows with all texts empty" in report.summary()
+    extra = load_extra(write(tmp_path / "extra.csv", [row("x1", prompt='["new"]'), rows[1]]), df)
+    assert extra["id"].tolist() == ["x1"]
+
+
+def test_all_empty_rows_kept_in_test(tmp_path):
+    rows = [["1", '["p"]', '["a"]', '["b"]'], ["e", "[null]", '[""]', "[null]"]]
+    write(tmp_path / "test.csv", rows, header=TEST_HEADER)
+    df = Competition(tmp_path).test(check_sample="skip")
+    assert df["id"].tolist() == ["1", "e"] and df["prompt"].tolist()[1] == [""]
+    report = df.attrs["load_report"]
+    assert report.empty_rows == ["e"] and not report.empty_rows_dropped
+    assert "kept 1 rows with all texts empty" in report.summary()
+
+
+def test_only_empty_rows_is_an_error(tmp_path):
+    path = write(tmp_path / "train.csv", [row("e1", prompt="[null]", a='[""]', b="[null]")])
+    with pytest.raises(
+        DataError, match=r"no rows left of 1: 1 rows with all texts empty dropped \(first ids: \['e1'\]"
+    ):
+        load_battles(path)

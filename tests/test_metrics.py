@@ -18,6 +18,7 @@ from lmsys_arena.metrics import (
     log_loss,
     log_softmax,
     order_consistency,
+    read_submission,
     softmax,
     validate_submission,
 )
@@ -151,3 +152,105 @@ def test_validator_accepts_good():
 def test_validator_rejects(mutate, match):
     with pytest.raises(SubmissionError, match=match):
         validate_submission(mutate(good_sub()), IDS, name="sub.csv")
+
+
+def test_validator_rejects_nan_ids_and_empty():
+    sub = good_sub().assign(id=[np.nan, "136060", "abc"])  # what pd.read_csv makes of the id 'NA'
+    with pytest.raises(SubmissionError, match=r"sub.csv: row 0 .*has no id \(NaN; 1 such rows\).*read_submission"):
+        validate_submission(sub, ["NA", "136060", "abc"], name="sub.csv")
+    with pytest.raises(SubmissionError, match=r"sub.csv: no rows \(only a header\)"):
+        validate_submission(good_sub().iloc[:0], IDS, name="sub.csv")
+    with pytest.raises(ValueError, match="test ids contain a missing value"):
+        validate_submission(good_sub(), ["007", np.nan, "abc"])
+
+
+# ---- read_submission ------------------------------------------------------------------------------
+
+HEADER = "id,winner_model_a,winner_model_b,winner_tie\n"
+
+
+def test_read_submission_keeps_na_like_ids(tmp_path):
+    """infer writes an id 'NA' as NA; check must read it back as the id, not a missing value."""
+    from lmsys_arena.runner import write_submission
+    from lmsys_arena.runs import PROB_COLS
+
+    ids = ["NA", "null", "nan", "007", "N/A", "#N/A"]
+    frame = pd.DataFrame({"id": ids})
+    frame[PROB_COLS] = [[0.2, 0.3, 0.5]] * len(ids)
+    path = tmp_path / "sub.csv"
+    write_submission(frame, path, ids)
+    sub = read_submission(path)
+    assert sub["id"].tolist() == ids
+    assert [sub[c].dtype for c in COLS] == [np.float64] * 3
+    validate_submission(sub, ids, name=str(path))
+    with pytest.raises(SubmissionError, match="has no id"):  # the old way of reading it
+        validate_submission(pd.read_csv(path, dtype={"id": str}), ids, name=str(path))
+
+
+def test_read_submission_odd_but_valid(tmp_path):
+    path = tmp_path / "sub.csv"
+    rows = "\ufeff" + HEADER.replace("\n", "\r\n") + "007, 0.2 ,0.3,0.5\r\n\r\n136060,1e-1,0.4,0.5\r\n"
+    path.write_text(rows, newline="")  # BOM, CRLF, a blank line, spaces around a number
+    sub = read_submission(path)
+    assert sub["id"].tolist() == ["007", "136060"]
+    assert sub[COLS[0]].tolist() == [0.2, 0.1]
+    validate_submission(sub, ["007", "136060"])
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", r"empty file \(0 bytes\)"),
+        (b"\n\n", r"no header \(blank file\)"),
+        (b"PK\x03\x04\x00\x00binary", r"binary file \(NUL bytes\)"),
+        (HEADER.encode() + b"caf\xe9,0.2,0.3,0.5\n", r"not UTF-8 text \(byte 47: b'\\xe9'\)"),
+        (HEADER.encode() + b'"NA,0.2,0.3,0.5\n', r"not a readable CSV: line 2: unexpected end of data"),
+        (HEADER.encode() + b'"NA"x,0.2,0.3,0.5\n', r"not a readable CSV: line 2"),
+        (HEADER.encode() + b"NA,0.2,0.3,0.5,9\n", r"line 2 has 5 fields, the header .* has 4"),
+        (HEADER.encode() + b"NA,0.2,0.3,0.5\n007,0.5,0.5\n", r"line 3 has 3 fields"),
+        (
+            b"id,winner_model_a,winner_model_a,winner_tie\nNA,1,0,0\n",
+            r"duplicate column name\(s\) \['winner_model_a'\]",
+        ),
+    ],
+)
+def test_read_submission_rejects_unreadable(tmp_path, content, match):
+    path = tmp_path / "sub.csv"
+    path.write_bytes(content)
+    with pytest.raises(SubmissionError, match=match) as e:
+        read_submission(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+
+
+def test_read_submission_missing_file(tmp_path):
+    with pytest.raises(SubmissionError, match="nope.csv: file not found"):
+        read_submission(tmp_path / "nope.csv")
+    with pytest.raises(SubmissionError, match="is a folder"):
+        read_submission(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "cells, match",
+    [
+        ("0.2,x,0.5", r"row id='NA' column 'winner_model_b' is not a finite number \('x'; 1 such rows\)"),
+        ("0.2,0.3,", r"row id='NA' column 'winner_tie' is not a finite number \(''; 1 such rows\)"),
+        ("nan,0.3,0.7", r"row id='NA' column 'winner_model_a' is not a finite number \('nan'"),
+        ("inf,0.3,0.7", r"row id='NA' column 'winner_model_a' is not a finite number \('inf'"),
+        ("-0.5,0.8,0.7", r"row id='NA' column 'winner_model_a' is negative \(-0.5;"),
+        ("0.2,0.3,0.6", r"row id='NA': probabilities sum to 1.100000000"),
+    ],
+)
+def test_read_submission_then_validate_names_row_and_column(tmp_path, cells, match):
+    path = tmp_path / "sub.csv"
+    path.write_text(HEADER + f"NA,{cells}\n007,0.1,0.1,0.8\n")
+    with pytest.raises(SubmissionError, match=match):
+        validate_submission(read_submission(path), ["NA", "007"], name=str(path))
+
+
+def test_read_submission_header_only(tmp_path):
+    path = tmp_path / "sub.csv"
+    path.write_text(HEADER)
+    sub = read_submission(path)
+    assert list(sub.columns) == ["id", *COLS] and len(sub) == 0
+    with pytest.raises(SubmissionError, match=r"sub.csv: no rows \(only a header\)"):
+        validate_submission(sub, IDS, name=str(path))

@@ -16,14 +16,22 @@ Each row becomes:
 
 Text cells are JSON lists of strings/nulls. ``\\ud83d\\ude00``-style escapes are joined into
 one character; lone surrogates (``\\ud83d`` alone, which cannot be encoded as UTF-8) become
-U+FFFD. A cell that does not start with ``[`` is taken as one plain-text turn (counted).
+U+FFFD. A cell that does not start with ``[`` is taken as one plain-text turn (counted), unless
+the whole cell is a JSON object, number, ``true``, ``false`` or ``null`` (e.g. ``{"a": 1}`` or
+``5``): that is a bad cell, not text.
 
 Bad input raises :class:`DataError` naming the file, the row id (and CSV record) and the
-column: missing column, empty or duplicate id, a ``[...]`` cell that is not a JSON list of
-strings, an empty cell, winner columns that are not one-hot. With ``skip_bad=True`` bad
-rows are dropped, counted and reported instead; nothing is ever dropped silently.
-``lenient_text=True`` (used for test files, where a failed load means a failed Kaggle
-submission) takes any unparsable text cell as one plain-text turn instead, counted.
+column: missing column, a file with no data rows, empty or duplicate id, a ``[...]`` cell that
+is not a JSON list of strings, a JSON object/number cell, an empty cell, winner columns that
+are not one-hot. With ``skip_bad=True`` bad rows are dropped, counted and reported instead;
+nothing is ever dropped silently. ``lenient_text=True`` (used for test files, where a failed
+load means a failed Kaggle submission) takes any unparsable text cell as one plain-text turn
+instead, counted (JSON object/number cells with a WARNING naming the first row id and column).
+
+Labelled rows (train, extra) whose prompt and both responses are empty in every turn (null,
+``""`` or whitespace) carry nothing to learn from: they are dropped with a WARNING (count and
+first ids, also in the :class:`LoadReport`). Unlabelled (test) rows are always kept: every test
+id needs a prediction.
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ class DataError(ValueError):
     """Bad input: the message names the file, row id, CSV record and column."""
 
 
+class JSONValueCell(ValueError):
+    """A text cell that is a whole JSON object, number, true/false or null, not a list of strings."""
+
+
 @dataclass
 class LoadReport:
     path: str
@@ -58,6 +70,10 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)  # one message per skipped row
     plain_text_cells: int = 0  # cells that were not JSON and were taken as one turn
     padded_turns: int = 0  # rows whose prompt/response turn counts differed
+    json_value_cells: int = 0  # (lenient) JSON object/number cells taken as one plain-text turn
+    json_value_first: str = ""  # where the first of them is: "row id=... (CSV record n) column '...'"
+    empty_rows: list[str] = field(default_factory=list)  # ids of rows whose texts are all empty
+    empty_rows_dropped: bool = False  # True: those rows were dropped (labelled files); False: kept (test)
 
     def summary(self) -> str:
         s = f"read {self.rows_read} rows from {self.path}, kept {self.rows_kept}"
@@ -65,8 +81,13 @@ class LoadReport:
             s += f", skipped {len(self.skipped)} bad rows (first: {self.skipped[0]})"
         if self.plain_text_cells:
             s += f", {self.plain_text_cells} non-JSON cells taken as one turn"
+        if self.json_value_cells:
+            s += f" ({self.json_value_cells} of them JSON objects/numbers, first at {self.json_value_first})"
         if self.padded_turns:
             s += f", {self.padded_turns} rows with unequal turn counts padded with ''"
+        if self.empty_rows:
+            what = "dropped" if self.empty_rows_dropped else "kept"
+            s += f", {what} {len(self.empty_rows)} rows with all texts empty (first ids: {self.empty_rows[:5]})"
         return s
 
 
@@ -95,15 +116,35 @@ def _decode_list(cell: str) -> list:
     return value
 
 
+_JSON_VALUE_START = frozenset("{-0123456789tfnNI")  # objects, numbers (NaN, Infinity), true, false, null
+_JSON_KIND = {dict: "object", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _reject_json_value(cell: str) -> None:
+    """Raise :class:`JSONValueCell` if the whole (non-list) cell is one JSON value other than a string."""
+    text = cell.strip()
+    if text[:1] not in _JSON_VALUE_START:
+        return
+    try:
+        value, end = _scan_once(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return  # not JSON: plain text
+    if end == len(text) and type(value) is not str:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise JSONValueCell(f"a JSON {_JSON_KIND[type(value)]} ({shown!r}), expected a JSON list of strings")
+
+
 def parse_turns(cell: str) -> tuple[list[str], bool]:
     """Decode one Kaggle text cell into turns. Returns (turns, was_plain_text).
 
-    A cell that starts with ``[`` must be a non-empty JSON list of strings/nulls; anything
-    else non-empty is taken as a single plain-text turn. Raises ValueError with the reason.
+    A cell that starts with ``[`` must be a non-empty JSON list of strings/nulls; a cell that is
+    a whole JSON object, number, true/false or null raises :class:`JSONValueCell`; anything else
+    non-empty is taken as a single plain-text turn. Raises ValueError with the reason.
     """
     if cell[:1] != "[" and not cell.lstrip().startswith("["):
         if cell == "":
             raise ValueError("empty cell")
+        _reject_json_value(cell)
         return [cell], True
     value = _decode_list(cell)
     if type(value) is list and len(value) == 1 and type(value[0]) is str:  # the common case, fast
@@ -150,15 +191,19 @@ def load_battles(
     require_labels: bool | None = None,
     source: str | None = None,
     lenient_text: bool = False,
+    drop_empty: bool | None = None,
 ) -> pd.DataFrame:
     """Read a Kaggle-format CSV (train, test or external rows) into the tidy frame above.
 
     ``require_labels``: True demands winner columns, False ignores them, None uses them
     when present. ``source`` fills a ``source`` column (default: the file stem).
+    ``drop_empty``: drop rows whose texts are all empty (None: when labels are read).
     The :class:`LoadReport` is in ``df.attrs["load_report"]``.
     """
     path = Path(path)
-    df, report = _load(path, skip_bad=skip_bad, require_labels=require_labels, lenient_text=lenient_text)
+    df, report = _load(
+        path, skip_bad=skip_bad, require_labels=require_labels, lenient_text=lenient_text, drop_empty=drop_empty
+    )
     df["source"] = source or path.stem
     log.info(report.summary())
     if report.skipped:
@@ -166,13 +211,37 @@ def load_battles(
             log.warning("skipped: %s", msg)
         if len(report.skipped) > 20:
             log.warning("... and %d more skipped rows", len(report.skipped) - 20)
+    if report.json_value_cells:
+        log.warning(
+            "%s: %d text cells are a JSON object/number (or true/false/null), not a JSON list of strings; "
+            "each was taken as one plain-text turn (first: %s)",
+            path,
+            report.json_value_cells,
+            report.json_value_first,
+        )
+    if report.empty_rows and report.empty_rows_dropped:
+        log.warning(
+            "%s: dropped %d rows whose prompt and both responses are empty in every turn (first ids: %s)",
+            path,
+            len(report.empty_rows),
+            report.empty_rows[:10],
+        )
     df.attrs["load_report"] = report
     return df
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """Every cell as a string, exactly as written (ids like ``NA`` or ``007`` stay strings)."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: not a readable CSV: empty file (0 bytes)")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a readable CSV: binary file (NUL bytes), expected UTF-8 text")
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -202,7 +271,7 @@ def _id_problems(ids: pd.Series) -> dict[int, tuple[str, str]]:
     return bad
 
 
-def _parse_texts(raw: pd.DataFrame, report: LoadReport, lenient: bool, skip: set[int]):
+def _parse_texts(raw: pd.DataFrame, report: LoadReport, lenient: bool, skip: set[int], ids: pd.Series):
     """Turn lists per text column, plus {row: (column, reason)} for cells that fail to parse."""
     n = len(raw)
     out = {c: [None] * n for c in TEXT_COLUMNS}
@@ -226,6 +295,10 @@ def _parse_texts(raw: pd.DataFrame, report: LoadReport, lenient: bool, skip: set
                         bad[i] = (c, str(e))
                         break
                     turns, plain = [fix_surrogates(col[i])], True
+                    if isinstance(e, JSONValueCell):
+                        if not report.json_value_cells:
+                            report.json_value_first = f"row id={ids.iat[i]!r} (CSV record {i + 2}) column '{c}'"
+                        report.json_value_cells += 1
                 if plain:
                     report.plain_text_cells += 1
                 out[c][i] = turns
@@ -247,15 +320,27 @@ def _pad_turns(out: dict, keep: np.ndarray, report: LoadReport) -> None:
             col[i] = col[i] + [""] * (m - len(col[i]))
 
 
+def _all_empty(out: dict, i: int) -> bool:
+    """Whether every turn of the prompt and both responses of row ``i`` is empty or whitespace."""
+    return all(not t or t.isspace() for c in TEXT_COLUMNS for t in out[c][i])
+
+
 def _load(
-    path: Path, *, skip_bad: bool, require_labels: bool | None, lenient_text: bool = False
+    path: Path,
+    *,
+    skip_bad: bool,
+    require_labels: bool | None,
+    lenient_text: bool = False,
+    drop_empty: bool | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
     raw = _read_csv(path)
     report = LoadReport(path=str(path), rows_read=len(raw))
     with_labels = _required_columns(raw, path, require_labels)
+    if not len(raw):
+        raise DataError(f"{path}: no rows (only a header)")
     ids = raw["id"].str.strip()
     bad = _id_problems(ids)
-    out, text_bad = _parse_texts(raw, report, lenient_text, skip=set(bad))
+    out, text_bad = _parse_texts(raw, report, lenient_text, skip=set(bad), ids=ids)
     for i, problem in text_bad.items():
         bad.setdefault(i, problem)
     labels = np.full(len(raw), -1, dtype=np.int8)
@@ -276,6 +361,16 @@ def _load(
     keep = np.ones(len(raw), dtype=bool)
     keep[list(bad)] = False
     _pad_turns(out, keep, report)
+    empty = [int(i) for i in np.flatnonzero(keep) if _all_empty(out, i)]
+    report.empty_rows = [ids.iat[i] for i in empty]
+    report.empty_rows_dropped = bool(empty) and (with_labels if drop_empty is None else drop_empty)
+    if report.empty_rows_dropped:
+        keep[empty] = False
+    if not keep.any():
+        why = [f"{len(bad)} bad rows skipped (first: {report.skipped[0]})"] if bad else []
+        if report.empty_rows_dropped:
+            why.append(f"{len(empty)} rows with all texts empty dropped (first ids: {report.empty_rows[:5]})")
+        raise DataError(f"{path}: no rows left of {len(raw)}: {'; '.join(why)}")
     df = pd.DataFrame(
         {
             "id": ids.to_numpy(dtype=object),
@@ -327,9 +422,70 @@ class Competition:
     def train(self, skip_bad: bool = False) -> pd.DataFrame:
         return load_battles(self.train_csv, skip_bad=skip_bad, require_labels=True, source="train")
 
-    def test(self, skip_bad: bool = False) -> pd.DataFrame:
-        """Test rows; odd text cells never fail here (a failed load is a failed Kaggle submission)."""
-        return load_battles(self.test_csv, skip_bad=skip_bad, require_labels=False, source="test", lenient_text=True)
+    def test(self, skip_bad: bool = False, *, check_sample: str = "warn") -> pd.DataFrame:
+        """Test rows; odd text cells never fail here (a failed load is a failed Kaggle submission).
+
+        ``check_sample``: compare sample_submission.csv with the test ids and the submission
+        columns (:meth:`check_sample_submission`): "warn" (default: a problem is a WARNING, so
+        a Kaggle kernel never fails on it), "raise" (a :class:`DataError`) or "skip".
+        """
+        if check_sample not in ("warn", "raise", "skip"):
+            raise ValueError(f"check_sample must be 'warn', 'raise' or 'skip', got {check_sample!r}")
+        test = load_battles(self.test_csv, skip_bad=skip_bad, require_labels=False, source="test", lenient_text=True)
+        if check_sample != "skip":
+            self.check_sample_submission(test["id"], strict=check_sample == "raise")
+        return test
+
+    def check_sample_submission(self, test_ids=None, *, strict: bool = True) -> str | None:
+        """Check sample_submission.csv: it exists, its columns are ``id,winner_model_a,winner_model_b,
+        winner_tie`` and its ids are test.csv's (``test_ids``; default: read test.csv), each once.
+
+        Returns None when it is fine, else the problem (one line naming the file). ``strict``: raise
+        it as a :class:`DataError`; otherwise log it as a WARNING and return it (never raises).
+        """
+        try:
+            problem = self._sample_submission_problem(test_ids)
+        except Exception as e:  # lenient mode must never fail a Kaggle submission
+            if strict:
+                raise
+            problem = f"{self.sample_submission_csv}: could not be checked ({type(e).__name__}: {e})"
+        if problem is None:
+            return None
+        if strict:
+            raise DataError(problem)
+        log.warning("%s (not fatal here: predictions are written for test.csv's ids)", problem)
+        return problem
+
+    def _sample_submission_problem(self, test_ids) -> str | None:
+        from lmsys_arena.metrics import SubmissionError, read_submission
+
+        path = self.sample_submission_csv
+        if not path.exists():
+            return f"{path}: file not found (the competition's sample_submission.csv belongs next to {self.test_csv})"
+        try:
+            sample = read_submission(path)
+        except SubmissionError as e:
+            return str(e)
+        expected = ["id", *CLASS_NAMES]
+        if list(sample.columns) != expected:
+            return f"{path}: columns {list(sample.columns)}, expected {expected}"
+        ids = sample["id"].str.strip()
+        dup = ids.duplicated(keep="first").to_numpy()
+        if dup.any():
+            i = int(np.argmax(dup))
+            first = int(np.argmax((ids == ids.iat[i]).to_numpy()))
+            return f"{path}: duplicate id {ids.iat[i]!r} at CSV record {i + 2} (first at CSV record {first + 2})"
+        if test_ids is None:
+            test_ids = self.test(check_sample="skip")["id"]
+        want = pd.Index([str(i).strip() for i in test_ids])
+        have = pd.Index(ids)
+        missing, extra = want.difference(have), have.difference(want)
+        if len(missing) or len(extra):
+            return (
+                f"{path}: ids differ from {self.test_csv}: {len(missing)} test ids missing (e.g. {list(missing[:3])}), "
+                f"{len(extra)} ids not in test.csv (e.g. {list(extra[:3])})"
+            )
+        return None
 
 
 def _text_key(d: pd.DataFrame) -> pd.Series:
