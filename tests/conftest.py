@@ -33,7 +33,9 @@ def write_small_competition(root: Path, n_rows: int, k: int = 2, seed: int = 42)
 
     data = root / "small"
     data.mkdir(parents=True)
-    pd.read_csv(SAMPLE / "train.csv").head(n_rows).to_csv(data / "train.csv", index=False)
+    pd.read_csv(SAMPLE / "train.csv", dtype=str, keep_default_na=False).head(n_rows).to_csv(
+        data / "train.csv", index=False
+    )
     for f in ("test.csv", "sample_submission.csv"):
         shutil.copy(SAMPLE / f, data / f)
     make_folds(Competition(data).train(), k=k, seed=seed).to_csv(root / "folds.csv", index=False)

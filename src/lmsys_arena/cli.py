@@ -245,8 +245,14 @@ def _dispatch(args) -> None:
         from lmsys_arena.folds import folds_path, make_folds, write_folds
 
         comp = Competition(Path(resolve_data(args)))
+        from lmsys_arena.data import DataError
+
         train = comp.train(skip_bad=args.skip_bad)
-        write_folds(make_folds(train, k=args.folds, seed=args.seed), folds_path(comp.name), labels=train["label"])
+        try:
+            folds = make_folds(train, k=args.folds, seed=args.seed)
+        except ValueError as e:
+            raise DataError(f"{comp.train_csv}: {e}") from None
+        write_folds(folds, folds_path(comp.name), labels=train["label"])
     elif cmd == "train":
         from lmsys_arena.runner import format_metrics, train_run
         from lmsys_arena.runs import RUNS_DIR, RunSpec, default_run_name
@@ -269,14 +275,12 @@ def _dispatch(args) -> None:
 
         print(format_metrics(args.run, score_run(RUNS_DIR / args.run)))
     elif cmd == "check":
-        import pandas as pd
-
         from lmsys_arena.data import Competition
-        from lmsys_arena.metrics import validate_submission
+        from lmsys_arena.metrics import read_submission, validate_submission
 
         comp = Competition(Path(resolve_data(args)))
-        sub = pd.read_csv(args.sub, dtype={"id": str})
-        validate_submission(sub, comp.test(skip_bad=args.skip_bad)["id"], name=args.sub)
+        sub = read_submission(args.sub)
+        validate_submission(sub, comp.test(skip_bad=args.skip_bad, check_sample="raise")["id"], name=args.sub)
         print(f"{args.sub}: valid submission ({len(sub)} rows) for {comp.test_csv}")
     elif cmd == "config":
         _config_command(args)

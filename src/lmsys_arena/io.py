@@ -130,6 +130,6 @@ ONCE_PER_RUN = OncePerRun()
 
 def setup_logging(level: str | int = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for handler in logging.getLogger().handlers:
-        if ONCE_PER_RUN not in handler.filters:
+    for handler in logging.getLogger().handlers:  # the console handler basicConfig made (not a test harness's)
+        if type(handler) is logging.StreamHandler and ONCE_PER_RUN not in handler.filters:
             handler.addFilter(ONCE_PER_RUN)

@@ -47,6 +47,7 @@ def train_run(
     """
     run = Run(run_dir)
     fam = families.of(cfg).load()  # a missing extra (torch for llm) fails before anything is written
+    dist.init()  # under torchrun: the process group, so that the ranks wait for rank 0 to prepare the run
     inputs = _read_inputs(spec)  # bad data or folds fail before the run folder is touched
     n_folds = int(inputs[1].max()) + 1
     bad = [f for f in only_folds or [] if f < 0 or f >= n_folds]

@@ -44,10 +44,9 @@ def simulate_kernel(
     """Run the entry script against a temporary /kaggle/input built from local files (on CPU unless
     ``env_extra`` sets CUDA_VISIBLE_DEVICES); ``copy_to`` keeps /kaggle/working's files. Returns
     (problems, the kernel's report)."""
-    import pandas as pd
 
     from lmsys_arena.data import Competition
-    from lmsys_arena.metrics import SubmissionError, validate_submission
+    from lmsys_arena.metrics import SubmissionError, read_submission, validate_submission
 
     meta = read_json(kdir / METADATA_FILE)
     plan = read_json(kdir / PLAN_FILE)
@@ -99,7 +98,7 @@ def simulate_kernel(
             return ["simulated run wrote no submission.csv"], {}
         try:
             validate_submission(
-                pd.read_csv(sub_path, dtype={"id": str}),
+                read_submission(sub_path),
                 Competition(data).test()["id"],
                 name="simulated submission.csv",
             )
