@@ -76,37 +76,19 @@ def make_competition(dst: Path, test_rows: int) -> Path:
 def make_backbone(out: Path, small: bool) -> Path:
     """Random-weight Gemma-2-2B shape (or a tiny one) + the tiny byte tokenizer, as an HF folder."""
     import torch
-    from transformers import AutoModel, Gemma2Config
+    from transformers import AutoModel
 
     from lmsys_arena.llm.backbones import tiny_tokenizer
 
     if (out / "config.json").exists():
         return out
     tok = tiny_tokenizer()
+    from llm_speed import gemma2_2b_config  # the same Gemma-2-2B shape as the speed benchmark
+
+    cfg = gemma2_2b_config(small)
+    cfg.pad_token_id = tok.pad_token_id
     if small:
-        cfg = Gemma2Config(
-            vocab_size=len(tok),
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            pad_token_id=tok.pad_token_id,
-        )
-    else:
-        cfg = Gemma2Config(
-            vocab_size=256000,
-            hidden_size=2304,
-            intermediate_size=9216,
-            num_hidden_layers=26,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            head_dim=256,
-            query_pre_attn_scalar=256,
-            sliding_window=4096,
-            pad_token_id=tok.pad_token_id,
-        )
+        cfg.vocab_size = len(tok)  # the byte tokenizer's vocabulary
     torch.manual_seed(0)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     t0 = time.time()
