@@ -2,7 +2,7 @@
 #   make folds train infer                    # xgb on input/lmsys-chatbot-arena, else the bundled input/sample
 #   make train MODEL=lgbm EXTRA=../shared/data/lmsys-arena-subset/extra_arena33k.csv
 #   make score ; make check ; make config MODEL=gemma3-270m ; make test
-# Variables: DATA EXTRA (train-only rows) MODEL RUN FOLDS SEED SKIP_BAD=1 ONLY_FOLDS=0,1 FRESH=1
+# Variables: DATA EXTRA (train-only rows) MODEL RUN FOLDS SEED SKIP_BAD=1 ONLY_FOLDS=0,1 FRESH=1 FULL=1
 # SET="key=value ..." PARAMS GPUS BACKBONE LOG_LEVEL; README.md "Conventions" has the table.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -27,6 +27,11 @@ GPUS ?= 1
 BACKBONE ?=
 ONLY_FOLDS ?=
 FRESH ?=
+FULL ?=
+METHOD ?=
+RANK ?=
+QUANT ?=
+VERSION ?=
 SUB ?= submissions/$(RUN).csv
 RUNS ?=
 NAME ?=
@@ -61,7 +66,7 @@ MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter 
 	$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
 LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena --,$(PY) -m lmsys_arena)
 
-.PHONY: setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
+.PHONY: merge export submit setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
 	check-kernels push clean-venv
 
 $(STAMP): pyproject.toml
@@ -83,10 +88,18 @@ folds: $(STAMP)
 
 train: $(STAMP)
 	$(LAUNCH) train $(LOG_ARG) $(DATA_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
-		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh)
+		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh) $(if $(FULL),--full)
+
+# one model from a run's folds (LLM), its adapter merged into fp16 weights for T4 (docs/kaggle.md)
+merge: $(STAMP)
+	$(CLI) merge --run $(RUN) $(if $(NAME),--name $(NAME)) $(if $(METHOD),--method $(METHOD)) \
+		$(if $(RANK),--rank $(RANK)) $(if $(FRESH),--fresh)
+
+export: $(STAMP)
+	$(CLI) export --run $(RUN) $(if $(NAME),--name $(NAME)) $(if $(QUANT),--quant $(QUANT)) $(if $(FRESH),--fresh)
 
 infer: $(STAMP)
-	$(CLI) infer --run $(RUN) $(if $(filter command line environment,$(origin DATA)),--data $(DATA))
+	$(CLI) infer --run $(RUN)$(if $(FULL),-full) $(if $(filter command line environment,$(origin DATA)),--data $(DATA))
 
 score: $(STAMP)
 	$(CLI) score --run $(RUN)

@@ -68,7 +68,7 @@ def test_gbdt_blend_kernel_builds_checks_and_simulates(in_project):
     kdir = K.build_kernel("blend", opts=K.KernelOptions(user="testuser"))
     meta = json.loads((kdir / "kernel-metadata.json").read_text())
     assert meta["id"] == "testuser/lmsys-arena-blend" and meta["enable_internet"] is False
-    assert meta["enable_gpu"] is True and meta["machine_shape"] == "NvidiaTeslaT4"
+    assert meta["enable_gpu"] is False and meta["machine_shape"] == "NvidiaTeslaT4"  # GBDT only: no GPU
     assert meta["competition_sources"] == ["lmsys-chatbot-arena"]
     assert meta["dataset_sources"] == ["testuser/lmsys-arena-code", "testuser/lmsys-arena-blend-artefacts"]
     assert (kdir / meta["code_file"]).read_text() == K.ENTRY_TEMPLATE.read_text()
@@ -167,7 +167,7 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
     problems, report = K.simulate_kernel(kdir, SAMPLE, ds, copy_to=Path("sim_tiny"))
     assert not problems, problems
     assert report["runs"]["tiny"]["rows_done"] == 3 and report["rows_filled"] == 0
-    assert report["runs"]["tiny"]["folds_contributed"] == report["runs"]["tiny"]["folds"] == 1
+    assert report["runs"]["tiny"]["models_contributed"] == report["runs"]["tiny"]["models"] == 1
     sim = pd.read_csv("sim_tiny/submission.csv", dtype={"id": str}).set_index("id")
     ref = pd.read_csv("submissions/tiny.csv", dtype={"id": str}).set_index("id")
     assert np.allclose(sim.loc[ref.index, SUB_COLS].to_numpy(), ref[SUB_COLS].to_numpy(), atol=1e-5)
@@ -178,7 +178,7 @@ def test_llm_kernel_time_guard_falls_back_to_gbdt(in_project):
     )
     assert not problems, problems
     assert report["runs"]["tiny"]["rows_done"] == 0 and report["rows_filled"] == 3
-    assert report["runs"]["tiny"]["folds_contributed"] == 0 and report["runs"]["tiny"]["folds"] == 1
+    assert report["runs"]["tiny"]["models_contributed"] == 0 and report["runs"]["tiny"]["models"] == 1
     assert report["filled_from"] == "xgb"
     sim = pd.read_csv("sim_tiny_late/submission.csv", dtype={"id": str}).set_index("id")
     ref = pd.read_csv("submissions/xgb.csv", dtype={"id": str}).set_index("id")

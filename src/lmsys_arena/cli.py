@@ -2,6 +2,9 @@
 
     python -m lmsys_arena folds  --data input/sample --folds 5 --seed 42
     python -m lmsys_arena train  --model xgb [--run NAME] [--extra extra.csv] [--set params.max_depth=8]
+    python -m lmsys_arena train  --model xgb --full  # one model on all rows -> runs/<run>-full/
+    python -m lmsys_arena merge  --run gemma3-270m    # fold adapters -> one (runs/gemma3-270m-merged/)
+    python -m lmsys_arena export --run gemma3-270m-merged [--quant 8bit]   # adapter merged into the weights
     python -m lmsys_arena infer  --run xgb-sample
     python -m lmsys_arena score  --run xgb-sample
     python -m lmsys_arena check  --sub submissions/xgb-sample.csv [--data input/sample]
@@ -82,6 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only-folds", default=None, help="comma-separated folds to train, e.g. 0 or 0,1")
     p.add_argument("--fresh", action="store_true", help="delete runs/<run>/ first instead of resuming")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="refit on all train rows (+ extra) with the fold run's schedule, no validation fold: "
+        "runs/<fold run>-full/ (the fold run is --run, or the default run name)",
+    )
+
+    p = command("merge", "one model from an LLM run's fold models: runs/<run>-merged/")
+    p.add_argument("--run", required=True)
+    p.add_argument("--name", default=None, help="the merged run's name (default: <run>-merged)")
+    p.add_argument(
+        "--method",
+        choices=["concat", "svd", "mean"],
+        default="concat",
+        help="concat: the exact mean of the weight updates (rank r x folds); svd: that mean at --rank; "
+        "mean: the element-wise mean of the LoRA A and B matrices",
+    )
+    p.add_argument("--rank", type=int, default=None, help="rank of --method svd (default: the folds' r)")
+    p.add_argument("--fresh", action="store_true", help="replace an existing merged run")
+
+    p = command("export", "a single-model LLM run with its adapter merged into the weights: runs/<run>-export/")
+    p.add_argument("--run", required=True, help="a merged run or a refit")
+    p.add_argument("--name", default=None, help="the exported run's name (default: <run>-export)")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="the saved weights' dtype")
+    p.add_argument("--quant", choices=["8bit"], default=None, help="load the weights in 8-bit (bitsandbytes)")
+    p.add_argument("--fresh", action="store_true", help="replace an existing exported run")
 
     p = command("infer", "fold-averaged test predictions and submissions/<run>.csv")
     p.add_argument("--run", required=True)
@@ -262,8 +291,25 @@ def _dispatch(args) -> None:
         spec = RunSpec(data=data, extra=args.extra, seed=args.seed, skip_bad=args.skip_bad)
         only = _folds_list(args.only_folds)
         run = args.run or default_run_name(args.model, data)
+        if args.full:
+            from lmsys_arena.runner import refit_run
+
+            if only:
+                raise UsageError("--full trains one model on every row: it takes no --only-folds")
+            done = refit_run(cfg, RUNS_DIR / f"{run}-full", spec, RUNS_DIR / run, fresh=args.fresh)
+            print(f"{run}-full: refit of {run} on {done['rows']} rows in {done['seconds']}s")
+            return
         metrics = train_run(cfg, RUNS_DIR / run, spec, only_folds=only, fresh=args.fresh)
         print(format_metrics(run, metrics))
+    elif cmd in ("merge", "export"):
+        from lmsys_arena import derive
+        from lmsys_arena.runs import RUNS_DIR
+
+        if cmd == "merge":
+            out = derive.merge_run(RUNS_DIR / args.run, args.name, args.method, args.rank, fresh=args.fresh)
+        else:
+            out = derive.export_run(RUNS_DIR / args.run, args.name, args.dtype, args.quant, fresh=args.fresh)
+        print(out.path)
     elif cmd == "infer":
         from lmsys_arena.runner import infer_run
         from lmsys_arena.runs import RUNS_DIR

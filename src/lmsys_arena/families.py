@@ -36,6 +36,12 @@ class Family(Protocol):
     def prepare_for_kernel(self, cfg: dict, assets: dict, input_root: Path, artefacts: Path, overrides: dict) -> dict:
         """The run's config as the kernel uses it (local backbone path, T4 precision, ...)."""
 
+    def refit_config(self, cfg: dict, fold_dirs: list[Path]) -> dict:
+        """Optional: the config of a full-data refit from the fold models (a GBDT: their mean best round)."""
+
+    def golden_features(self, cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+        """Optional: what the model sees of ``df``, compared inside a kernel (:mod:`lmsys_arena.golden`)."""
+
 
 @dataclass(frozen=True)
 class FamilyInfo:
@@ -47,6 +53,7 @@ class FamilyInfo:
     time_guarded: bool = False  # the kernel's deadline applies: rows it did not reach fall back to others
     kernel: str | None = None  # module with the kernel hooks, a light import (default: the family module)
     extra: str | None = None  # the package extra its implementation needs (pip install 'lmsys-arena[<extra>]')
+    golden_tolerance: float = 1e-4  # largest probability change of a golden row a kernel accepts (golden.py)
 
     def config_class(self) -> type:
         mod, cls = self.schema.split(":")
@@ -79,6 +86,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         time_guarded=True,
         kernel="lmsys_arena.llm.kaggle",
         extra="llm",
+        golden_tolerance=0.05,  # training precision (bf16) vs the kernel's (fp16 / fp32)
     ),
     "blend": FamilyInfo("blend", "lmsys_arena.ensemble:Blend", "lmsys_arena.ensemble", trains=False),
 }

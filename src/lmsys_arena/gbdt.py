@@ -69,7 +69,7 @@ class GBDTConfig(RunOptions):
     swap_augment: bool = option(True, "train on every row twice, also as B|A with the label swapped")
     num_boost_round: int = option(3000, "upper bound on boosting rounds")
     early_stopping_rounds: int = option(
-        100, "stop when the fold's validation log loss has not improved for this many rounds"
+        100, "stop when the fold's validation log loss has not improved for this many rounds (0: off)"
     )
     source_feature: bool = option(
         True, "add is_extra (1 on EXTRA rows): the trees learn the external set's class balance"
@@ -137,7 +137,21 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         },
     )
     log.info("%s: %s stopped at %d rounds (%d train rows incl. swaps)", fold_dir.name, backend, best_iter + 1, len(Xtr))
-    return _predict_logits(o, model, Xva)
+    return _predict_logits(o, model, Xva) if len(Xva) else np.zeros((0, 3))
+
+
+def refit_config(cfg: dict, fold_dirs: list[Path]) -> dict:
+    """A full-data refit: the folds' mean best number of rounds, no early stopping (no validation rows)."""
+    rounds = [read_json(Path(d) / "gbdt.json")["best_iteration"] + 1 for d in fold_dirs]
+    n = max(int(round(float(np.mean(rounds)))), 1)
+    log.info("refit: %d rounds, the mean best round of %d folds (%s)", n, len(rounds), rounds)
+    return {**cfg, "num_boost_round": n, "early_stopping_rounds": 0}
+
+
+def golden_features(cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """The battle features the trees read (the text score is the fold's own weights, checked through the
+    predictions)."""
+    return features(options(cfg), df)
 
 
 def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
@@ -175,6 +189,8 @@ def _nb_weights(A, B, y: np.ndarray, alpha: float) -> np.ndarray:
 
 def _text_score(o: GBDTConfig, df: pd.DataFrame, w: np.ndarray) -> np.ndarray:
     """(bow(A) - bow(B)) . w: antisymmetric, so the swapped row's score is exactly the negation."""
+    if not len(df):  # a refit's (empty) validation rows
+        return np.zeros(0, dtype=np.float32)
     A, B = build_bow(df, use_cache=o.feature_cache)
     return (A @ w - B @ w).astype(np.float32)
 
@@ -217,19 +233,21 @@ def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
         **o.params,
     }
     dtr = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=params.get("max_bin", 256))
-    dva = xgb.DMatrix(Xva, label=yva)
+    evals = [(xgb.DMatrix(Xva, label=yva), "valid")] if len(Xva) else []  # a refit has no validation rows
     every = o.log_every
-    callbacks = [_xgb_log(every)] if every else []
+    callbacks = [_xgb_log(every)] if every and evals else []
     booster = xgb.train(
         params,
         dtr,
         num_boost_round=o.num_boost_round,
-        evals=[(dva, "valid")],
-        early_stopping_rounds=o.early_stopping_rounds,
+        evals=evals,
+        early_stopping_rounds=(o.early_stopping_rounds or None) if evals else None,
         verbose_eval=False,
         callbacks=callbacks,
     )
     best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
+    if not evals or not o.early_stopping_rounds:
+        best = booster.num_boosted_rounds() - 1
     booster = booster[: best + 1]  # keep only the trees up to the best round
     booster.save_model(fold_dir / "model.json")
     return booster, best
@@ -250,13 +268,19 @@ def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
         **o.params,
     }
     dtr = lgb.Dataset(Xtr, label=ytr, free_raw_data=True)
-    dva = lgb.Dataset(Xva, label=yva, reference=dtr)
+    valid = [lgb.Dataset(Xva, label=yva, reference=dtr)] if len(Xva) else []  # a refit has no validation rows
     every = o.log_every
-    callbacks = [lgb.early_stopping(o.early_stopping_rounds, verbose=False)]
-    if every:
+    stop = valid and o.early_stopping_rounds
+    callbacks = [lgb.early_stopping(o.early_stopping_rounds, verbose=False)] if stop else []
+    if every and valid:
         callbacks.append(_lgb_log(every))
     booster = lgb.train(
-        params, dtr, num_boost_round=o.num_boost_round, valid_sets=[dva], valid_names=["valid"], callbacks=callbacks
+        params,
+        dtr,
+        num_boost_round=o.num_boost_round,
+        valid_sets=valid,
+        valid_names=["valid"][: len(valid)],
+        callbacks=callbacks,
     )
     best = max(int(booster.best_iteration or booster.current_iteration()), 1) - 1
     booster.save_model(str(fold_dir / "model.txt"), num_iteration=best + 1)

@@ -2,6 +2,7 @@
 fold-averaged test predictions, scoring and the submission file.
 
     python -m lmsys_arena train --model xgb          # train_run
+    python -m lmsys_arena train --model xgb --full   # refit_run: all rows, one model, runs/xgb-full/
     python -m lmsys_arena infer --run xgb-sample     # infer_run
     python -m lmsys_arena score --run xgb-sample     # score_run
 
@@ -20,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_arena import dist, families
+from lmsys_arena import dist, families, golden
+from lmsys_arena.config import config_hash
 from lmsys_arena.data import CLASS_NAMES, Competition, load_extra, prompt_key
 from lmsys_arena.deadline import deadline_passed
 from lmsys_arena.folds import read_folds
-from lmsys_arena.io import write_csv
+from lmsys_arena.io import read_json, write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss, softmax, validate_submission
-from lmsys_arena.runs import PROB_COLS, Run, RunSpec, frame_from_logits, run_config
+from lmsys_arena.runs import PROB_COLS, Run, RunSpec, config_diff, frame_from_logits, run_config
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,10 @@ def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on
             logits = fam.fit_fold(cfg, tr, va, run.fold_dir(f), spec.seed + f)
             frame = frame_from_logits(va["id"], logits, fold=f, label=va["label"].to_numpy())
             if dist.is_main_process():
+                keep = golden.pick(va)
+                rows = va.iloc[keep]
+                tol = families.of(cfg).golden_tolerance
+                golden.write(run.fold_dir(f), rows, logits[keep], golden.family_features(fam, cfg, rows), tol)
                 run.write_fold_frame(f, frame)
             dist.barrier()
             fold_loss = _fold_loss(frame)
@@ -117,6 +123,65 @@ def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on
         run.merge_metrics(metrics)
     log.info("run %s: OOF log loss %.5f over %d rows (folds %s)", run.name, metrics["oof_logloss"], len(oof), folds)
     return metrics
+
+
+def refit_run(cfg: dict, run_dir: str | Path, spec: RunSpec, source_dir: str | Path, *, fresh: bool = False) -> dict:
+    """A full-data refit of the fold run ``source_dir``: one model on every train row (+ extra rows), no
+    validation fold, in ``run_dir/model/``; the family's ``refit_config`` carries the fold runs' schedule over
+    (a GBDT: the folds' mean best round). Refused when the fold run was trained with another config or other
+    inputs. Returns what it trained (rows, seconds)."""
+    run, source = Run(run_dir), Run(source_dir)
+    info = families.of(cfg)
+    fam = info.load()
+    dist.init()
+    inputs = _read_inputs(spec)
+    want = run_config(cfg, spec)
+    if not source.exists():
+        raise FileNotFoundError(f"{source.path}: no such fold run; train it first (`make train RUN={source.name}`)")
+    have = {k: v for k, v in source.read_config().items() if k not in ("config_hash", "provenance")}
+    if config_hash(have) != config_hash(want):
+        raise RuntimeError(
+            f"{source.path} was trained with another config or other input files than this refit asks for "
+            f"(diff: {config_diff(have, want)}); refit with the fold run's own MODEL/SET/DATA/EXTRA"
+        )
+    folds = source.done_folds()
+    if not folds:
+        raise FileNotFoundError(f"{source.path} has no finished folds to refit from")
+    hook = getattr(fam, "refit_config", None)
+    refit_cfg = hook(cfg, [source.fold_dir(f) for f in folds]) if hook else cfg
+    derived = {"from": source.name, "how": "refit", "config_hash": source.read_config()["config_hash"], "folds": folds}
+    full_cfg = {**run_config(refit_cfg, spec), "derived": derived}
+    with run.lock("refit") if dist.is_main_process() else contextlib.nullcontext():
+        run.prepare(full_cfg, fresh, spec)
+        with run.logging_to_file():
+            if run.model_done_file.exists():
+                log.info("%s: already trained (%s)", run.name, run.model_done_file)
+                return read_json(run.model_done_file)
+            train, _fold_of, extra = inputs
+            rows = pd.concat([train, extra], ignore_index=True)
+            log.info(
+                "refit %s of %s: one model on %d rows (%d train + %d extra), no validation fold",
+                run.name, source.name, len(rows), len(train), len(extra),
+            )  # fmt: skip
+            run.model_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            fam.fit_fold(refit_cfg, rows, rows.iloc[:0], run.model_dir, spec.seed)
+            done = {"rows": len(rows), "train_rows": len(train), "extra_rows": len(extra),
+                    "seconds": round(time.time() - t0, 1)}  # fmt: skip
+            if dist.is_main_process():
+                write_golden(fam, refit_cfg, run.model_dir, train)
+                write_json(run.model_done_file, done)
+            dist.barrier()
+            log.info("refit %s: trained in %.1fs -> %s", run.name, done["seconds"], run.model_dir)
+            return done
+
+
+def write_golden(fam, cfg: dict, model_dir: Path, rows: pd.DataFrame) -> Path:
+    """``golden.parquet`` of a single model: a few of ``rows`` scored by the saved model itself."""
+    rows = rows.iloc[golden.pick(rows)].reset_index(drop=True)
+    logits = fam.predict(cfg, rows, model_dir)
+    tol = families.of(cfg).golden_tolerance
+    return golden.write(model_dir, rows, logits, golden.family_features(fam, cfg, rows), tol)
 
 
 def fold_split(
@@ -154,34 +219,34 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
         comp = Competition(Path(data)) if data else spec.competition()
         test = comp.test(skip_bad=spec.skip_bad)
         fam = families.of(cfg).load()
-        folds = run.done_folds()
-        if not folds:
-            raise FileNotFoundError(f"{run.path} has no trained folds: run `make train RUN={run.name}` first")
+        models = run.model_dirs()
+        if not models:
+            raise FileNotFoundError(f"{run.path} has no trained models: run `make train RUN={run.name}` first")
         log.info(
-            "%s: averaging %d fold models (%s) over %d test rows from %s",
+            "%s: averaging %d model(s) (%s) over %d test rows from %s",
             run.name,
-            len(folds),
-            ", ".join(f"fold{f}" for f in folds),
+            len(models),
+            ", ".join(m.name for m in models),
             len(test),
             comp.test_csv,
         )
         probs = []
-        for f in folds:
+        for m in models:
             t0 = time.time()
             if deadline_passed():
                 raise RuntimeError(
-                    f"{run.name}: LMSYS_DEADLINE has passed before fold{f}: nothing written (unset "
+                    f"{run.name}: LMSYS_DEADLINE has passed before {m.name}: nothing written (unset "
                     f"it; the time guard with its fallbacks is the Kaggle kernel's, `make kernels`)"
                 )
-            logits = fam.predict(cfg, test, run.fold_dir(f))
+            logits = fam.predict(cfg, test, m)
             unscored = int((~np.isfinite(np.asarray(logits, dtype=np.float64)).all(axis=1)).sum())
             if unscored:
                 raise RuntimeError(
-                    f"{run.name} fold{f}: {unscored} of {len(test)} test rows not scored before "
-                    f"LMSYS_DEADLINE: nothing written (unset it, or build a kernel: `make kernels`)"
+                    f"{run.name} {m.name}: {unscored} of {len(test)} test rows not scored (LMSYS_DEADLINE, or "
+                    f"non-finite logits): nothing written (unset it, or build a kernel: `make kernels`)"
                 )
             probs.append(softmax(logits))
-            log.info("fold%d: predicted %d test rows in %.1fs", f, len(test), time.time() - t0)
+            log.info("%s: predicted %d test rows in %.1fs", m.name, len(test), time.time() - t0)
         p = np.mean(probs, axis=0)
         frame = frame_from_logits(test["id"], np.log(np.clip(p, 1e-15, 1)))
         if not dist.is_main_process():
@@ -220,7 +285,7 @@ def score_frame(oof: pd.DataFrame) -> dict:
 
 
 def score_run(run_dir: str | Path) -> dict:
-    run = Run(run_dir)
+    run = Run(run_dir).oof_source()  # a derived run has no validation rows: its fold run's OOF
     if not run.oof_file.exists():
         raise FileNotFoundError(f"{run.oof_file} not found: run `make train RUN={run.name}` first")
     metrics = score_frame(run.read_oof())

@@ -4,10 +4,18 @@
       config.json     the resolved config + "run" (where the inputs came from) + "provenance"
                       (package versions, git commit, data file hashes) + "config_hash"
       fold<k>/        the family's model files; valid.parquet is written last and marks the fold done
+      model/          the single model of a derived run (a full-data refit, merged folds, an export);
+                      done.json is written last and marks it done
       oof.parquet     out-of-fold predictions of the done folds (FRAME columns below, + fold, label)
       test.parquet    fold-averaged test predictions (after `make infer`)
       metrics.json    OOF log loss / accuracy, per fold
       run.log         the log of every command run on this run
+
+A derived run (``make train FULL=1``, ``make merge``, ``make export``) names the fold run it comes from in
+config.json ("derived": from, how, that run's config_hash): it has no validation rows of its own, so its
+out-of-fold predictions are that run's (an ensemble fits its weights on them). Every trained model folder
+may hold ``golden.parquet`` (:mod:`lmsys_arena.golden`: a few rows with the features and predictions of
+training time, checked again inside a kernel).
 
 A blend (``make ensemble``) is a run too: its config.json names its members and weights, it has no
 fold folders. Prediction frames have the columns ``id``, then :data:`PROB_COLS` and :data:`LOGIT_COLS`
@@ -43,9 +51,10 @@ CONFIG_FILE, OOF_FILE, TEST_FILE, METRICS_FILE, LOG_FILE = (
     "run.log",
 )
 FOLD_DONE = "valid.parquet"  # written last in a fold folder: the fold is done
+MODEL_DIR, MODEL_DONE = "model", "done.json"  # a derived run's single model; done.json written last
 PROB_COLS = ["p_a", "p_b", "p_tie"]
 LOGIT_COLS = ["logit_a", "logit_b", "logit_tie"]
-BOOKKEEPING = ("config_hash", "run", "provenance")  # config.json keys that are not the model's config
+BOOKKEEPING = ("config_hash", "run", "provenance", "derived")  # config.json keys that are not the model's config
 NOT_MODEL = ("search_space", "tune", "base")  # config keys read by `make tune` only / by the loader
 
 
@@ -167,6 +176,25 @@ class Run:
             int(d.name[4:]) for d in self.path.glob("fold*") if d.name[4:].isdigit() and (d / FOLD_DONE).exists()
         )
 
+    model_dir = property(lambda self: self.path / MODEL_DIR)
+    model_done_file = property(lambda self: self.path / MODEL_DIR / MODEL_DONE)
+
+    def model_dirs(self) -> list[Path]:
+        """The folders of the run's finished models: its done folds, else its single model (a derived run)."""
+        folds = self.done_folds()
+        if folds:
+            return [self.fold_dir(f) for f in folds]
+        return [self.model_dir] if self.model_done_file.exists() else []
+
+    def derived(self) -> dict | None:
+        """``{"from": run, "how": refit | merge | export, ...}`` of a derived run (None otherwise)."""
+        return self.read_config().get("derived") if self.exists() else None
+
+    def oof_source(self) -> Run:
+        """The run whose out-of-fold predictions stand for this one (itself, or a derived run's fold run)."""
+        d = self.derived()
+        return self.sibling(d["from"]).oof_source() if d and not self.oof_file.exists() else self
+
     def sibling(self, name: str) -> Run:
         return Run(self.path.parent / name)
 
@@ -250,14 +278,15 @@ class Run:
         shutil.rmtree(self.path.with_name(f".{self.name}.replaced"), ignore_errors=True)
 
     def trained_anything(self) -> bool:
-        return any(f.is_file() for d in self.path.glob("fold*") for f in d.rglob("*"))
+        dirs = [*self.path.glob("fold*"), self.model_dir]
+        return any(f.is_file() for d in dirs if d.is_dir() for f in d.rglob("*"))
 
     def remove_temporary_files(self) -> None:
         """Leftovers of writes a kill interrupted (``.<name>.*.tmp`` files, ``.<dir>.*`` folders)."""
         for p in sorted(self.path.rglob(".*"), reverse=True):
             if p.name.endswith(".tmp") and p.is_file():
                 p.unlink()
-            elif p.is_dir() and p.parent.name.startswith("fold"):
+            elif p.is_dir() and (p.parent.name.startswith("fold") or p.parent.name == MODEL_DIR):
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 continue
@@ -280,7 +309,13 @@ class Run:
         write_parquet(self.fold_done_file(fold), frame)
 
     def read_oof(self, partial: bool = False) -> pd.DataFrame:
-        """``oof.parquet``; with ``partial``, the done folds of a run still in progress when it has none."""
+        """``oof.parquet``; with ``partial``, the done folds of a run still in progress when it has none; a
+        derived run's are those of the fold run it comes from."""
+        source = self.oof_source()
+        if source is not self:
+            how = self.derived()["how"]
+            log.info("%s: a %s of %s, whose OOF predictions stand for it", self.name, how, source.name)
+            return source.read_oof(partial)
         if not self.oof_file.exists() and partial and self.done_folds():
             folds = self.done_folds()
             log.info("%s: no %s, using folds %s", self.path, OOF_FILE, folds)

@@ -45,8 +45,8 @@ def build_artefacts_dataset(kdir: Path, out: Path = DATASETS_DIR, runs_root: Pat
         for f in (src.config_file, src.metrics_file):
             if f.exists():
                 shutil.copy2(f, dst.path / f.name)
-        for fold in entry.get("folds", []):
-            shutil.copytree(src.fold_dir(fold), dst.fold_dir(fold), ignore=ignore)
+        for model in entry.get("models") or [f"fold{f}" for f in entry.get("folds", [])]:
+            shutil.copytree(src.path / model, dst.path / model, ignore=ignore)
         bundle_assets = getattr(family_of(entry).kernel_hooks(), "bundle_assets", None)
         if bundle_assets is not None:
             bundle_assets(entry, ddir)

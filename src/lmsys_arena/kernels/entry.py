@@ -132,40 +132,63 @@ def find_competition_dir(root: Path, slug: str) -> Path:
     raise FileNotFoundError(f"no {slug}/test.csv under {root}: add the competition as a data source")
 
 
-def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, overrides: dict, folds_report=None):
-    """Fold-averaged log-probabilities of one trained run; rows no fold reached stay NaN. ``info`` is the
+def predict_leaf(run: str, info: dict, test, artefacts: Path, root: Path, overrides: dict, folds_report=None,
+                 skew_report=None):  # fmt: skip
+    """Model-averaged log-probabilities of one trained run; rows no model reached stay NaN. ``info`` is the
     run's entry in the plan (its family's kernel assets included); ``folds_report`` (a dict) gets how many
-    rows each fold scored (0: skipped by the time guard)."""
+    rows each model scored (0: skipped by the time guard). Each model's golden rows (golden.py) are scored
+    with the test rows and their features recomputed; ``skew_report`` (a dict) gets what differs from
+    training time, and a run with a mismatch comes back all NaN (its rows fall back, as after the time guard)."""
     import numpy as np
+    import pandas as pd
 
-    from lmsys_arena import families
+    from lmsys_arena import families, golden
     from lmsys_arena.deadline import deadline_passed
     from lmsys_arena.ensemble import fold_average_logprobs
     from lmsys_arena.runs import Run
+    from lmsys_arena.versions import library_versions
 
     saved = Run(artefacts / "runs" / run)
     cfg, _inputs = saved.model_config()
     family = families.of(cfg)
     fam = family.load()
+    skew = skew_report if skew_report is not None else {}
+    trained = (saved.read_config().get("provenance") or {}).get("libraries") or {}
+    skew["versions"] = golden.compare_versions(trained, library_versions())
+    if skew["versions"]:
+        log.info("%s: library versions differ from training: %s", run, skew["versions"])
     prepare = getattr(fam, "prepare_for_kernel", None)
-    if prepare is not None:  # e.g. an LLM: its backbone on this machine, the plan's overrides (infer.dtype=fp16)
+    if prepare is not None:  # e.g. an LLM: its backbone on this machine, its T4 precision
         cfg = prepare(cfg, info, root, artefacts, overrides)
-    per_fold = []
-    for f in info["folds"]:
+    per_model, problems = [], {}
+    for name in info.get("models") or [f"fold{f}" for f in info["folds"]]:
         t0 = time.time()
         if family.time_guarded and deadline_passed():  # do not even load the model for another fold
-            log.warning("%s fold %d: skipped, the time budget is used up", run, f)
-            per_fold.append(np.full((len(test), 3), np.nan))
+            log.warning("%s %s: skipped, the time budget is used up", run, name)
+            per_model.append(np.full((len(test), 3), np.nan))
             if folds_report is not None:
-                folds_report[f] = 0
+                folds_report[name] = 0
             continue
-        logits = np.asarray(fam.predict(cfg, test, saved.fold_dir(f)), dtype=np.float64)
+        model_dir = saved.path / name
+        gold = golden.read(model_dir)
+        rows = test if gold is None else pd.concat([test, golden.rows_of(gold)], ignore_index=True)
+        logits = np.asarray(fam.predict(cfg, rows, model_dir), dtype=np.float64)
+        logits, gold_logits = logits[: len(test)], logits[len(test) :]
+        if gold is not None:
+            found = golden.check(gold, gold_logits, golden.family_features(fam, cfg, golden.rows_of(gold)))
+            if found:
+                problems[name] = found
+                log.error("%s %s: TRAIN/SERVE SKEW on its golden rows: %s", run, name, "; ".join(found))
         done = np.isfinite(logits).all(axis=1)
         if folds_report is not None:
-            folds_report[f] = int(done.sum())
-        log.info("%s fold %d: %d/%d rows in %.1fs", run, f, int(done.sum()), len(test), time.time() - t0)
-        per_fold.append(logits)
-    return fold_average_logprobs(per_fold)
+            folds_report[name] = int(done.sum())
+        log.info("%s %s: %d/%d rows in %.1fs", run, name, int(done.sum()), len(test), time.time() - t0)
+        per_model.append(logits)
+    skew["golden"] = problems or "ok"
+    if problems:
+        log.error("%s: golden rows do not match training time: its rows fall back", run)
+        return np.full((len(test), 3), np.nan)
+    return fold_average_logprobs(per_model)
 
 
 def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: float) -> dict:
@@ -192,14 +215,14 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     os.environ["LMSYS_DEADLINE"] = str(deadline)
     preds = {}
     for r in order:
-        t0, fold_rows = time.time(), {}
+        t0, fold_rows, skew = time.time(), {}, {}
         info, guarded = leaves[r], kinds[r].time_guarded
         if guarded and deadline_passed():
             log.warning("%s: time budget used up before it started; its rows fall back", r)
             preds[r] = np.full((len(test), 3), np.nan)
         else:
             try:
-                preds[r] = predict_leaf(r, info, test, artefacts, root, plan.get("llm_overrides", {}), fold_rows)
+                preds[r] = predict_leaf(r, info, test, artefacts, root, plan.get("llm_overrides", {}), fold_rows, skew)
             except Exception:
                 if not guarded:
                     raise
@@ -207,8 +230,12 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
                 preds[r] = np.full((len(test), 3), np.nan)
         done = int(np.isfinite(preds[r]).all(axis=1).sum())
         report["runs"][r] = {"family": info["family"], "rows_done": done, "seconds": round(time.time() - t0, 1),
-                             "folds": len(info["folds"]), "folds_contributed": sum(v > 0 for v in fold_rows.values()),
-                             "rows_by_fold": {str(k): v for k, v in fold_rows.items()}}  # fmt: skip
+                             "models": len(info.get("models") or info["folds"]),
+                             "models_contributed": sum(v > 0 for v in fold_rows.values()),
+                             "rows_by_model": dict(fold_rows), "precision": info.get("precision"),
+                             "golden": skew.get("golden"), "versions_differ": skew.get("versions")}  # fmt: skip
+        if skew.get("golden") not in (None, "ok"):
+            report.setdefault("skew", {})[r] = skew["golden"]
 
     logp = np.array(evaluate_tree(plan["root"], plan["runs"], preds), dtype=np.float64)  # a copy: filled below
     missing = ~np.isfinite(logp).all(axis=1)

@@ -50,8 +50,9 @@ MACHINE_SHAPES = {
     "TpuV6E8",
 }
 DEFAULT_SHAPE = "NvidiaTeslaT4"
-# dotted config keys for every LLM run; T4s have no bf16: fp16 compute (8-bit weights: infer.quant=8bit)
-DEFAULT_LLM_OVERRIDES = {"infer.dtype": "fp16"}
+# dotted config keys for every LLM run (e.g. 8-bit weights: infer.quant=8bit); the precision is chosen per
+# backbone (llm.kaggle.kernel_precision: fp16, or fp32 where fp16 overflows)
+DEFAULT_LLM_OVERRIDES: dict = {}
 
 
 class KernelError(RuntimeError):
@@ -174,10 +175,12 @@ def _plan_entry(name: str, runs_root: Path, opts: KernelOptions) -> tuple[dict, 
             "space": cfg.get("space", "logprob"),
         }
         return entry, list(cfg["members"])
-    folds = run.done_folds()
-    if not folds:
-        raise KernelError(f"{run.path} has no finished folds (fold*/valid.parquet): run `make train` first")
-    entry = {"family": fam.name, "folds": folds}
+    models = [d.name for d in run.model_dirs()]
+    if not models:
+        raise KernelError(
+            f"{run.path} has no finished models (fold*/valid.parquet or model/done.json): run `make train` first"
+        )
+    entry = {"family": fam.name, "folds": run.done_folds(), "models": models}
     kernel_assets = getattr(fam.kernel_hooks(), "kernel_assets", None)
     if kernel_assets is not None:
         entry.update(kernel_assets(name, cfg, opts))
@@ -219,7 +222,7 @@ def resolve_plan(root_run: str, name: str, opts: KernelOptions) -> dict:
         "root": root_run,
         "runs": runs,
         "fallback": fallback,
-        "prior": _class_prior(Run.named(root_run, opts.runs_root)),
+        "prior": _class_prior(Run.named(root_run, opts.runs_root).oof_source()),
         "budget_hours": opts.budget_hours,
         "llm_overrides": opts.llm_overrides,
         "competition": COMPETITION_NAME,
@@ -254,7 +257,7 @@ def kernel_metadata(plan: dict, opts: KernelOptions) -> dict:
         "language": "python",
         "kernel_type": "script",
         "is_private": opts.private,
-        "enable_gpu": True,
+        "enable_gpu": any(family_of(i).gpu for i in plan["runs"].values()),  # a GBDT-only kernel needs none
         "enable_tpu": False,
         "enable_internet": False,
         "machine_shape": opts.machine_shape,
@@ -287,7 +290,7 @@ def build_kernel(run: str, name: str | None = None, opts: KernelOptions | None =
         run,
         kdir,
         len(plan["runs"]),
-        ", ".join(f"{r} [{i['family']}, folds {i.get('folds')}]" for r, i in leaves.items()),
+        ", ".join(f"{r} [{i['family']}, {', '.join(i.get('models') or [])}]" for r, i in leaves.items()),
         plan["fallback"],
     )
     return kdir

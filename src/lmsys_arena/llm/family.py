@@ -183,6 +183,8 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         if trainer.fsdp:  # score with a whole copy per rank: ranks score different rows
             del model, trainer
             model = load_trained(path, mcfg, fold_dir, device)  # scored in the training precision, as with DDP
+    if not len(valid):  # a full-data refit: no validation rows
+        return np.zeros((0, 3))
     aux_valid = aux_matrix(mcfg, valid)
     logits, raw = _score(
         model, enc, valid, lc, device, DTYPES[mcfg.dtype], world, f"{fold_dir.name} valid", raw=True, aux=aux_valid
@@ -283,6 +285,51 @@ def _score(model, enc, df, lc: LLMConfig, device, dtype, world: int, desc: str, 
     n = len(df)
     out = _combine(logits, n, lc.tta)
     return (out, {"ab": logits[:n], "ba": logits[n:]}) if raw else out
+
+
+def refit_config(cfg: dict, fold_dirs: list[Path]) -> dict:
+    """A full-data refit keeps the folds' schedule: the same epochs (so about k/(k-1) times their steps)."""
+    rows = [m.get("rows") for m in map(read_meta, fold_dirs) if m]
+    log.info("refit: %s epochs as the folds (fold train rows %s)", options(cfg).train.epochs, rows)
+    return cfg
+
+
+def merge_models(cfg: dict, fold_dirs: list[Path], out_dir: Path, method: str, rank: int | None) -> dict:
+    """The derive hook: one adapter + head from the fold models (llm.merge)."""
+    from lmsys_arena.llm.merge import merge_folds
+
+    return merge_folds(fold_dirs, out_dir, method=method, rank=rank)
+
+
+def export_model(cfg: dict, model_dir: Path, out_dir: Path, dtype: str) -> dict:
+    """The derive hook: the adapter merged into the backbone's weights, saved in ``dtype`` (llm.merge)."""
+    from lmsys_arena.llm.merge import export_merged
+
+    return export_merged(cfg, model_dir, out_dir, dtype=dtype)
+
+
+def exported_config(cfg: dict, out_dir: Path, dtype: str, quant: str | None) -> dict:
+    """An exported run's config: its backbone is the merged folder; ``quant`` is how a kernel loads it."""
+    from lmsys_arena.config import apply_overrides
+
+    cfg = {**cfg, "backbone": str(Path(out_dir) / "backbone")}
+    return apply_overrides(cfg, {"infer.quant": quant} if quant else {})
+
+
+def golden_features(cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """What the model reads of ``df``: the A|B token count and a checksum of the token ids (a changed format
+    or tokenizer), then the aux head's side inputs."""
+    lc = options(cfg)
+    enc = BattleEncoder(load_tokenizer(resolve_backbone(lc.backbone)), lc.format)
+    seqs = enc.encode(df, both=False)
+    cols = {
+        "tokens": lengths(seqs).astype(np.float64),
+        "token_checksum": [float(np.asarray(s, dtype=np.int64) @ (np.arange(len(s)) % 7 + 1)) for s in seqs],
+    }
+    aux = aux_matrix(lc.model, df)
+    if aux is not None:
+        cols.update({f"aux{k}": aux[0][:, k].astype(np.float64) for k in range(aux[0].shape[1])})
+    return pd.DataFrame(cols)
 
 
 def _load_for_worker(path: str, m: ModelConfig, fold_dir: str, device: torch.device):
