@@ -4,6 +4,14 @@
     .venv/bin/python benchmarks/kernel_projection.py --data ../shared/data/lmsys-arena-subset --rows 4000
     # -> benchmarks/kernel_token_stats.json (committed; benchmarks/kernel_gpu_sim.py reads it on the GPU box)
     .venv/bin/python benchmarks/kernel_projection.py --mfu 0.40     # projection only, at an assumed MFU
+    .venv/bin/python benchmarks/kernel_projection.py --plan kernels/<name>/kernel_plan.json   # what a kernel runs
+
+Plans: a kernel's LLM work is, per LLM run of its plan, (models: 5 for a fold run, 1 for a merge / refit /
+export) x (orders: 2 with swap-TTA) passes over the test rows, in the plan's precision: fp16 on the tensor
+cores (65 TFLOP/s), fp32 without them (8.1 TFLOP/s), 8-bit weights (bitsandbytes int8) at ``--int8-slowdown``
+times the fp16 time (an assumption: int8 matmuls dequantise and run slower than fp16; no T4 measurement here).
+Without ``--plan`` the standard scenarios are printed (a merged Gemma-2-9B in 8-bit with swap-TTA, the same as a
+5-fold ensemble, Gemma-2-2B in fp16, Gemma 3 270M in fp32).
 
 Model: FLOPs per sequence of L real tokens = 2*N*L (N = non-embedding weights; matmuls) + attention scores
 2*layers*heads*head_dim*L^2 (QK^T and AV, causal half counted). Time = FLOPs / (GPUs * peak * MFU) with the
@@ -28,11 +36,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 T4_PEAK_FP16 = 65e12
+T4_PEAK_FP32 = 8.1e12  # no tensor cores for fp32 on sm75
 STATS_FILE = Path(__file__).with_name("kernel_token_stats.json")
 # Gemma-2 shapes (config.json of google/gemma-2-2b-it and -9b-it)
 SHAPES = {
     "gemma2-2b-it": dict(layers=26, hidden=2304, intermediate=9216, heads=8, kv_heads=4, head_dim=256, vocab=256000),
     "gemma2-9b-it": dict(layers=42, hidden=3584, intermediate=14336, heads=16, kv_heads=8, head_dim=256, vocab=256000),
+    # google/gemma-3-270m config.json
+    "gemma3-270m": dict(layers=18, hidden=640, intermediate=2048, heads=4, kv_heads=1, head_dim=256, vocab=262144),
 }
 
 
@@ -140,6 +151,66 @@ def print_projection(stats: dict, mfu: float, source: str) -> list[dict]:
     return res
 
 
+def plan_projection(passes: int, orders: int, shape: str, lengths, dtype: str, quant: str | None, mfu: float,
+                    int8_slowdown: float, rows: int = 25_000) -> dict:  # fmt: skip
+    """Hours of one LLM run of a kernel plan: ``passes`` models x ``orders`` over ``rows`` test rows."""
+    peak = T4_PEAK_FP32 if dtype == "fp32" else T4_PEAK_FP16
+    p = project(shape, np.asarray(lengths), rows=rows, orders=orders, mfu=mfu, peak=peak)
+    factor = passes * (int8_slowdown if quant == "8bit" else 1.0)
+    return {**p, "passes": passes, "dtype": dtype, "quant": quant, "seconds": p["seconds"] * factor,
+            "hours": p["hours"] * factor}  # fmt: skip
+
+
+def _shape_of(backbone: str) -> str:
+    name = Path(str(backbone)).name.lower().replace("_", "-")
+    for shape, keys in (("gemma2-9b-it", ("9b",)), ("gemma2-2b-it", ("2b",)), ("gemma3-270m", ("270m", "tiny"))):
+        if any(k in name for k in keys):
+            return shape
+    raise SystemExit(f"no known shape for backbone {backbone!r}: add it to SHAPES")
+
+
+def project_plan(plan_file: Path, stats: dict, mfu: float, int8_slowdown: float, rows: int) -> list[dict]:
+    """Each LLM run of a kernel plan as the kernel will run it."""
+    plan = json.loads(plan_file.read_text())
+    runs_root = plan_file.parent.parent.parent / "runs"
+    out = []
+    for run, entry in plan["runs"].items():
+        if entry["family"] != "llm":
+            continue
+        cfg = json.loads((runs_root / run / "config.json").read_text())
+        overrides = plan.get("llm_overrides", {})
+        quant = overrides.get("infer.quant", (cfg.get("infer") or {}).get("quant"))
+        dtype = (entry.get("precision") or {}).get("dtype", "fp16")
+        shape = _shape_of(cfg.get("backbone", ""))
+        lengths = _lengths_for(stats, shape)
+        passes = len(entry.get("models") or entry.get("folds") or [1])
+        p = plan_projection(passes, 2 if cfg.get("tta", True) else 1, shape, lengths, dtype, quant, mfu,
+                            int8_slowdown, rows)  # fmt: skip
+        out.append({"run": run, **{k: v for k, v in p.items() if k != "lengths"}})
+        print(f"  {run}: {shape}, {passes} model(s) x {p['orders']} orders, {dtype}{' 8-bit' if quant else ''} "
+              f"-> {p['hours']:.2f} h")  # fmt: skip
+    return out
+
+
+def _lengths_for(stats: dict, shape: str):
+    cfgs = stats["configs"]
+    return np.asarray((cfgs.get(shape) or cfgs.get("gemma2-9b-it") or next(iter(cfgs.values())))["lengths"])
+
+
+def scenarios(stats: dict, mfu: float, int8_slowdown: float, rows: int = 25_000) -> list[dict]:
+    out = []
+    for label, passes, shape, dtype, quant in (
+        ("merged gemma2-9b-it, 8-bit, swap-TTA", 1, "gemma2-9b-it", "fp16", "8bit"),
+        ("5-fold gemma2-9b-it, 8-bit, swap-TTA", 5, "gemma2-9b-it", "fp16", "8bit"),
+        ("merged gemma2-2b-it, fp16, swap-TTA", 1, "gemma2-2b-it", "fp16", None),
+        ("merged gemma3-270m, fp32, swap-TTA", 1, "gemma3-270m", "fp32", None),
+    ):
+        p = plan_projection(passes, 2, shape, _lengths_for(stats, shape), dtype, quant, mfu, int8_slowdown, rows)
+        out.append({"scenario": label, **p})
+        print(f"  {label:<40} {p['hours']:6.2f} h")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -157,6 +228,9 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--configs", nargs="+", default=["gemma2-2b-it", "gemma2-9b-it"])
     ap.add_argument("--mfu", type=float, default=0.35, help="assumed MFU when no measurement is given")
+    ap.add_argument("--plan", type=Path, default=None, help="a kernel's kernel_plan.json: project what it runs")
+    ap.add_argument("--int8-slowdown", type=float, default=1.3, help="8-bit weights' time / fp16 time (assumed)")
+    ap.add_argument("--test-rows", type=int, default=25_000, help="test rows to project for")
     args = ap.parse_args(argv)
     if args.data:
         stats = token_stats(Path(args.data), args.rows, args.tokenizer, args.configs)
@@ -165,6 +239,11 @@ def main(argv=None) -> None:
     stats = json.loads(STATS_FILE.read_text())
     print(f"token stats from {STATS_FILE} ({stats['rows']} rows of {stats['data']}, tokenizer {stats['tokenizer']})")
     print_projection(stats, args.mfu, "assumed, pass the measured one from kernel_gpu_sim.py")
+    print(f"\nKernel plans at MFU {args.mfu:.1%}, 8-bit = {args.int8_slowdown:g} x fp16 time, {args.test_rows} rows:")
+    if args.plan:
+        project_plan(args.plan, stats, args.mfu, args.int8_slowdown, args.test_rows)
+    else:
+        scenarios(stats, args.mfu, args.int8_slowdown, args.test_rows)
 
 
 if __name__ == "__main__":

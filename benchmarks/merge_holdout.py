@@ -1,0 +1,179 @@
+"""Merged fold models vs the fold ensemble vs a full-data refit, on battles no model saw.
+
+    # CPU, the tiny random backbone (minutes)
+    .venv/bin/python benchmarks/merge_holdout.py --data ../shared/data/lmsys-arena-subset \\
+        --extra ../shared/data/lmsys-arena-subset/extra_arena33k.csv --model tiny
+    # GPU, real Gemma 3 270M; --precisions also scores fold 0 in each dtype (non-finite rows, log loss)
+    python benchmarks/merge_holdout.py --data DATA --extra EXTRA --model gemma3-270m --precisions bf16,fp16,fp32
+
+Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
+
+1. ``--holdout`` (15%) of the prompts of ``--data``'s train.csv are kept out (grouped by prompt, seeded):
+   ``input/<data>-holdout/`` gets the rest as train.csv and the held-out battles as test.csv (their labels in
+   ``holdout_labels.csv`` beside it); EXTRA rows sharing a held-out prompt are dropped;
+2. ``folds`` (5), ``train`` (the fold run), ``train --full`` (the refit), ``merge`` once per ``--methods``;
+3. ``infer`` on every run; each submission is scored on the held-out labels; the inference work is the number
+   of model passes over the test rows (a fold run: one per fold; swap-TTA doubles every one alike).
+
+Prints a table and writes ``--out`` (JSON). ``--precisions``: fold 0's model scores the held-out rows and its own
+validation rows in each dtype (``infer.dtype``): rows with a non-finite logit, and log loss on the finite rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, log: Path) -> float:
+    """Run ``python -m lmsys_arena`` (output appended to ``log``); returns its wall seconds."""
+    t0 = time.time()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ lmsys_arena {' '.join(args)}\n")
+        fh.flush()
+        r = subprocess.run([sys.executable, "-m", "lmsys_arena", *args], stdout=fh, stderr=subprocess.STDOUT)
+    if r.returncode:
+        sys.exit(f"lmsys_arena {' '.join(args)} failed (exit {r.returncode}); see {log}")
+    return time.time() - t0
+
+
+def split(data: Path, extra: Path | None, frac: float, seed: int, out: Path) -> tuple[Path, Path | None]:
+    """``out/`` = train.csv (kept prompts), test.csv + sample_submission.csv (held-out battles), and
+    ``out/../<out>_labels.csv``; returns (data folder, filtered EXTRA file or None)."""
+    from lmsys_arena.data import Competition, load_extra, prompt_key
+
+    labels = out.with_name(out.name + "_labels.csv")
+    extra_out = out.with_name(out.name + "_extra.csv") if extra else None
+    if (out / "test.csv").exists() and labels.exists():
+        return out, extra_out
+    raw = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    train = Competition(data).train()
+    keys = prompt_key(train)
+    groups = keys.unique()
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(groups, int(round(frac * len(groups))), replace=False))
+    is_held = keys.isin(held).to_numpy()
+    ids = set(train["id"][is_held].astype(str))
+    out.mkdir(parents=True, exist_ok=True)
+    raw[~raw["id"].isin(ids)].to_csv(out / "train.csv", index=False)
+    test = raw[raw["id"].isin(ids)]
+    test[["id", "prompt", "response_a", "response_b"]].to_csv(out / "test.csv", index=False)
+    sub = pd.DataFrame({"id": test["id"]})
+    for c in ("winner_model_a", "winner_model_b", "winner_tie"):
+        sub[c] = 1 / 3
+    sub.to_csv(out / "sample_submission.csv", index=False)
+    train[is_held][["id", "label"]].assign(id=lambda d: d["id"].astype(str)).to_csv(labels, index=False)
+    if extra:
+        ex_raw = pd.read_csv(extra, dtype=str, keep_default_na=False)
+        ex = load_extra(str(extra), train)
+        leak = prompt_key(ex).isin(held).to_numpy()
+        ex_raw[~ex_raw["id"].isin(set(ex["id"][leak].astype(str)))].to_csv(extra_out, index=False)
+    print(f"held out {is_held.sum()} of {len(train)} battles ({len(held)} of {len(groups)} prompts) -> {out}")
+    return out, extra_out
+
+
+def score(sub_csv: Path, labels: pd.DataFrame) -> float:
+    from lmsys_arena.metrics import log_loss
+
+    sub = pd.read_csv(sub_csv, dtype={"id": str}).set_index("id").loc[labels["id"]]
+    return log_loss(labels["label"].to_numpy(), sub[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy())
+
+
+def precision_check(run: str, data: Path, labels: pd.DataFrame, dtypes: list[str]) -> dict:
+    """Fold 0 of ``run`` on the held-out rows + its validation rows in each dtype."""
+    from lmsys_arena import families
+    from lmsys_arena.config import apply_overrides
+    from lmsys_arena.data import Competition
+    from lmsys_arena.metrics import log_loss, softmax
+    from lmsys_arena.runs import Run
+
+    r = Run(Path("runs") / run)
+    cfg, spec = r.model_config()
+    fam = families.of(cfg).load()
+    test = Competition(data).test(check_sample="skip").merge(labels, on="id")
+    train = Competition(data).train()
+    valid_ids = set(r.read_fold_frame(0)["id"].astype(str))
+    rows = pd.concat([test, train[train["id"].astype(str).isin(valid_ids)]], ignore_index=True)
+    y = rows["label"].to_numpy()
+    out = {"rows": len(rows)}
+    for dt in dtypes:
+        t0 = time.time()
+        logits = np.asarray(fam.predict(apply_overrides(cfg, {"infer.dtype": dt}), rows, r.fold_dir(0)), np.float64)
+        ok = np.isfinite(logits).all(axis=1)
+        out[dt] = {
+            "non_finite_rows": int((~ok).sum()),
+            "logloss_finite_rows": log_loss(y[ok], softmax(logits[ok])) if ok.any() else None,
+            "seconds": round(time.time() - t0, 1),
+        }
+        print(f"fold0 in {dt}: {out[dt]}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--extra", default=None)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--set", action="append", default=[], help="config override for every run")
+    ap.add_argument("--holdout", type=float, default=0.15)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--methods", default="concat,svd,mean")
+    ap.add_argument("--precisions", default="", help="e.g. bf16,fp16,fp32 (fold 0 of the fold run)")
+    ap.add_argument("--skip", default="", help="steps to skip: refit, merge, infer")
+    ap.add_argument("--out", default="runs/merge_holdout.json")
+    args = ap.parse_args()
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    Path("runs").mkdir(exist_ok=True)
+    log = Path("runs") / "merge_holdout.log"
+    name = f"{Path(args.data).resolve().name}-holdout"
+    data, extra = split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
+                        Path("input") / name)  # fmt: skip
+    labels = pd.read_csv(data.with_name(data.name + "_labels.csv"), dtype={"id": str})
+    run = f"{Path(args.model).stem}-{name}"
+    common = ["--data", str(data), "--model", args.model, "--run", run, "--seed", str(args.seed)]
+    common += (["--extra", str(extra)] if extra else []) + [a for s in args.set for a in ("--set", s)]
+    skip = set(filter(None, args.skip.split(",")))
+    times = {}
+    if not Path("folds", f"{name}.csv").exists():
+        cli("folds", "--data", str(data), "--folds", str(args.folds), "--seed", str(args.seed), log=log)
+    times["train"] = cli("train", *common, log=log)
+    runs = {run: args.folds}
+    if "refit" not in skip:
+        times["refit"] = cli("train", *common, "--full", log=log)
+        runs[f"{run}-full"] = 1
+    if "merge" not in skip:
+        for m in filter(None, args.methods.split(",")):
+            times[f"merge-{m}"] = cli("merge", "--run", run, "--method", m, "--name", f"{run}-merged-{m}", log=log)
+            runs[f"{run}-merged-{m}"] = 1
+    result = {"data": str(data), "model": args.model, "held_out_rows": len(labels), "set": args.set, "runs": {}}
+    for r, passes in runs.items():
+        if "infer" in skip:
+            break
+        sec = cli("infer", "--run", r, log=log)
+        result["runs"][r] = {"logloss": score(Path("submissions") / f"{r}.csv", labels), "model_passes": passes,
+                             "infer_seconds": round(sec, 1)}  # fmt: skip
+    if args.precisions:
+        result["precision"] = precision_check(run, data, labels, args.precisions.split(","))
+    result["seconds"] = {k: round(v, 1) for k, v in times.items()}
+    base = result["runs"].get(run, {}).get("logloss")
+    print(f"\n{'run':<44} {'held-out log loss':>18} {'vs folds':>9} {'passes':>7} {'infer s':>8}")
+    for r, v in result["runs"].items():
+        d = f"{v['logloss'] - base:+.5f}" if base is not None else ""
+        print(f"{r:<44} {v['logloss']:>18.5f} {d:>9} {v['model_passes']:>7} {v['infer_seconds']:>8}")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
