@@ -1,13 +1,19 @@
-"""The code dataset ``<user>/lmsys-arena-code``: this package as a wheel, ``requirements-kernel.txt`` and the
-wheelhouse.
+"""The kernel's Python packages, as two datasets:
 
-The wheelhouse is the dependency closure of the kernel's requirements for Kaggle's Python (cp311, manylinux
-x86_64, binary wheels only), *minus* what Kaggle's GPU image provides and is too big to ship: torch and its
-CUDA stack (:data:`PROVIDED`). On Kaggle pip keeps every installed package that satisfies a requirement and
-takes the rest from the wheelhouse (``--no-index``). The requirements are the installed distribution's own
-(its core dependencies and the ``llm`` extra, as they apply on Kaggle's Linux), without the training-only
-ones; xgboost and lightgbm are pinned to the versions the models were trained with (model-file
-compatibility). ``WHEELS=minimal`` ships our wheel only (tests, quick checks); ``make push`` refuses it.
+- ``<user>/lmsys-arena-code``: this package as a wheel, ``requirements-kernel.txt`` (what the kernel installs)
+  and ``wheelset.json``; small, so a code change re-uploads a few hundred KB;
+- ``<user>/lmsys-arena-wheels-<image>``: the dependency wheels the target Kaggle image (:mod:`.image`) lacks,
+  for its Python and platform (binary wheels only), with its own copy of the requirements and wheelset.
+
+The kernel's requirements are the installed distribution's own (its core dependencies and the ``llm`` extra,
+as they apply on the image's Linux and Python) without the training-only ones, xgboost and lightgbm pinned to
+the versions the models were trained with (model-file compatibility), plus bitsandbytes. Of these,
+``requirements-kernel.txt`` keeps only what the image does not already satisfy (a distribution it lacks, or
+one whose version misses the specifier: e.g. a GBDT pin that differs from the image's version). The
+wheelhouse is the closure of that list, resolved as if the image's own distributions were installed (pinned
+to the image's versions where they meet every specifier in the closure), minus what the image has; torch and
+its CUDA stack are never shipped. On Kaggle pip runs with ``--no-index``: the image's packages stay, the rest
+come from the wheels. ``WHEELS=minimal`` ships our wheel only (tests, quick checks); ``make push`` refuses it.
 """
 
 from __future__ import annotations
@@ -24,18 +30,19 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 from lmsys_arena.io import write_json, write_text
 from lmsys_arena.kernels.entry import PACKAGE_WHEEL_GLOB, REQUIREMENTS_FILE
+from lmsys_arena.kernels.image import IMAGES, KaggleImage, get_image, normalize, wheels_slug
 from lmsys_arena.kernels.plan import CODE_SLUG, DATASET_METADATA_FILE, DATASETS_DIR, KernelError, dataset_metadata
 
 log = logging.getLogger(__name__)
 
 DIST_NAME = "lmsys-arena"
 WHEELSET_FILE = "wheelset.json"
-# Kaggle's image has these (torch with its CUDA stack: GBs); the wheelhouse never ships them. torch's small
-# pure-Python dependencies (filelock, sympy, ...) are shipped: transformers needs some of them too.
+# every Kaggle GPU image has these (torch with its CUDA stack: GBs); they are never shipped, whatever the image
 PROVIDED = {"torch", "triton", "setuptools", "pip", "wheel"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")
 KERNEL_EXTRAS = ("llm",)  # the extras a kernel needs (its torch is Kaggle's: PROVIDED); tune/kaggle/dev are not
@@ -44,20 +51,10 @@ TRAIN_ONLY = {"optuna", "matplotlib", "datasets", "optuna-dashboard", "psycopg2-
 PINNED = ("xgboost", "lightgbm")  # model files: same version as training
 KAGGLE_NAMES = {"xgboost-cpu": "xgboost"}  # a local distribution -> the one Kaggle's image has
 EXTRA_KERNEL_REQUIREMENTS = ["bitsandbytes"]  # 8-bit weights option on the T4s
-PY_VERSION, PY_ABI = "3.11", "cp311"
-PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (35, 34, 31, 28, 27, 24, 17, 12, 5)] + [
-    "manylinux2014_x86_64",
-    "manylinux2010_x86_64",
-    "manylinux1_x86_64",
-]
-KAGGLE_MARKERS = {
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "python_version": PY_VERSION,
-    "implementation_name": "cpython",
-}
+_DEFAULT = IMAGES["latest"]
+PY_VERSION, PY_ABI = _DEFAULT.python, _DEFAULT.abi  # the default image's; the builders take an image
+PLATFORMS = list(_DEFAULT.platforms)
+KAGGLE_MARKERS = _DEFAULT.markers()
 
 
 # --------------------------------------------------------------------------- requirements
@@ -69,11 +66,12 @@ def _req_name(req: str) -> str:
     return KAGGLE_NAMES.get(name, name)
 
 
-def _package_requirements() -> list[str]:
-    """The installed distribution's requirements that apply on Kaggle with :data:`KERNEL_EXTRAS`
-    (markers evaluated for Kaggle's Linux and Python, then dropped)."""
+def _package_requirements(image: KaggleImage | str | None = None) -> list[str]:
+    """The installed distribution's requirements that apply on the image with :data:`KERNEL_EXTRAS`
+    (markers evaluated for its Linux and Python, then dropped)."""
     from packaging.requirements import Requirement
 
+    markers = get_image(image).markers()
     try:
         lines = importlib.metadata.requires(DIST_NAME) or []
     except importlib.metadata.PackageNotFoundError:
@@ -81,18 +79,19 @@ def _package_requirements() -> list[str]:
     out = []
     for line in lines:
         req = Requirement(line)
-        if req.marker and not any(req.marker.evaluate({**KAGGLE_MARKERS, "extra": e}) for e in ("", *KERNEL_EXTRAS)):
+        if req.marker and not any(req.marker.evaluate({**markers, "extra": e}) for e in ("", *KERNEL_EXTRAS)):
             continue
         extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
         out.append(f"{req.name}{extras}{req.specifier}")
     return out
 
 
-def kernel_requirements() -> list[str]:
-    """What the kernel needs at inference: the package's requirements minus training-only ones, xgboost and
-    lightgbm pinned to the local versions, plus bitsandbytes (8-bit option)."""
+def kernel_requirements(image: KaggleImage | str | None = None) -> list[str]:
+    """What the kernel needs at inference, whatever the image has: the package's requirements minus
+    training-only ones and :data:`PROVIDED`, xgboost and lightgbm pinned to the local versions, plus
+    bitsandbytes (8-bit option)."""
     reqs = []
-    for r in _package_requirements() + list(PINNED) + EXTRA_KERNEL_REQUIREMENTS:
+    for r in _package_requirements(image) + list(PINNED) + EXTRA_KERNEL_REQUIREMENTS:
         name = _req_name(r)
         if name in TRAIN_ONLY or name in PROVIDED or any(name == _req_name(x) for x in reqs):
             continue
@@ -107,6 +106,28 @@ def kernel_requirements() -> list[str]:
     return reqs
 
 
+def framework_requirements(image: KaggleImage | str | None = None) -> list[str]:
+    """The package's requirements on what is never shipped (torch>=...): the image itself must meet them."""
+    return [r for r in _package_requirements(image) if _req_name(r) in PROVIDED]
+
+
+def _spec(req: str) -> str:
+    from packaging.requirements import Requirement
+
+    return str(Requirement(req).specifier)
+
+
+def split_requirements(image: KaggleImage | str | None = None) -> tuple[list[str], list[str]]:
+    """(what the kernel must install, what the image already satisfies) of :func:`kernel_requirements`.
+    A pinned GBDT ships only when the image's version differs from the pin."""
+    img = get_image(image)
+    ship, from_image = [], []
+    for r in kernel_requirements(img):
+        name = _req_name(r)
+        (from_image if img.version_of(name) and img.satisfies(name, _spec(r)) else ship).append(r)
+    return ship, from_image
+
+
 def _local_version(name: str) -> str | None:
     for dist in (name, *[local for local, kaggle in KAGGLE_NAMES.items() if kaggle == name]):
         try:
@@ -119,9 +140,14 @@ def _local_version(name: str) -> str | None:
         return None
 
 
-def is_provided(name: str) -> bool:
-    name = name.lower().replace("_", "-")
+def never_shipped(name: str) -> bool:
+    name = normalize(name)
     return name in PROVIDED or name.startswith(PROVIDED_PREFIXES)
+
+
+def is_provided(name: str, image: KaggleImage | str | None = None) -> bool:
+    """Never shipped (torch, its CUDA wheels); with ``image``: or the image has it."""
+    return never_shipped(name) or (image is not None and get_image(image).has(name))
 
 
 def is_renamed(name: str) -> bool:
@@ -171,96 +197,173 @@ def build_package_wheel(dest: Path) -> Path:
     return dest / whl.name
 
 
-def _target_args() -> list[str]:
-    args = [
-        "--only-binary=:all:",
-        "--python-version",
-        PY_VERSION,
-        "--implementation",
-        "cp",
-        "--abi",
-        PY_ABI,
-        "--abi",
-        "abi3",
-        "--abi",
-        "none",
-    ]
-    for p in PLATFORMS:
+def target_args(image: KaggleImage | str | None = None) -> list[str]:
+    """pip's options for the image's interpreter and platform, binary wheels only."""
+    img = get_image(image)
+    args = ["--only-binary=:all:", "--python-version", img.python, "--implementation", "cp"]
+    for abi in (img.abi, "abi3", "none"):
+        args += ["--abi", abi]
+    for p in img.platforms:
         args += ["--platform", p]
     return args
 
 
-def resolve_wheelhouse(reqs: list[str], cache_root: Path | None = None) -> Path:
-    """Download the closure of ``reqs`` for Kaggle's Python minus :data:`PROVIDED`; cached by content
-    under ``cache/wheelhouse/`` (or ``$LMSYS_WHEELHOUSE_CACHE``)."""
+def _target_args() -> list[str]:  # the default image's (kept for callers of the old name)
+    return target_args()
+
+
+def _resolve(reqs: list[str], img: KaggleImage, constraints: dict[str, str], tmp: Path) -> list[dict]:
+    """pip's resolution of ``reqs`` for the image (metadata only): the report's install items."""
+    report, cfile = tmp / "report.json", tmp / "constraints.txt"
+    cfile.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())))
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--report", str(report)]
+    cmd += ["--target", str(tmp / "t"), "-c", str(cfile), *target_args(img), *reqs]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise KernelError(
+            f"the kernel requirements do not resolve for the {img.name} image (Python {img.python}) with its "
+            f"own versions of {sorted(constraints) or 'nothing'}: {(r.stderr or r.stdout).strip()[-1500:]}"
+        )
+    return json.loads(report.read_text())["install"]
+
+
+def _image_pins(items: list[dict], reqs: list[str], img: KaggleImage) -> dict[str, str]:
+    """The image's own version for every distribution in the closure where it meets every specifier the
+    closure places on it (what the image has and nobody needs newer is not shipped); torch and its stack
+    (never shipped) always take the image's version."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    env = {**default_environment(), **img.markers()}
+    specs: dict[str, list[str]] = defaultdict(list)
+    for line in reqs + [d for it in items for d in it["metadata"].get("requires_dist") or []]:
+        req = Requirement(line)
+        if req.marker and not req.marker.evaluate({**env, "extra": ""}):
+            continue
+        specs[normalize(req.name)].append(str(req.specifier))
+    pins = {}
+    for it in items:
+        name = normalize(it["metadata"]["name"])
+        version = img.version_of(name)
+        if version is None:
+            continue
+        if never_shipped(name) or all(img.satisfies(name, s) for s in specs[name]):
+            pins[name] = version
+        else:
+            log.info("%s image: %s %s misses %s: shipping %s", img.name, name, version, specs[name], name)
+    return pins
+
+
+def resolve_wheelhouse(reqs: list[str], cache_root: Path | None = None, image: KaggleImage | str | None = None) -> Path:
+    """Download the closure of ``reqs`` for the image's Python and platform, minus what the image has
+    (:func:`_image_pins`) and what is never shipped; cached by content under ``cache/wheelhouse/`` (or
+    ``$LMSYS_WHEELHOUSE_CACHE``)."""
+    img = get_image(image)
     cache_root = Path(cache_root or os.environ.get("LMSYS_WHEELHOUSE_CACHE", "cache/wheelhouse"))
-    key = hashlib.sha1(json.dumps([reqs, PLATFORMS, PY_VERSION, sorted(PROVIDED)]).encode()).hexdigest()[:12]
-    cache = cache_root / key
+    key_data = [reqs, list(img.platforms), img.python, sorted(img.provided.items()), img.provided_prefixes]
+    key = hashlib.sha1(json.dumps([key_data, sorted(PROVIDED)]).encode()).hexdigest()[:12]
+    cache = cache_root / f"{img.name}-{key}"
     marker = cache / ".complete"
     if marker.exists():
-        log.info("wheelhouse cache hit: %s (%s)", cache, marker.read_text().strip())
+        log.info("wheelhouse cache hit: %s (%s)", cache, marker.read_text().strip()[:200])
         return cache
     cache.mkdir(parents=True, exist_ok=True)
+    pins: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        log.info("resolving the kernel requirements for cp311 manylinux (metadata only): %s", " ".join(reqs))
+        log.info("resolving for the %s image (%s, metadata only): %s", img.name, img.abi, " ".join(reqs) or "-")
+        items = _resolve(reqs, img, pins, Path(tmp)) if reqs else []
+        for _ in range(4):  # the image's versions can change what else the resolver picks: until stable
+            new = _image_pins(items, reqs, img)
+            if new == pins:
+                break
+            pins = new
+            items = _resolve(reqs, img, pins, Path(tmp))
+    ship = []
+    for it in items:
+        name, version = it["metadata"]["name"], it["metadata"]["version"]
+        if not never_shipped(name) and normalize(name) not in pins:  # the image lacks it, or a version it can use
+            ship.append(f"{name}=={version.split('+')[0]}")
+    log.info("downloading %d wheels into %s", len(ship), cache)
+    if ship:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--dry-run",
-                "--ignore-installed",
-                "--report",
-                str(report),
-                "--target",
-                str(Path(tmp) / "t"),
-                *_target_args(),
-                *reqs,
-            ],
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *target_args(img), "-d", str(cache), *ship],
             check=True,
         )
-        pins = []
-        for item in json.loads(report.read_text())["install"]:
-            name, version = item["metadata"]["name"], item["metadata"]["version"]
-            if not is_provided(name):
-                pins.append(f"{name}=={version.split('+')[0]}")
-    log.info("downloading %d wheels into %s", len(pins), cache)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *_target_args(), "-d", str(cache), *pins],
-        check=True,
-    )
-    marker.write_text(f"{len(pins)} wheels: {' '.join(pins)}\n")
+    write_json(cache / "resolution.json", {"image": img.name, "ship": ship, "image_pins": pins})
+    marker.write_text(f"{len(ship)} wheels: {' '.join(ship)}\n")
     return cache
 
 
-# --------------------------------------------------------------------------- the dataset folder
+# --------------------------------------------------------------------------- the dataset folders
 
 
-def build_code_dataset(user: str, wheels: str = "full", out: Path = DATASETS_DIR) -> Path:
+def wheels_dataset_id(user: str, image: KaggleImage | str | None = None) -> str:
+    return f"{user}/{wheels_slug(get_image(image).name)}"
+
+
+def _wheelset(kind: str, wheels: str, img: KaggleImage, ship: list[str], from_image: list[str], ddir: Path) -> dict:
+    return {
+        "kind": kind,
+        "wheels": wheels,
+        "image": img.name,
+        "python": img.python,
+        "abi": img.abi,
+        "platforms": list(img.platforms),
+        "requirements": ship,
+        "from_image": from_image,
+        "framework": framework_requirements(img),
+        "files": sorted(p.name for p in ddir.glob("*.whl")),
+    }
+
+
+def build_wheels_dataset(
+    user: str, image: KaggleImage | str | None = None, wheels: str = "full", out: Path = DATASETS_DIR
+) -> Path:
+    """``<user>/lmsys-arena-wheels-<image>``: the wheels the image lacks (none with ``wheels="minimal"``)."""
+    img = get_image(image)
+    ddir = out / wheels_slug(img.name)
+    if ddir.exists():
+        shutil.rmtree(ddir)
+    ddir.mkdir(parents=True)
+    ship, from_image = split_requirements(img)
+    write_text(ddir / REQUIREMENTS_FILE, "\n".join(ship) + "\n")
+    if wheels == "full":
+        for whl in resolve_wheelhouse(ship, image=img).glob("*.whl"):
+            _link_or_copy(whl, ddir / whl.name)
+    title = f"lmsys arena wheels {img.name}"
+    write_json(ddir / DATASET_METADATA_FILE, dataset_metadata(wheels_dataset_id(user, img), title))
+    write_json(ddir / WHEELSET_FILE, _wheelset("wheels", wheels, img, ship, from_image, ddir))
+    n, size = len(list(ddir.glob("*.whl"))), sum(p.stat().st_size for p in ddir.glob("*.whl")) / 2**20
+    log.info("wheels dataset %s (%s image, Python %s): %d wheels, %.1f MiB", ddir, img.name, img.python, n, size)
+    return ddir
+
+
+def build_code_datasets(
+    user: str, wheels: str = "full", out: Path = DATASETS_DIR, image: KaggleImage | str | None = None
+) -> list[Path]:
+    """The code dataset (our wheel, the image's ``requirements-kernel.txt``) and the image's wheels dataset."""
     if wheels not in ("full", "minimal"):
         raise ValueError(f"--wheels must be full or minimal, got {wheels!r}")
+    img = get_image(image)
     ddir = out / CODE_SLUG
     if ddir.exists():
         shutil.rmtree(ddir)
     ddir.mkdir(parents=True)
     build_package_wheel(ddir)
-    reqs = kernel_requirements()
-    write_text(ddir / REQUIREMENTS_FILE, "\n".join(reqs) + "\n")
-    if wheels == "full":
-        for whl in resolve_wheelhouse(reqs).glob("*.whl"):
-            _link_or_copy(whl, ddir / whl.name)
+    ship, from_image = split_requirements(img)
+    write_text(ddir / REQUIREMENTS_FILE, "\n".join(ship) + "\n")
     write_json(ddir / DATASET_METADATA_FILE, dataset_metadata(f"{user}/{CODE_SLUG}", "lmsys arena code"))
-    write_json(
-        ddir / WHEELSET_FILE,
-        {"wheels": wheels, "requirements": reqs, "files": sorted(p.name for p in ddir.glob("*.whl"))},
-    )
-    n = len(list(ddir.glob("*.whl")))
-    size = sum(p.stat().st_size for p in ddir.glob("*.whl")) / 2**20
-    log.info("code dataset %s: %d wheels, %.1f MiB (%s)", ddir, n, size, wheels)
-    return ddir
+    ws = _wheelset("code", wheels, img, ship, from_image, ddir)
+    write_json(ddir / WHEELSET_FILE, {**ws, "wheels_dataset": wheels_dataset_id(user, img)})
+    log.info("code dataset %s: our wheel, %d requirements for the %s image", ddir, len(ship), img.name)
+    return [ddir, build_wheels_dataset(user, img, wheels, out)]
+
+
+def build_code_dataset(
+    user: str, wheels: str = "full", out: Path = DATASETS_DIR, image: KaggleImage | str | None = None
+) -> Path:
+    """:func:`build_code_datasets`; returns the code dataset's folder (the wheels dataset lies beside it)."""
+    return build_code_datasets(user, wheels, out, image)[0]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
