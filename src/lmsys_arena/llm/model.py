@@ -334,15 +334,42 @@ def save_trained(
         torch.save(state, tmp)
 
 
-def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device) -> PreferenceModel:
-    """Backbone + the fold's adapter (merged when the weights are not quantised) + head, eval mode."""
-    from peft import PeftModel
+MERGED_MARKER = "merged_adapter.json"  # in a backbone folder with an adapter merged in (llm.merge.export_merged)
 
-    backbone = load_backbone(path, mcfg, device)
-    backbone = PeftModel.from_pretrained(backbone, fold_dir / ADAPTER_DIR, is_trainable=False)
-    if not mcfg.quant:
-        backbone = backbone.merge_and_unload()
-    lora_input_cast(backbone, False)
+
+def merged_backbone(fold_dir: Path) -> bool:
+    """Whether ``fold_dir`` is an export: no ``adapter/``, its adapter merged into its own backbone."""
+    fold_dir = Path(fold_dir)
+    return not (fold_dir / ADAPTER_DIR).exists() and bool((read_meta(fold_dir) or {}).get("merged_backbone"))
+
+
+def _load_merged_backbone(path: Path, fold_dir: Path, mcfg: ModelConfig, device: torch.device) -> nn.Module:
+    """The exported backbone (no peft); refuses a backbone folder that is not an export (the stock weights
+    would silently score without the adapter)."""
+    if not (Path(path) / MERGED_MARKER).exists():
+        meta = read_meta(fold_dir) or {}
+        raise ValueError(
+            f"{fold_dir} has its adapter merged into the backbone {meta.get('backbone_dir')}, but the backbone "
+            f"given is {path} (no {MERGED_MARKER}: not an export); set backbone to the exported folder"
+        )
+    return load_backbone(path, mcfg, device)
+
+
+def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.device) -> PreferenceModel:
+    """Backbone + the fold's adapter (merged when the weights are not quantised) + head, eval mode.
+    An export (``llm_meta.json`` ``merged_backbone: true``, no ``adapter/``): ``path`` is the exported
+    backbone, loaded as it is, with no peft (quantised at load time if ``mcfg.quant``)."""
+    fold_dir = Path(fold_dir)
+    if merged_backbone(fold_dir):
+        backbone = _load_merged_backbone(path, fold_dir, mcfg, device)
+    else:
+        from peft import PeftModel
+
+        backbone = load_backbone(path, mcfg, device)
+        backbone = PeftModel.from_pretrained(backbone, fold_dir / ADAPTER_DIR, is_trainable=False)
+        if not mcfg.quant:
+            backbone = backbone.merge_and_unload()
+        lora_input_cast(backbone, False)
     head = make_head(hidden_size_of(backbone), **dataclasses.asdict(mcfg.head))
     state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
