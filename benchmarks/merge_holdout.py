@@ -119,6 +119,25 @@ def precision_check(run: str, data: Path, labels: pd.DataFrame, dtypes: list[str
     return out
 
 
+def golden_check(run: str, dtype: str) -> list[str]:
+    """The run's golden rows (golden.py) scored again in ``dtype``: what differs from training time."""
+    from lmsys_arena import families, golden
+    from lmsys_arena.config import apply_overrides
+    from lmsys_arena.runs import Run
+
+    r = Run(Path("runs") / run)
+    cfg, _spec = r.model_config()
+    cfg = apply_overrides(cfg, {"infer.dtype": dtype})
+    fam = families.of(cfg).load()
+    problems = []
+    for d in r.model_dirs():
+        saved = golden.read(d)
+        if saved is not None:
+            rows = golden.rows_of(saved)
+            problems += golden.check(saved, fam.predict(cfg, rows, d), golden.family_features(fam, cfg, rows))
+    return problems
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -165,6 +184,9 @@ def main() -> None:
                              "infer_seconds": round(sec, 1)}  # fmt: skip
     if args.precisions:
         result["precision"] = precision_check(run, data, labels, args.precisions.split(","))
+        kernel_dtype = args.precisions.split(",")[-1]  # the kernel's precision last
+        result["golden"] = {r: golden_check(r, kernel_dtype) or "ok" for r in runs}
+        print(f"golden rows in {kernel_dtype}: {result['golden']}")
     result["seconds"] = {k: round(v, 1) for k, v in times.items()}
     base = result["runs"].get(run, {}).get("logloss")
     print(f"\n{'run':<44} {'held-out log loss':>18} {'vs folds':>9} {'passes':>7} {'infer s':>8}")

@@ -97,6 +97,11 @@ class ModelConfig:
         "torch.compile each decoder layer (dynamic shapes); cudagraphs: also replay each layer as a CUDA graph "
         "in training (static shapes: pair with train.pad_multiple = format.max_len)",
     )
+    init_seed: int | None = option(
+        0,
+        "seed of the LoRA and head initialisation, the same in every fold so that fold adapters start alike and "
+        "can be merged (make merge); null: each fold's training seed",
+    )
     lora: LoraOptions = option(factory=LoraOptions, help="the LoRA adapters")
     head: HeadOptions = option(factory=HeadOptions, help="the classification head on the last real token")
     aux: AuxOptions = option(factory=AuxOptions, help="side inputs whose logits are added to the text head's (AuxHead)")

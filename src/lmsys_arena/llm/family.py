@@ -145,7 +145,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     else:
         fwd, rev = _encode(enc, train, f"{fold_dir.name} train")
         aux = aux_matrix(mcfg, train)
-        model = build_model(path, mcfg, device, seed)
+        model = build_model(path, mcfg, device, seed if mcfg.init_seed is None else mcfg.init_seed)
         if model.aux is not None:
             model.aux.set_stats(torch.from_numpy(np.concatenate(aux)))
             model.aux.set_source_prior(train["label"].to_numpy(), aux[0][:, -1] > 0)
