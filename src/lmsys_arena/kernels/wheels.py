@@ -119,12 +119,19 @@ def _spec(req: str) -> str:
 
 def split_requirements(image: KaggleImage | str | None = None) -> tuple[list[str], list[str]]:
     """(what the kernel must install, what the image already satisfies) of :func:`kernel_requirements`.
-    A pinned GBDT ships only when the image's version differs from the pin."""
+    A pinned GBDT ships only when the image's version differs from the pin; on an image without torch's
+    ``nvidia-*`` wheels xgboost ships as ``xgboost-cpu`` (same module and version, no NCCL wheel: the kernel
+    uninstalls the image's xgboost first)."""
     img = get_image(image)
     ship, from_image = [], []
     for r in kernel_requirements(img):
         name = _req_name(r)
-        (from_image if img.version_of(name) and img.satisfies(name, _spec(r)) else ship).append(r)
+        if img.version_of(name) and img.satisfies(name, _spec(r)):
+            from_image.append(r)
+        elif name == "xgboost" and not img.has("nvidia-nccl-cu12"):  # xgboost needs NCCL's wheel; -cpu does not
+            ship.append(f"xgboost-cpu{_spec(r)}")
+        else:
+            ship.append(r)
     return ship, from_image
 
 
