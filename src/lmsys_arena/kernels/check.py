@@ -371,6 +371,8 @@ def check_resolve(
     ``pip install --dry-run --no-index`` on the shipped wheels, our wheel and stub wheels of what the image
     has (:func:`build_stub_wheels`). The requirements are the shipped list, those the image is expected to
     meet itself, and with ``llm`` the package's torch requirement (torch is never shipped)."""
+    from packaging.requirements import Requirement
+
     ws = read_json(wheels_dir / WHEELSET_FILE)
     img = get_image(image or ws.get("image"))
     if ws.get("image") and ws["image"] != img.name:
@@ -382,6 +384,13 @@ def check_resolve(
             problems.append(f"{CODE_SLUG}'s {REQUIREMENTS_FILE} differs from {wheels_dir.name}'s: rebuild both")
     reqs = list(ws.get("requirements", [])) + list(ws.get("from_image", []))
     reqs += list(ws.get("framework", [])) if llm else []
+    for r in ws.get("framework", []) if llm else []:  # torch: never shipped, so the image's must do
+        name = _req_name(r)
+        if not img.satisfies(name, str(Requirement(r).specifier)):
+            problems.append(
+                f"the {img.name} image's {name} {img.version_of(name)} does not meet {r} (lmsys-arena[llm]) and "
+                f"{name} is never shipped: LLM kernels need another image (GBDT-only kernels do not need {name})"
+            )
     if not reqs:
         return problems, ["nothing to resolve"]
     with tempfile.TemporaryDirectory(prefix="lmsys_resolve_") as tmp:
