@@ -45,6 +45,8 @@ BUDGET_H ?=
 MODEL_SOURCE ?=
 LLM_SET ?=
 WHEELS ?=
+IMAGE ?=
+MESSAGE ?=
 SIM_DATA ?=
 SKIP_BAD ?=
 LOG_LEVEL ?=
@@ -142,7 +144,7 @@ ensemble: $(STAMP)
 kernels: $(STAMP)
 	$(CLI) kernels --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(FALLBACK),--fallback $(FALLBACK)) \
 		$(if $(BUDGET_H),--budget-hours $(BUDGET_H)) $(foreach s,$(MODEL_SOURCE),--model-source $(s)) \
-		$(foreach s,$(LLM_SET),--llm-set $(s))
+		$(foreach s,$(LLM_SET),--llm-set $(s)) $(if $(IMAGE),--image $(IMAGE))
 
 kernel-datasets: $(STAMP)
 	$(CLI) kernel-datasets $(if $(NAME),--names $(NAME)) $(if $(WHEELS),--wheels $(WHEELS))
@@ -151,7 +153,11 @@ check-kernels: $(STAMP)
 	$(CLI) check-kernels $(if $(NAME),--names $(NAME)) $(if $(SIM_DATA),--data $(SIM_DATA))
 
 push: $(STAMP)
-	$(CLI) push $(if $(NAME),--names $(NAME))
+	$(CLI) push $(if $(NAME),--names $(NAME)) $(if $(MESSAGE),--message "$(MESSAGE)")
+
+# code competitions score a kernel version: VERSION defaults to the one `make push` recorded
+submit: $(STAMP)
+	$(CLI) submit --name $(NAME) $(if $(VERSION),--version $(VERSION)) $(if $(MESSAGE),--message "$(MESSAGE)")
 
 clean-venv:
 	rm -rf $(VENV)

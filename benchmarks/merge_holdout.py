@@ -100,13 +100,13 @@ def precision_check(run: str, data: Path, labels: pd.DataFrame, dtypes: list[str
     r = Run(Path("runs") / run)
     cfg, spec = r.model_config()
     fam = families.of(cfg).load()
-    test = Competition(data).test(check_sample="skip").merge(labels, on="id")
+    test = Competition(data).test(check_sample="skip").drop(columns="label").merge(labels, on="id")  # test: -1
     train = Competition(data).train()
     valid_ids = set(r.read_fold_frame(0)["id"].astype(str))
     rows = pd.concat([test, train[train["id"].astype(str).isin(valid_ids)]], ignore_index=True)
     y = rows["label"].to_numpy()
-    out = {"rows": len(rows)}
-    for dt in dtypes:
+    out, ref = {"rows": len(rows), "reference": dtypes[0]}, None
+    for dt in dtypes:  # the first dtype is the reference (bf16: what training ran in)
         t0 = time.time()
         logits = np.asarray(fam.predict(apply_overrides(cfg, {"infer.dtype": dt}), rows, r.fold_dir(0)), np.float64)
         ok = np.isfinite(logits).all(axis=1)
@@ -115,6 +115,11 @@ def precision_check(run: str, data: Path, labels: pd.DataFrame, dtypes: list[str
             "logloss_finite_rows": log_loss(y[ok], softmax(logits[ok])) if ok.any() else None,
             "seconds": round(time.time() - t0, 1),
         }
+        if ref is None:
+            ref = logits
+        elif ok.all():
+            out[dt]["logloss_minus_reference"] = out[dt]["logloss_finite_rows"] - out[dtypes[0]]["logloss_finite_rows"]
+            out[dt]["max_abs_prob_diff"] = float(np.abs(softmax(logits) - softmax(ref)).max())
         print(f"fold0 in {dt}: {out[dt]}")
     return out
 
@@ -182,19 +187,24 @@ def main() -> None:
         sec = cli("infer", "--run", r, log=log)
         result["runs"][r] = {"logloss": score(Path("submissions") / f"{r}.csv", labels), "model_passes": passes,
                              "infer_seconds": round(sec, 1)}  # fmt: skip
+    result["seconds"] = {k: round(v, 1) for k, v in times.items()}
+    report(result, run, Path(args.out))  # before the precision checks: a failure there keeps the table
     if args.precisions:
         result["precision"] = precision_check(run, data, labels, args.precisions.split(","))
         kernel_dtype = args.precisions.split(",")[-1]  # the kernel's precision last
         result["golden"] = {r: golden_check(r, kernel_dtype) or "ok" for r in runs}
         print(f"golden rows in {kernel_dtype}: {result['golden']}")
-    result["seconds"] = {k: round(v, 1) for k, v in times.items()}
+        report(result, run, Path(args.out))
+
+
+def report(result: dict, run: str, out: Path) -> None:
     base = result["runs"].get(run, {}).get("logloss")
     print(f"\n{'run':<44} {'held-out log loss':>18} {'vs folds':>9} {'passes':>7} {'infer s':>8}")
     for r, v in result["runs"].items():
         d = f"{v['logloss'] - base:+.5f}" if base is not None else ""
         print(f"{r:<44} {v['logloss']:>18.5f} {d:>9} {v['model_passes']:>7} {v['infer_seconds']:>8}")
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

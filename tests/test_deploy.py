@@ -145,3 +145,48 @@ def test_fp16_on_an_unsafe_backbone_and_bf16_on_a_t4_are_refused(tmp_path):
     with pytest.raises(KernelError, match="no bf16"):
         kernel_precision("r", "/m/gemma-2-2b-it", {"infer.dtype": "bf16"}, "NvidiaTeslaT4")
     assert kernel_precision("r", "/m/gemma-2-2b-it", {"infer.dtype": "bf16"}, "NvidiaH100")["dtype"] == "bf16"
+
+
+def test_a_kernel_names_its_image_and_ships_that_images_wheels(xgb_run, workdir):
+    from lmsys_arena.kernels.image import get_image
+    from lmsys_arena.kernels.plan import _check_image_runs
+
+    kdir = build_kernel("x-full", opts=KernelOptions(user="me", image="original"))
+    meta = json.loads((kdir / "kernel-metadata.json").read_text())
+    plan = json.loads((kdir / "kernel_plan.json").read_text())
+    assert plan["image"] == "original" and meta["docker_image_pinning_type"] == "original"
+    assert meta["dataset_sources"] == [
+        "me/lmsys-arena-code",
+        "me/lmsys-arena-wheels-original",
+        "me/lmsys-arena-x-full-artefacts",
+    ]
+    latest = json.loads((build_kernel("x-full", "y", KernelOptions(user="me")) / "kernel-metadata.json").read_text())
+    assert (
+        latest["docker_image_pinning_type"] == "latest" and "me/lmsys-arena-wheels-latest" in latest["dataset_sources"]
+    )
+    # torch is never shipped: an LLM run cannot target an image whose torch misses the package's requirement
+    with pytest.raises(KernelError, match=r"torch>=2.4.*original image has torch 2.1.2"):
+        _check_image_runs(get_image("original"), {"g": {"family": "llm"}})
+    _check_image_runs(get_image("latest"), {"g": {"family": "llm"}})
+
+
+def test_the_kernel_installs_from_the_code_and_its_images_wheels_datasets(tmp_path):
+    from lmsys_arena.kernels.entry import wheel_dirs
+
+    for name, kind, image in [
+        ("code", "code", "latest"),
+        ("w-latest", "wheels", "latest"),
+        ("w-orig", "wheels", "original"),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "wheelset.json").write_text(json.dumps({"kind": kind, "image": image}))
+    assert wheel_dirs(tmp_path, tmp_path / "code") == [tmp_path / "code", tmp_path / "w-latest"]
+
+
+def test_submit_without_credentials_says_so_and_exits_non_zero(workdir, monkeypatch, capsys):
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(workdir / "no-kaggle"))
+    with pytest.raises(SystemExit) as e:
+        main(["submit", "--name", "x"])
+    assert e.value.code == 1 and "no Kaggle credentials" in capsys.readouterr().err

@@ -70,7 +70,11 @@ def test_gbdt_blend_kernel_builds_checks_and_simulates(in_project):
     assert meta["id"] == "testuser/lmsys-arena-blend" and meta["enable_internet"] is False
     assert meta["enable_gpu"] is False and meta["machine_shape"] == "NvidiaTeslaT4"  # GBDT only: no GPU
     assert meta["competition_sources"] == ["lmsys-chatbot-arena"]
-    assert meta["dataset_sources"] == ["testuser/lmsys-arena-code", "testuser/lmsys-arena-blend-artefacts"]
+    assert meta["dataset_sources"] == [
+        "testuser/lmsys-arena-code",
+        "testuser/lmsys-arena-wheels-latest",
+        "testuser/lmsys-arena-blend-artefacts",
+    ]
     assert (kdir / meta["code_file"]).read_text() == K.ENTRY_TEMPLATE.read_text()
     plan = json.loads((kdir / "kernel_plan.json").read_text())
     assert plan["root"] == "blend" and plan["fallback"] == "xgb" and set(plan["runs"]) == {"blend", "xgb", "lgbm"}

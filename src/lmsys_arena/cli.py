@@ -12,7 +12,8 @@
     python -m lmsys_arena tune   --model xgb --trials 40 [--storage URL] [--study NAME] [--workers 2]
     python -m lmsys_arena best   --study xgb
     python -m lmsys_arena ensemble --runs xgb lgbm --name blend
-    python -m lmsys_arena kernels --runs blend ; kernel-datasets ; check-kernels ; push
+    python -m lmsys_arena kernels --runs blend [--image original] ; kernel-datasets ; check-kernels ; push
+    python -m lmsys_arena submit --name blend [--version 3]
 
 Exit codes: 0 done, 1 failed (e.g. a missing run), 2 usage error, 3 bad data or config.
 """
@@ -187,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback", default=None, help="GBDT run for rows the LLM does not reach in time")
     p.add_argument("--public", action="store_true")
     p.add_argument("--machine-shape", default="NvidiaTeslaT4", help="Kaggle accelerator (NvidiaTeslaT4 = T4 x2)")
+    p.add_argument(
+        "--image",
+        default=None,
+        help="Kaggle image the kernel runs on: latest or original (default $LMSYS_KAGGLE_IMAGE, else latest)",
+    )
     p = command("kernel-datasets", "build the code+wheels and artefacts dataset folders")
     p.add_argument("--names", nargs="*", default=None, help="kernels to package (default: all in kernels/)")
     p.add_argument(
@@ -207,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("push", "kaggle datasets version/create + kaggle kernels push")
     p.add_argument("--names", nargs="*", default=None)
     p.add_argument("--message", default=None, help="dataset version notes")
+    p = command("submit", "submit a pushed kernel version's output to the competition (kaggle CLI)")
+    p.add_argument("--name", required=True, help="kernel name (a folder of kernels/)")
+    p.add_argument("--version", default=None, help="kernel version (default: the one `push` recorded)")
+    p.add_argument("--message", default=None, help="submission description")
     return ap
 
 

@@ -298,8 +298,8 @@ def build_features(
         write_parquet(cache / f"{shard}.parquet", new)
         known = pd.concat([known, new], ignore_index=True) if len(known) else new
     log_cache_use("features", missing, cache, t0)
-    X = known.set_index("row_hash").loc[keys, FEATURE_NAMES].reset_index(drop=True)
-    return X.astype(np.float32)
+    X = known.set_index("row_hash").loc[keys, FEATURE_NAMES].to_numpy(np.float32)
+    return pd.DataFrame(X, columns=FEATURE_NAMES)  # one block: callers add columns
 
 
 def _compute_chunked(df: pd.DataFrame, progress: bool) -> pd.DataFrame:

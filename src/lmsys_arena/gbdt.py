@@ -110,7 +110,7 @@ def features(o: GBDTConfig, df: pd.DataFrame) -> pd.DataFrame:
     X = build_features(df, use_cache=o.feature_cache)
     if o.source_feature:
         source = df["source"].to_numpy() if "source" in df.columns else np.full(len(df), "")
-        X["is_extra"] = (source == "extra").astype(np.float32)
+        X = X.assign(is_extra=(source == "extra").astype(np.float32))
     return X
 
 

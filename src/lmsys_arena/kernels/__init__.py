@@ -5,6 +5,7 @@
     make check-kernels                       # metadata, files, offline wheel install, simulated run on CPU
                                              # (no kernels yet: a demo kernel, xgb + tiny, in a temp project)
     make push                                # kaggle datasets create/version + kaggle kernels push
+    make submit NAME=blend [VERSION=3]       # kaggle competitions submit -k <kernel> -v <version>
 
     python -m lmsys_arena kernels --runs blend --budget-hours 8.5 \\
         --model-source gemma9b=google/gemma-2/transformers/gemma-2-9b-it/2
@@ -18,9 +19,9 @@ The entry script is :mod:`lmsys_arena.kernels.entry`, copied verbatim.
 One module a job: :mod:`.plan` (the plan, kernel-metadata.json, ids), :mod:`.wheels` (requirements,
 wheelhouse, the code dataset ``<user>/lmsys-arena-code``), :mod:`.artefacts` (``<user>/lmsys-arena-<name>-
 artefacts``: the plan, ``runs/<run>/`` config and fold folders, bundled backbones), :mod:`.check`,
-:mod:`.simulate`, :mod:`.push`, :mod:`.entry`. A family takes part through its hooks ``kernel_assets``,
-``bundle_assets`` and ``prepare_for_kernel`` (:mod:`lmsys_arena.families`); a family without them needs
-nothing but its fold folders.
+:mod:`.simulate`, :mod:`.publish` (push, submit), :mod:`.entry`. A family takes part through its hooks
+``kernel_assets``, ``bundle_assets`` and ``prepare_for_kernel`` (:mod:`lmsys_arena.families`); a family without
+them needs nothing but its model folders.
 
 The Kaggle user comes from ``KAGGLE_USERNAME`` or ``~/.kaggle/kaggle.json`` (``$KAGGLE_CONFIG_DIR``); without
 one the ids carry the placeholder ``your-kaggle-username`` (``check-kernels`` warns, ``push`` refuses).
@@ -59,12 +60,19 @@ _EXPORTS = {
         "TRAIN_ONLY",
         "PINNED",
         "kernel_requirements",
+        "framework_requirements",
+        "split_requirements",
         "_req_name",
         "is_provided",
         "build_package_wheel",
         "resolve_wheelhouse",
+        "target_args",
+        "wheels_dataset_id",
+        "build_wheels_dataset",
+        "build_code_datasets",
         "build_code_dataset",
     ),
+    "image": ("IMAGES", "KaggleImage", "get_image"),
     "artefacts": ("build_artefacts_dataset", "build_datasets"),
     "check": (
         "CheckResult",
@@ -72,11 +80,15 @@ _EXPORTS = {
         "check_dataset_dir",
         "check_wheelhouse",
         "check_kernels",
+        "check_resolve",
+        "check_wheel_datasets",
+        "build_stub_wheels",
+        "plan_needs_gpu",
         "demo_check",
         "format_results",
     ),
     "simulate": ("simulate_kernel", "simulation_data"),
-    "push": ("kaggle_credentials", "push"),
+    "publish": ("kaggle_credentials", "push", "submit"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE) + ["cli"]
@@ -90,9 +102,8 @@ def __getattr__(name: str):
 
 def cli(args: argparse.Namespace) -> None:
     from lmsys_arena.config import parse_assignments
-    from lmsys_arena.kernels import check, plan
+    from lmsys_arena.kernels import check, plan, publish
     from lmsys_arena.kernels.artefacts import build_datasets
-    from lmsys_arena.kernels.push import push
 
     cmd = args.command
     if cmd == "kernels":
@@ -105,6 +116,7 @@ def cli(args: argparse.Namespace) -> None:
             fallback=args.fallback,
             private=not args.public,
             machine_shape=args.machine_shape,
+            image=args.image,
         )
         for run in args.runs:
             print(plan.build_kernel(run, args.name, opts))
@@ -121,9 +133,12 @@ def cli(args: argparse.Namespace) -> None:
         print(check.format_results(results))
         if not all(r.ok for r in results):
             raise SystemExit(1)
-    elif cmd == "push":
+    elif cmd in ("push", "submit"):
         try:
-            push(args.names or None, message=args.message)
+            if cmd == "push":
+                publish.push(args.names or None, message=args.message)
+            else:
+                publish.submit(args.name, args.version, args.message)
         except plan.KernelError as e:
-            print(f"push: {e}", file=sys.stderr)
+            print(f"{cmd}: {e}", file=sys.stderr)
             raise SystemExit(1) from None

@@ -1,5 +1,6 @@
-"""`make kernel-datasets`: the code dataset (:mod:`.wheels`) and each kernel's artefacts dataset
-``<user>/lmsys-arena-<name>-artefacts``: ``kernel_plan.json``, ``runs/<run>/config.json`` and the fold folders
+"""`make kernel-datasets`: the code and wheels datasets of the kernels' image (:mod:`.wheels`) and each
+kernel's artefacts dataset ``<user>/lmsys-arena-<name>-artefacts``: ``kernel_plan.json``, ``runs/<run>/config.json``
+and the model folders
 (GBDT models, LoRA adapters + heads), plus what a family bundles (its ``bundle_assets`` hook: e.g. an LLM
 backbone that has no Kaggle model source).
 """
@@ -22,7 +23,7 @@ from lmsys_arena.kernels.plan import (
     family_of,
     kernel_dirs,
 )
-from lmsys_arena.kernels.wheels import build_code_dataset
+from lmsys_arena.kernels.wheels import build_code_datasets
 from lmsys_arena.runs import RUNS_DIR, Run
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,16 @@ def build_datasets(
     names: list[str] | None = None, wheels: str = "full", out: Path = KERNELS_DIR, runs_root: Path = RUNS_DIR
 ) -> list[Path]:
     kdirs = kernel_dirs(names, out)
-    users = {read_json(k / PLAN_FILE)["user"] for k in kdirs}
+    plans = [read_json(k / PLAN_FILE) for k in kdirs]
+    users = {p["user"] for p in plans}
     if len(users) > 1:
         raise KernelError(f"kernels were built for different users {sorted(users)}: rebuild them with one user")
-    built = [build_code_dataset(users.pop(), wheels, datasets_under(out))]
+    images = {p.get("image") for p in plans} - {None}
+    if len(images) > 1:  # the code dataset's requirements are one image's
+        raise KernelError(
+            f"kernels target different images {sorted(images)}: package them one image at a time (NAME=...)"
+        )
+    image = images.pop() if images else None
+    built = build_code_datasets(users.pop(), wheels, datasets_under(out), image=image)
     built += [build_artefacts_dataset(k, datasets_under(out), runs_root) for k in kdirs]
     return built

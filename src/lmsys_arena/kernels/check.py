@@ -224,9 +224,9 @@ def check_dataset_dir(ddir: Path, api) -> list[str]:
         shipped = Run(ddir / "runs" / run)
         if not shipped.config_file.exists():
             problems.append(f"runs/{run}/{shipped.config_file.name} missing")
-        for f in info.get("folds", []):
-            if not shipped.fold_dir(f).is_dir():
-                problems.append(f"runs/{run}/{shipped.fold_dir(f).name}/ missing")
+        for model in info.get("models") or [shipped.fold_dir(f).name for f in info.get("folds", [])]:
+            if not (shipped.path / model).is_dir():
+                problems.append(f"runs/{run}/{model}/ missing")
     for run, asset in assets_of_kind(plan, "bundled"):
         if not (ddir / asset["path"]).exists():
             problems.append(f"bundled {asset['path']} ({run}) missing")

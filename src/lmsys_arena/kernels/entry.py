@@ -9,8 +9,9 @@ for `make check-kernels`, in a local simulation of the /kaggle folders:
 
 Steps:
 1. (stdlib only) find ``kernel_plan.json`` and the code dataset under the input root; install the wheels with
-   ``pip --no-index`` (our package with ``--no-deps``, then ``requirements-kernel.txt`` from the wheelhouse; a
-   simulation installs only our wheel, into a temporary folder);
+   ``pip --no-index`` (our package with ``--no-deps``, then ``requirements-kernel.txt`` from the code and
+   wheels datasets, the image's packages staying where they suffice; a simulation installs only our wheel,
+   into a temporary folder);
 2. log ``torch.cuda.device_count()``; each trained run's family makes its config fit the kernel
    (``prepare_for_kernel``: e.g. an LLM's backbone path, fp16); the runs without a time guard predict first
    (GBDT: seconds), then the time-guarded ones (LLM: the family's predict spreads rows over every visible
@@ -37,6 +38,7 @@ from pathlib import Path
 
 PLAN_FILE = "kernel_plan.json"
 REQUIREMENTS_FILE = "requirements-kernel.txt"
+WHEELSET_FILE = "wheelset.json"
 PACKAGE_WHEEL_GLOB = "lmsys_arena-*.whl"
 REPORT_FILE = "kernel_report.json"
 DEFAULT_BUDGET_HOURS = 8.5
@@ -80,8 +82,36 @@ def _pip(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def install(code_dir: Path, simulate: bool) -> None:
-    """Install the package wheel (+ what Kaggle lacks from the wheelhouse) without internet."""
+def wheel_dirs(root: Path, code_dir: Path) -> list[Path]:
+    """The code dataset and every wheels dataset (``wheelset.json`` of kind "wheels") under ``root``: pip's
+    ``--find-links``. A wheels dataset for another image than the code dataset's is skipped (wrong Python)."""
+    own = json.loads((code_dir / WHEELSET_FILE).read_text()) if (code_dir / WHEELSET_FILE).exists() else {}
+    dirs = [code_dir]
+    for ws in find_files(root, WHEELSET_FILE):
+        meta = json.loads(ws.read_text())
+        if meta.get("kind") != "wheels" or ws.parent == code_dir:
+            continue
+        if own.get("image") and meta.get("image") != own["image"]:
+            log.warning(
+                "%s: wheels for the %s image, the code is for %s: skipped", ws.parent, meta.get("image"), own["image"]
+            )
+            continue
+        dirs.append(ws.parent)
+    return dirs
+
+
+def _installed(name: str) -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def install(code_dir: Path, simulate: bool, links: list[Path] | None = None) -> None:
+    """Install the package wheel (+ what the image lacks, from the wheels dataset) without internet."""
     wheels = sorted(code_dir.glob(PACKAGE_WHEEL_GLOB))
     if not wheels:
         raise FileNotFoundError(f"{code_dir}: no {PACKAGE_WHEEL_GLOB}; rebuild with `make kernel-datasets`")
@@ -90,20 +120,24 @@ def install(code_dir: Path, simulate: bool) -> None:
         _pip("--no-deps", "--target", str(target), str(wheels[-1]))
         sys.path.insert(0, str(target))
         return
-    _pip("--no-deps", "--find-links", str(code_dir), str(wheels[-1]))
+    find_links = [arg for d in (links or [code_dir]) for arg in ("--find-links", str(d))]
+    _pip("--no-deps", *find_links, str(wheels[-1]))
     req = code_dir / REQUIREMENTS_FILE
     if not req.exists():
         return
+    lines = [x.strip() for x in req.read_text().splitlines() if x.strip() and not x.startswith("#")]
+    # xgboost-cpu and xgboost install the same module: the image's CUDA build goes first
+    if any(x.startswith("xgboost-cpu") for x in lines) and _installed("xgboost"):
+        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "xgboost"], check=False)
     try:
-        _pip("--find-links", str(code_dir), "-r", str(req))
+        _pip(*find_links, "-r", str(req))
     except subprocess.CalledProcessError:  # one unsatisfiable line must not cost the others
         log.error("installing %s failed as a whole; trying each requirement alone", req)
-        for line in req.read_text().splitlines():
-            if line.strip() and not line.startswith("#"):
-                try:
-                    _pip("--find-links", str(code_dir), line.strip())
-                except subprocess.CalledProcessError:
-                    log.error("could not install %s offline; the image's version stays", line.strip())
+        for line in lines:
+            try:
+                _pip(*find_links, line)
+            except subprocess.CalledProcessError:
+                log.error("could not install %s offline; the image's version stays", line)
 
 
 # --------------------------------------------------------------------------- stage 2: needs lmsys_arena
@@ -284,7 +318,7 @@ def main() -> None:
         time.strftime("%H:%M:%S", time.localtime(deadline)),
     )
     code_dir = find_one(root, PACKAGE_WHEEL_GLOB, "code").parent
-    install(code_dir, simulate=os.environ.get("LMSYS_KERNEL_SIM") == "1")
+    install(code_dir, simulate=os.environ.get("LMSYS_KERNEL_SIM") == "1", links=wheel_dirs(root, code_dir))
     os.chdir(working)  # caches (features) land in the writable folder
     run_plan(plan, unpack_if_zipped(plan_path.parent, working), root, working, deadline)
 

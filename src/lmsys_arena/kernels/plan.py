@@ -23,6 +23,7 @@ from lmsys_arena import families
 from lmsys_arena.data import COMPETITION_NAME
 from lmsys_arena.io import read_json, write_json, write_text
 from lmsys_arena.kernels.entry import PLAN_FILE
+from lmsys_arena.kernels.image import get_image
 from lmsys_arena.runs import RUNS_DIR, Run
 from lmsys_arena.versions import package_version
 
@@ -139,6 +140,7 @@ class KernelOptions:
     fallback: str | None = None  # a GBDT run for rows no member reached (default: the first GBDT leaf)
     private: bool = True
     machine_shape: str = DEFAULT_SHAPE
+    image: str | None = None  # a Kaggle image of kernels.image (default $LMSYS_KAGGLE_IMAGE, else latest)
     runs_root: Path = RUNS_DIR
     out: Path = KERNELS_DIR
 
@@ -216,6 +218,8 @@ def resolve_plan(root_run: str, name: str, opts: KernelOptions) -> dict:
             "training class prior (pass --fallback <gbdt run>)",
             name,
         )
+    img = get_image(opts.image)
+    _check_image_runs(img, runs)
     user = opts.user or kaggle_username()
     return {
         "name": name,
@@ -226,11 +230,31 @@ def resolve_plan(root_run: str, name: str, opts: KernelOptions) -> dict:
         "budget_hours": opts.budget_hours,
         "llm_overrides": opts.llm_overrides,
         "competition": COMPETITION_NAME,
-        "datasets": {"code": f"{user}/{CODE_SLUG}", "artefacts": f"{user}/{artefacts_slug(name)}"},
+        "image": img.name,
+        "datasets": {
+            "code": f"{user}/{CODE_SLUG}",
+            "wheels": f"{user}/{img.wheels_slug}",
+            "artefacts": f"{user}/{artefacts_slug(name)}",
+        },
         "user": user,
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
         "package_version": package_version(),
     }
+
+
+def _check_image_runs(img, runs: dict[str, dict]) -> None:
+    """A GPU family needs the image's own torch (never shipped) to meet the package's requirement on it."""
+    from packaging.requirements import Requirement
+
+    from lmsys_arena.kernels.wheels import framework_requirements
+
+    gpu = [r for r, e in runs.items() if family_of(e).gpu]
+    for req in map(Requirement, framework_requirements(img) if gpu else []):
+        if not img.satisfies(req.name, str(req.specifier)):
+            raise KernelError(
+                f"runs {gpu} need {req}; the {img.name} image has {req.name} {img.version_of(req.name)} "
+                f"(never shipped): build LLM kernels for another image (--image), or a GBDT-only kernel here"
+            )
 
 
 def _class_prior(run: Run) -> list[float]:
@@ -250,7 +274,7 @@ def _class_prior(run: Run) -> list[float]:
 def kernel_metadata(plan: dict, opts: KernelOptions) -> dict:
     model_sources = sorted({a["handle"] for _run, a in assets_of_kind(plan, "model_source")})
     slug = kernel_slug(plan["name"])
-    return {
+    meta = {
         "id": f"{plan['user']}/{slug}",
         "title": f"lmsys arena {plan['name']}",
         "code_file": f"{slug}.py",
@@ -262,10 +286,14 @@ def kernel_metadata(plan: dict, opts: KernelOptions) -> dict:
         "enable_internet": False,
         "machine_shape": opts.machine_shape,
         "competition_sources": [COMPETITION_NAME],
-        "dataset_sources": [plan["datasets"]["code"], plan["datasets"]["artefacts"]],
+        "dataset_sources": [plan["datasets"][k] for k in ("code", "wheels", "artefacts") if k in plan["datasets"]],
         "kernel_sources": [],
         "model_sources": model_sources,
     }
+    pinning = get_image(plan.get("image")).pinning
+    if pinning:  # e.g. the competition's original environment
+        meta["docker_image_pinning_type"] = pinning
+    return meta
 
 
 def build_kernel(run: str, name: str | None = None, opts: KernelOptions | None = None) -> Path:

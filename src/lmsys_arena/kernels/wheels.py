@@ -34,14 +34,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from lmsys_arena.io import write_json, write_text
-from lmsys_arena.kernels.entry import PACKAGE_WHEEL_GLOB, REQUIREMENTS_FILE
+from lmsys_arena.kernels.entry import PACKAGE_WHEEL_GLOB, REQUIREMENTS_FILE, WHEELSET_FILE
 from lmsys_arena.kernels.image import IMAGES, KaggleImage, get_image, normalize, wheels_slug
 from lmsys_arena.kernels.plan import CODE_SLUG, DATASET_METADATA_FILE, DATASETS_DIR, KernelError, dataset_metadata
 
 log = logging.getLogger(__name__)
 
 DIST_NAME = "lmsys-arena"
-WHEELSET_FILE = "wheelset.json"
 # every Kaggle GPU image has these (torch with its CUDA stack: GBs); they are never shipped, whatever the image
 PROVIDED = {"torch", "triton", "setuptools", "pip", "wheel"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")
