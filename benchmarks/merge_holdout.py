@@ -3,8 +3,9 @@
     # CPU, the tiny random backbone (minutes)
     .venv/bin/python benchmarks/merge_holdout.py --data ../shared/data/lmsys-arena-subset \\
         --extra ../shared/data/lmsys-arena-subset/extra_arena33k.csv --model tiny
-    # GPU, real Gemma 3 270M; --precisions also scores fold 0 in each dtype (non-finite rows, log loss)
-    python benchmarks/merge_holdout.py --data DATA --extra EXTRA --model gemma3-270m --precisions bf16,fp16,fp32
+    # GPU, real Gemma 3 270M; --precisions also scores fold 0 in each dtype (non-finite rows, log loss vs the first)
+    python benchmarks/merge_holdout.py --data DATA --extra EXTRA --model gemma3-270m --precisions bf16,fp32,fp16
+    python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-only   # fold 0 only (~3 min)
 
 Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
 
@@ -124,6 +125,15 @@ def precision_check(run: str, data: Path, labels: pd.DataFrame, dtypes: list[str
     return out
 
 
+def t4_precision(run: str) -> str:
+    """The dtype a T4 kernel would run ``run``'s backbone in (the kernel plan's choice)."""
+    from lmsys_arena.llm.kaggle import kernel_precision
+    from lmsys_arena.runs import Run
+
+    cfg, _spec = Run(Path("runs") / run).model_config()
+    return kernel_precision(run, cfg["backbone"], {}, "NvidiaTeslaT4")["dtype"]
+
+
 def golden_check(run: str, dtype: str) -> list[str]:
     """The run's golden rows (golden.py) scored again in ``dtype``: what differs from training time."""
     from lmsys_arena import families, golden
@@ -155,6 +165,9 @@ def main() -> None:
     ap.add_argument("--methods", default="concat,svd,mean")
     ap.add_argument("--precisions", default="", help="e.g. bf16,fp16,fp32 (fold 0 of the fold run)")
     ap.add_argument("--skip", default="", help="steps to skip: refit, merge, infer")
+    ap.add_argument(
+        "--precision-only", action="store_true", help="train fold 0 only, then the --precisions check (no merge)"
+    )
     ap.add_argument("--out", default="runs/merge_holdout.json")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -168,6 +181,9 @@ def main() -> None:
     common = ["--data", str(data), "--model", args.model, "--run", run, "--seed", str(args.seed)]
     common += (["--extra", str(extra)] if extra else []) + [a for s in args.set for a in ("--set", s)]
     skip = set(filter(None, args.skip.split(",")))
+    if args.precision_only:
+        skip |= {"refit", "merge", "infer"}
+        common += ["--only-folds", "0"]
     times = {}
     if not Path("folds", f"{name}.csv").exists():
         cli("folds", "--data", str(data), "--folds", str(args.folds), "--seed", str(args.seed), log=log)
@@ -191,7 +207,8 @@ def main() -> None:
     report(result, run, Path(args.out))  # before the precision checks: a failure there keeps the table
     if args.precisions:
         result["precision"] = precision_check(run, data, labels, args.precisions.split(","))
-        kernel_dtype = args.precisions.split(",")[-1]  # the kernel's precision last
+        kernel_dtype = t4_precision(run)
+        result["precision"]["kernel_dtype"] = kernel_dtype
         result["golden"] = {r: golden_check(r, kernel_dtype) or "ok" for r in runs}
         print(f"golden rows in {kernel_dtype}: {result['golden']}")
         report(result, run, Path(args.out))

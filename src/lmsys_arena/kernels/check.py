@@ -439,7 +439,11 @@ def check_kernels(
     results = []
     if wheel_check:
         plans = [read_json(k / PLAN_FILE) for k in kdirs if (k / PLAN_FILE).exists()]
-        results += check_wheel_datasets(datasets, llm=any(plan_needs_gpu(p) for p in plans))
+        llm_by_image: dict[str, bool] = {}
+        for p in plans:
+            img = get_image(p.get("image")).name
+            llm_by_image[img] = llm_by_image.get(img, False) or plan_needs_gpu(p)
+        results += check_wheel_datasets(datasets, llm=llm_by_image)
     for kdir in kdirs:
         res = check_metadata(kdir, datasets)
         if simulate and res.ok:
@@ -455,9 +459,11 @@ def check_kernels(
     return results
 
 
-def check_wheel_datasets(datasets: Path, llm: bool = True) -> list[CheckResult]:
+def check_wheel_datasets(datasets: Path, llm: bool | dict[str, bool] = True) -> list[CheckResult]:
     """The code dataset installed offline into an empty venv (with the wheels of its image that fit this
-    interpreter), and each ``lmsys-arena-wheels-<image>`` dataset resolved for its image (pass/fail each)."""
+    interpreter), and each ``lmsys-arena-wheels-<image>`` dataset resolved for its image (pass/fail each).
+    ``llm``: whether the resolve must include the package's torch requirement; as a dict, per image, and
+    only those images' datasets are checked (the images the checked kernels target)."""
     code = datasets / CODE_SLUG
     res = CheckResult(f"datasets/{CODE_SLUG}")
     results = [res]
@@ -478,6 +484,9 @@ def check_wheel_datasets(datasets: Path, llm: bool = True) -> list[CheckResult]:
         wws = read_json(wdir / WHEELSET_FILE) if (wdir / WHEELSET_FILE).exists() else {}
         name = wws.get("image", wdir.name[len(WHEELS_SLUG_PREFIX) + 1 :])
         img = IMAGES.get(name)
+        if isinstance(llm, dict) and name not in llm:
+            log.info("%s: no checked kernel targets the %s image; not checked", wdir, name)
+            continue
         wres = CheckResult(f"datasets/{wdir.name} ({name} image, Python {img.python if img else '?'})")
         results.append(wres)
         if img is None:
@@ -489,7 +498,7 @@ def check_wheel_datasets(datasets: Path, llm: bool = True) -> list[CheckResult]:
         if wws.get("wheels") != "full":
             wres.warnings.append("minimal (no wheels): the resolve check is skipped")
             continue
-        problems, notes = check_resolve(wdir, code, img, llm=llm)
+        problems, notes = check_resolve(wdir, code, img, llm=llm.get(name, False) if isinstance(llm, dict) else llm)
         wres.problems += problems
         wres.notes += notes
         wres.notes += [f"image note: {n}" for n in img.notes]
