@@ -12,7 +12,14 @@ Each row becomes:
     response_b  list[str]
     model_a, model_b  str ("" when the file has no such column, e.g. test.csv)
     label       int8   0 = A wins, 1 = B wins, 2 = tie, -1 = unlabelled (test)
-    source      str    "train", "test", "extra" or the file stem
+    source      str    "train", "test", "extra", "pseudo" or the file stem
+
+Optional columns, only when the file has them (:data:`SOFT_COLS`, :data:`WEIGHT_COL`):
+
+    soft_a, soft_b, soft_tie  float64  soft targets: P(A wins), P(B wins), P(tie), summing to 1; NaN on a
+                                       row without them (its ``label`` is its target). A file with soft
+                                       columns but no winner columns gets ``label`` = their argmax.
+    weight      float64  the row's loss weight (set per source by the runner; absent or NaN: 1)
 
 Text cells are JSON lists of strings/nulls. ``\\ud83d\\ude00``-style escapes are joined into
 one character; lone surrogates (``\\ud83d`` alone, which cannot be encoded as UTF-8) become
@@ -60,6 +67,10 @@ from lmsys_arena.cells import (  # noqa: F401 - DataError, parse_turns, fix_surr
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("winner_model_a", "winner_model_b", "winner_tie")
+# soft targets of a row (A wins, B wins, tie): the one declaration of their column names, in CSVs and frames
+SOFT_COLS = ("soft_a", "soft_b", "soft_tie")
+WEIGHT_COL = "weight"  # per-row loss weight in a training frame (absent or NaN: 1)
+SOFT_SUM_TOL = 1e-3  # a soft-target row must sum to 1 within this (it is then renormalised)
 COMPETITION_NAME = "lmsys-chatbot-arena"  # Kaggle's slug, and the folder name of the real data in input/
 PROGRESS_MIN_ROWS = 20_000  # show a tqdm bar (rows/s, ETA) for files at least this long
 
@@ -216,6 +227,17 @@ def _load(
         labels, label_bad = _labels(raw)
         for i, problem in label_bad.items():
             bad.setdefault(i, problem)
+    soft = None
+    if any(c in raw.columns for c in SOFT_COLS):
+        missing = [c for c in SOFT_COLS if c not in raw.columns]
+        if missing:
+            raise DataError(f"{path}: soft-target column(s) {missing} missing (a soft row needs all of {SOFT_COLS})")
+        soft, soft_bad = _soft_targets(raw)
+        for i, problem in soft_bad.items():
+            bad.setdefault(i, problem)
+        if not with_labels:  # a soft-labelled file (make pseudo): the argmax stands for the label
+            has = np.isfinite(soft).all(axis=1)
+            labels = np.where(has, np.argmax(np.nan_to_num(soft), axis=1), -1).astype(np.int8)
 
     def message(i: int) -> str:
         column, reason = bad[i]
@@ -248,10 +270,75 @@ def _load(
             "label": labels,
         }
     )
+    if soft is not None:
+        df[list(SOFT_COLS)] = soft
     if not keep.all():
         df = df[keep].reset_index(drop=True)
     report.rows_kept = len(df)
     return df, report
+
+
+def _soft_targets(raw: pd.DataFrame) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
+    """``(n, 3)`` soft targets from the :data:`SOFT_COLS` cells (all three empty: NaN, a row without
+    them), renormalised, plus {row: (column, reason)} for bad rows."""
+    text = raw[list(SOFT_COLS)].apply(lambda s: s.str.strip())
+    empty = (text == "").to_numpy()
+    num = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad: dict[int, tuple[str, str]] = {}
+    ok = np.isfinite(num).all(axis=1) & (num >= 0).all(axis=1)
+    total = np.where(ok, num.sum(axis=1), np.nan)
+    ok &= np.abs(total - 1) <= SOFT_SUM_TOL
+    for i in np.flatnonzero(~ok & ~empty.all(axis=1)):
+        values = dict(zip(SOFT_COLS, text.iloc[i].tolist()))
+        not_num = [c for c, v, e in zip(SOFT_COLS, num[i], empty[i]) if e or not np.isfinite(v)]
+        if not_num:
+            bad[int(i)] = (not_num[0], f"{values[not_num[0]]!r} is not a number (a soft row needs all three)")
+        elif (num[i] < 0).any():
+            bad[int(i)] = ("/".join(SOFT_COLS), f"soft targets {values} are negative")
+        else:
+            bad[int(i)] = ("/".join(SOFT_COLS), f"soft targets {values} sum to {num[i].sum():.6g}, not 1")
+    out = np.full(num.shape, np.nan)
+    out[ok] = num[ok] / num[ok].sum(axis=1, keepdims=True)
+    return out, bad
+
+
+def soft_targets(df: pd.DataFrame) -> np.ndarray | None:
+    """The rows' soft targets ``(n, 3)`` (NaN rows: no soft target, the label is the target), or None when
+    no row has one."""
+    if not all(c in df.columns for c in SOFT_COLS):
+        return None
+    soft = df[list(SOFT_COLS)].to_numpy(dtype=np.float64)
+    return soft if np.isfinite(soft).all(axis=1).any() else None
+
+
+def target_matrix(df: pd.DataFrame) -> np.ndarray:
+    """Every row's target distribution ``(n, 3)``: its soft targets, else the one-hot of its label."""
+    y = df["label"].to_numpy()
+    if (y < 0).any() and soft_targets(df) is None:
+        raise ValueError(f"{int((y < 0).sum())} unlabelled rows have no soft targets")
+    out = np.zeros((len(df), 3))
+    out[np.arange(len(df))[y >= 0], y[y >= 0]] = 1.0
+    soft = soft_targets(df)
+    if soft is not None:
+        has = np.isfinite(soft).all(axis=1)
+        out[has] = soft[has]
+    return out
+
+
+def row_weights(df: pd.DataFrame) -> np.ndarray | None:
+    """The rows' loss weights (NaN: 1), or None when every row weighs 1."""
+    if WEIGHT_COL not in df.columns:
+        return None
+    w = np.nan_to_num(df[WEIGHT_COL].to_numpy(dtype=np.float64), nan=1.0)
+    return None if (w == 1.0).all() else w
+
+
+def text_key(df: pd.DataFrame) -> pd.Series:
+    """A battle's identity by its texts (sha1 of its prompt and both responses, all turns): matches the same
+    battle across files whatever its id."""
+    import hashlib
+
+    return pd.Series([hashlib.sha1(k.encode()).hexdigest() for k in _text_key(df)], index=df.index, dtype=object)
 
 
 def prompt_key(df: pd.DataFrame) -> pd.Series:
@@ -380,3 +467,55 @@ def load_extra(path: str | Path, train: pd.DataFrame, skip_bad: bool = False) ->
         extra.loc[clash, "id"] = "extra-" + extra.loc[clash, "id"]
         log.info("extra: %d ids also used in train renamed with an 'extra-' prefix", int(clash.sum()))
     return extra
+
+
+def load_pseudo(
+    path: str | Path,
+    known: pd.DataFrame,
+    *,
+    min_prob: float = 0.0,
+    weight: float = 1.0,
+    skip_bad: bool = False,
+) -> pd.DataFrame:
+    """Soft-labelled train-only rows (``make pseudo``'s CSV: id, texts, :data:`SOFT_COLS`), never validated on.
+
+    Every row needs soft targets; ``label`` is their argmax and ``source`` is ``pseudo``. Rows whose texts occur
+    in ``known`` (the train and extra rows) are dropped and counted; ids that collide get a ``pseudo-`` prefix;
+    rows whose largest soft target is below ``min_prob`` are dropped (counted); ``weight`` fills
+    :data:`WEIGHT_COL`. The runner also drops, per fold, rows whose prompt is in that fold's validation rows.
+    """
+    path = Path(path)
+    rows = load_battles(path, skip_bad=skip_bad, require_labels=False, source="pseudo", drop_empty=True)
+    if soft_targets(rows) is None:
+        raise DataError(
+            f"{path}: no soft targets (columns {', '.join(SOFT_COLS)}); a pseudo-label file is written by "
+            f"`make pseudo TEACHER=<run> POOL=<csv>`"
+        )
+    missing = ~np.isfinite(rows[list(SOFT_COLS)].to_numpy(dtype=np.float64)).all(axis=1)
+    if missing.any():
+        first = rows["id"].iat[int(np.argmax(missing))]
+        if not skip_bad:
+            raise DataError(
+                f"{path} row id={first!r}: no soft targets ({int(missing.sum())} such rows; a pseudo row needs "
+                f"{', '.join(SOFT_COLS)}; --skip-bad / SKIP_BAD=1 drops them)"
+            )
+        log.warning("%s: dropped %d rows without soft targets (first id %r)", path, int(missing.sum()), first)
+        rows = rows[~missing].reset_index(drop=True)
+    n = len(rows)
+    dup = text_key(rows).isin(set(text_key(known))) if len(known) else pd.Series(False, index=rows.index)
+    if dup.any():
+        log.info("pseudo: dropped %d rows whose texts are already in the train/extra rows", int(dup.sum()))
+    rows = rows[~dup.to_numpy()].reset_index(drop=True)
+    if min_prob > 0:
+        conf = rows[list(SOFT_COLS)].to_numpy(dtype=np.float64).max(axis=1)
+        low = conf < min_prob
+        log.info("pseudo: %d of %d rows below the confidence threshold %g (max soft target) left out",
+                 int(low.sum()), len(rows), min_prob)  # fmt: skip
+        rows = rows[~low].reset_index(drop=True)
+    clash = rows["id"].isin(set(known["id"])).to_numpy() if len(known) else np.zeros(len(rows), dtype=bool)
+    if clash.any():
+        rows.loc[clash, "id"] = "pseudo-" + rows.loc[clash, "id"]
+        log.info("pseudo: %d ids also used in train/extra renamed with a 'pseudo-' prefix", int(clash.sum()))
+    rows[WEIGHT_COL] = float(weight)
+    log.info("pseudo: %d of %d rows of %s kept as train-only rows (weight %g)", len(rows), n, path, weight)
+    return rows

@@ -120,12 +120,14 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     if o.text_score:
         Xtr["diff_text_score"], Xva["diff_text_score"] = _fit_text_score(o, train, valid, fold_dir)
     ytr, yva = train["label"].to_numpy().astype(np.int32), valid["label"].to_numpy().astype(np.int32)
+    Xtr, ytr, wtr = soft_rows(Xtr, ytr, train)
     if o.swap_augment:
         Xtr = pd.concat([Xtr, swap_features(Xtr)], ignore_index=True)
         ytr = np.concatenate([ytr, swap_labels(ytr)])
+        wtr = None if wtr is None else np.concatenate([wtr, wtr])
     backend = o.backend
     fit = _fit_xgboost if backend == "xgboost" else _fit_lightgbm
-    model, best_iter = fit(o, Xtr, ytr, Xva, yva, fold_dir, seed)
+    model, best_iter = fit(o, Xtr, ytr, Xva, yva, fold_dir, seed, weight=wtr)
     write_json(
         fold_dir / "gbdt.json",
         {
@@ -138,6 +140,30 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
     )
     log.info("%s: %s stopped at %d rounds (%d train rows incl. swaps)", fold_dir.name, backend, best_iter + 1, len(Xtr))
     return _predict_logits(o, model, Xva) if len(Xva) else np.zeros((0, 3))
+
+
+def soft_rows(X: pd.DataFrame, y: np.ndarray, rows: pd.DataFrame):
+    """``(X, y, weight)`` with soft targets and row weights (data.SOFT_COLS, data.WEIGHT_COL) as sample weights:
+    a row with soft targets q becomes one row per class k with q_k > 0, label k and weight w * q_k, which gives
+    the trees exactly the cross-entropy gradient and hessian of the soft target. ``weight`` is None (and X, y
+    are returned as they are) when every row is one-hot with weight 1."""
+    from lmsys_arena.data import row_weights, soft_targets
+
+    soft, w = soft_targets(rows), row_weights(rows)
+    if soft is None and w is None:
+        return X, y, None
+    w = np.ones(len(rows)) if w is None else w
+    has = np.zeros(len(rows), dtype=bool) if soft is None else np.isfinite(soft).all(axis=1)
+    hard = np.flatnonzero(~has)
+    r, k = np.nonzero(np.nan_to_num(soft[has]) > 0) if has.any() else (np.zeros(0, int), np.zeros(0, int))
+    src = np.flatnonzero(has)[r]
+    idx = np.concatenate([hard, src])
+    X = X.iloc[idx].reset_index(drop=True)
+    y = np.concatenate([y[hard], k]).astype(np.int32)
+    weight = np.concatenate([w[hard], w[src] * soft[src, k]]).astype(np.float32)
+    if has.any():
+        log.info("%d soft-target rows as %d weighted one-class rows", int(has.sum()), len(src))
+    return X, y, weight
 
 
 def refit_config(cfg: dict, fold_dirs: list[Path]) -> dict:
@@ -219,7 +245,7 @@ def _fit_text_score(o: GBDTConfig, train: pd.DataFrame, valid: pd.DataFrame, fol
 # ------------------------------------------------------------------------------------------ backends
 
 
-def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
+def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int, weight=None):
     import xgboost as xgb
 
     params = {
@@ -232,7 +258,7 @@ def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
         "verbosity": 1,
         **o.params,
     }
-    dtr = xgb.QuantileDMatrix(Xtr, label=ytr, max_bin=params.get("max_bin", 256))
+    dtr = xgb.QuantileDMatrix(Xtr, label=ytr, weight=weight, max_bin=params.get("max_bin", 256))
     evals = [(xgb.DMatrix(Xva, label=yva), "valid")] if len(Xva) else []  # a refit has no validation rows
     every = o.log_every
     callbacks = [_xgb_log(every)] if every and evals else []
@@ -253,7 +279,7 @@ def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
     return booster, best
 
 
-def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
+def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int, weight=None):
     import lightgbm as lgb
 
     params = {
@@ -267,7 +293,7 @@ def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int):
         "force_row_wise": True,
         **o.params,
     }
-    dtr = lgb.Dataset(Xtr, label=ytr, free_raw_data=True)
+    dtr = lgb.Dataset(Xtr, label=ytr, weight=weight, free_raw_data=True)
     valid = [lgb.Dataset(Xva, label=yva, reference=dtr)] if len(Xva) else []  # a refit has no validation rows
     every = o.log_every
     stop = valid and o.early_stopping_rounds

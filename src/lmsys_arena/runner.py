@@ -23,7 +23,7 @@ import pandas as pd
 
 from lmsys_arena import dist, families, golden
 from lmsys_arena.config import config_hash
-from lmsys_arena.data import CLASS_NAMES, Competition, load_extra, prompt_key
+from lmsys_arena.data import CLASS_NAMES, WEIGHT_COL, Competition, load_extra, load_pseudo, prompt_key
 from lmsys_arena.deadline import deadline_passed
 from lmsys_arena.folds import read_folds
 from lmsys_arena.io import read_json, write_csv, write_json
@@ -62,11 +62,30 @@ def train_run(
 
 
 def _read_inputs(spec: RunSpec):
+    """(train rows, their folds, the train-only rows: EXTRA rows then pseudo rows, each with its loss weight)."""
     comp = spec.competition()
     train = comp.train(skip_bad=spec.skip_bad)
     fold_of = read_folds(spec.resolved_folds_file(), train)
     extra = load_extra(spec.extra, train, skip_bad=spec.skip_bad) if spec.extra else train.iloc[:0]
+    if spec.extra and spec.extra_weight != 1.0:
+        extra[WEIGHT_COL] = float(spec.extra_weight)
+    if spec.pseudo:
+        known = pd.concat([train, extra], ignore_index=True) if len(extra) else train
+        pseudo = load_pseudo(
+            spec.pseudo,
+            known,
+            min_prob=spec.pseudo_min_prob,
+            weight=spec.pseudo_weight,
+            skip_bad=spec.skip_bad,
+        )
+        extra = pd.concat([extra, pseudo], ignore_index=True) if len(extra) else pseudo
     return train, fold_of, extra
+
+
+def _describe_train_only(rows: pd.DataFrame) -> str:
+    """``+12 extra, +40 pseudo`` (the train-only rows by source)."""
+    counts = rows["source"].value_counts(sort=False) if len(rows) else {}
+    return ", ".join(f"+{n} {source}" for source, n in dict(counts).items()) or "+0 extra"
 
 
 def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on_fold_end) -> dict:
@@ -78,11 +97,11 @@ def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on
     folds = only_folds if only_folds is not None else list(range(int(fold_of.max()) + 1))
     extra_keys = prompt_key(extra) if len(extra) else None
     log.info(
-        "run %s: family %s, %d train rows (+%d extra, train-only), folds %s",
+        "run %s: family %s, %d train rows (%s, train-only), folds %s",
         run.name,
         cfg["family"],
         len(train),
-        len(extra),
+        _describe_train_only(extra),
         folds,
     )
 
@@ -160,8 +179,8 @@ def refit_run(cfg: dict, run_dir: str | Path, spec: RunSpec, source_dir: str | P
             train, _fold_of, extra = inputs
             rows = pd.concat([train, extra], ignore_index=True)
             log.info(
-                "refit %s of %s: one model on %d rows (%d train + %d extra), no validation fold",
-                run.name, source.name, len(rows), len(train), len(extra),
+                "refit %s of %s: one model on %d rows (%d train, %s), no validation fold",
+                run.name, source.name, len(rows), len(train), _describe_train_only(extra),
             )  # fmt: skip
             run.model_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
@@ -187,20 +206,21 @@ def write_golden(fam, cfg: dict, model_dir: Path, rows: pd.DataFrame) -> Path:
 def fold_split(
     train: pd.DataFrame, fold_of: pd.Series, extra: pd.DataFrame, extra_keys: pd.Series | None, fold: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train rows, validation rows) of one fold: the other folds plus the extra rows whose prompt is
-    not in the validation rows (``extra_keys``: ``prompt_key(extra)``, None without extra rows)."""
+    """(train rows, validation rows) of one fold: the other folds plus the train-only (extra, pseudo) rows
+    whose prompt is not in the validation rows (``extra_keys``: ``prompt_key(extra)``, None without them)."""
     is_valid = (fold_of == fold).to_numpy()
     va = train[is_valid].reset_index(drop=True)
     return pd.concat([train[~is_valid], _extra_for_fold(extra, extra_keys, va, fold)], ignore_index=True), va
 
 
 def _extra_for_fold(extra: pd.DataFrame, extra_keys: pd.Series | None, valid: pd.DataFrame, fold: int) -> pd.DataFrame:
-    """Extra (train-only) rows for one fold, without those whose prompt is in the fold's validation rows."""
+    """Train-only (extra, pseudo) rows for one fold, without those whose prompt is in the fold's validation rows."""
     if extra_keys is None:
         return extra
     leak = extra_keys.isin(set(prompt_key(valid))).to_numpy()
     if leak.any():
-        log.info("fold %d: %d extra rows share a prompt with the validation fold: left out", fold, int(leak.sum()))
+        log.info("fold %d: %s rows share a prompt with the validation fold: left out", fold,
+                 _describe_train_only(extra[leak]).replace("+", ""))  # fmt: skip
     return extra[~leak]
 
 
@@ -218,42 +238,49 @@ def infer_run(run_dir: str | Path, *, data: str | None = None, submission: str |
         run.remove_temporary_files()
         comp = Competition(Path(data)) if data else spec.competition()
         test = comp.test(skip_bad=spec.skip_bad)
-        fam = families.of(cfg).load()
-        models = run.model_dirs()
-        if not models:
-            raise FileNotFoundError(f"{run.path} has no trained models: run `make train RUN={run.name}` first")
-        log.info(
-            "%s: averaging %d model(s) (%s) over %d test rows from %s",
-            run.name,
-            len(models),
-            ", ".join(m.name for m in models),
-            len(test),
-            comp.test_csv,
-        )
-        probs = []
-        for m in models:
-            t0 = time.time()
-            if deadline_passed():
-                raise RuntimeError(
-                    f"{run.name}: LMSYS_DEADLINE has passed before {m.name}: nothing written (unset "
-                    f"it; the time guard with its fallbacks is the Kaggle kernel's, `make kernels`)"
-                )
-            logits = fam.predict(cfg, test, m)
-            unscored = int((~np.isfinite(np.asarray(logits, dtype=np.float64)).all(axis=1)).sum())
-            if unscored:
-                raise RuntimeError(
-                    f"{run.name} {m.name}: {unscored} of {len(test)} test rows not scored (LMSYS_DEADLINE, or "
-                    f"non-finite logits): nothing written (unset it, or build a kernel: `make kernels`)"
-                )
-            probs.append(softmax(logits))
-            log.info("%s: predicted %d test rows in %.1fs", m.name, len(test), time.time() - t0)
-        p = np.mean(probs, axis=0)
+        p = predict_rows(run, cfg, test, f"test rows from {comp.test_csv}")
         frame = frame_from_logits(test["id"], np.log(np.clip(p, 1e-15, 1)))
         if not dist.is_main_process():
             return frame
         run.write_test(frame)
         write_submission(frame, Path(submission) if submission else submission_path(run.name), test["id"])
     return frame
+
+
+def predict_rows(run: Run, cfg: dict, rows: pd.DataFrame, what: str = "rows") -> np.ndarray:
+    """Probabilities ``(n, 3)`` of ``rows`` averaged over the run's models (its folds, or its single model), as
+    ``make infer`` scores test.csv; every row must be scored (a passed LMSYS_DEADLINE or non-finite logits are
+    an error, nothing is averaged). ``cfg``: the run's model config (``Run.model_config``)."""
+    fam = families.of(cfg).load()
+    models = run.model_dirs()
+    if not models:
+        raise FileNotFoundError(f"{run.path} has no trained models: run `make train RUN={run.name}` first")
+    log.info(
+        "%s: averaging %d model(s) (%s) over %d %s",
+        run.name,
+        len(models),
+        ", ".join(m.name for m in models),
+        len(rows),
+        what,
+    )
+    probs = []
+    for m in models:
+        t0 = time.time()
+        if deadline_passed():
+            raise RuntimeError(
+                f"{run.name}: LMSYS_DEADLINE has passed before {m.name}: nothing written (unset "
+                f"it; the time guard with its fallbacks is the Kaggle kernel's, `make kernels`)"
+            )
+        logits = fam.predict(cfg, rows, m)
+        unscored = int((~np.isfinite(np.asarray(logits, dtype=np.float64)).all(axis=1)).sum())
+        if unscored:
+            raise RuntimeError(
+                f"{run.name} {m.name}: {unscored} of {len(rows)} rows not scored (LMSYS_DEADLINE, or "
+                f"non-finite logits): nothing written (unset it, or build a kernel: `make kernels`)"
+            )
+        probs.append(softmax(logits))
+        log.info("%s: predicted %d rows in %.1fs", m.name, len(rows), time.time() - t0)
+    return np.mean(probs, axis=0)
 
 
 def submission_path(run_name: str) -> Path:

@@ -76,10 +76,15 @@ class RunSpec:
     seed: int = 42
     skip_bad: bool = False
     max_rows: int | None = None  # row budget (tuning): a seeded sample of train rows, taken before the fold split
+    extra_weight: float = 1.0  # loss weight of the EXTRA rows
+    pseudo: str | None = None  # soft-labelled train-only rows (`make pseudo`'s CSV; data.load_pseudo)
+    pseudo_weight: float = 1.0  # loss weight of the pseudo rows
+    pseudo_min_prob: float = 0.0  # keep the pseudo rows whose largest soft target is at least this
     # recorded by run_config (the input files' content), not inputs
     folds_sha1: str | None = None
     train_sha1: str | None = None
     extra_sha1: str | None = None
+    pseudo_sha1: str | None = None
 
     def competition(self) -> Competition:
         return Competition(Path(self.data))
@@ -101,11 +106,17 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
     }
     if spec.max_rows:
         run["max_rows"] = spec.max_rows
+    if spec.extra_weight != 1.0:  # recorded only when used: the hashes of runs without them stay as they were
+        run["extra_weight"] = spec.extra_weight
+    if spec.pseudo:
+        run.update(pseudo=spec.pseudo, pseudo_weight=spec.pseudo_weight, pseudo_min_prob=spec.pseudo_min_prob)
     # the inputs' content: a run refuses to resume on a changed train.csv, EXTRA file or folds file
     run["folds_sha1"] = file_sha1(spec.resolved_folds_file())
     run["train_sha1"] = file_sha1(spec.competition().train_csv)
     if spec.extra:
         run["extra_sha1"] = file_sha1(spec.extra)
+    if spec.pseudo:
+        run["pseudo_sha1"] = file_sha1(spec.pseudo)
     return {**{k: v for k, v in cfg.items() if k not in NOT_MODEL}, "run": run}
 
 

@@ -12,6 +12,12 @@ torchrun), resumable. The batch plan is :mod:`llm.batching`.
   bf16/fp16 autocast (fp16 with a GradScaler), optional R-Drop and an EMA of the trainable weights.
 * ``fold_dir/ckpt.pt`` (trainable weights, optimizer, scheduler, RNG, EMA) is written every
   ``checkpoint_every`` steps; a re-run resumes from it and reproduces the uninterrupted run.
+* Targets (:func:`fit_targets`): a row's label, or its soft targets (``data.SOFT_COLS``: cross-entropy against
+  a distribution, :func:`target_loss`), times its loss weight (``data.WEIGHT_COL``), plus with
+  ``train.distill`` ``weight * T^2 * KL(teacher_T || student_T)`` towards a teacher run's log-probabilities
+  (:func:`distill_loss`). A swapped row's soft targets and teacher predictions are swapped like its label
+  (:func:`sequence_targets`). A micro-batch of one-hot rows of weight 1 without a teacher takes the plain
+  ``F.cross_entropy`` of before.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from lmsys_arena.llm.batching import autocast, collate, micro_batches, plan_epoc
 from lmsys_arena.llm.config import TrainConfig
 from lmsys_arena.llm.format import lengths as seq_lengths
 from lmsys_arena.llm.fsdp import full_optimizer_state, full_state, load_full_state, place_like, shard_fsdp
-from lmsys_arena.swap import swap_labels
+from lmsys_arena.swap import UNSWAP, swap_labels
 
 log = logging.getLogger(__name__)
 CKPT = "ckpt.pt"
@@ -51,6 +57,106 @@ def lr_lambda(total: int, warmup: int, schedule: str):
         return 0.5 * (1 + math.cos(math.pi * min(t, 1.0))) if schedule == "cosine" else max(0.0, 1 - t)
 
     return f
+
+
+# ---------------------------------------------------------------- targets and losses
+
+
+def target_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    soft: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross-entropy summed over rows: against ``labels`` (int), or against ``soft`` ``(m, 3)`` target
+    distributions where given (rows without one carry their label's one-hot there), each row times ``weight``.
+    Without ``soft`` and ``weight`` this is ``F.cross_entropy(logits, labels, reduction="sum")``, the loss of
+    one-hot rows as it always was; on a one-hot ``soft`` row the loss and gradient are the same bits."""
+    if soft is None and weight is None:
+        return F.cross_entropy(logits, labels, reduction="sum", label_smoothing=label_smoothing)
+    ce = F.cross_entropy(logits, labels if soft is None else soft, reduction="none", label_smoothing=label_smoothing)
+    return (ce if weight is None else ce * weight).sum()
+
+
+def distill_loss(
+    logits: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``sum_rows weight * T^2 * KL(softmax(teacher / T) || softmax(logits / T))``; ``teacher``: the teacher's
+    log-probabilities (or logits); a row with ``weight`` 0 (no teacher prediction) adds nothing. ``T^2`` keeps
+    the gradient's scale independent of ``T`` (Hinton et al.)."""
+    t = float(temperature)
+    student = F.log_softmax(logits / t, dim=-1)
+    target = F.log_softmax(teacher / t, dim=-1)
+    kl = F.kl_div(student, target, log_target=True, reduction="none").sum(-1)
+    return (kl * weight).sum() * (t * t)
+
+
+class Targets:
+    """What a row is fitted to, over the rows of a fold's training frame: ``soft`` ``(n, 3)`` targets (NaN rows:
+    the label), ``weight`` ``(n,)`` loss weights, ``teacher`` ``(n, 3)`` teacher log-probabilities (NaN rows:
+    no KL); each None when unused."""
+
+    def __init__(self, soft=None, weight=None, teacher=None):
+        self.soft = None if soft is None else np.asarray(soft, dtype=np.float64)
+        self.weight = None if weight is None else np.asarray(weight, dtype=np.float64)
+        self.teacher = None if teacher is None else np.asarray(teacher, dtype=np.float64)
+
+
+def sequence_targets(rows: np.ndarray, swapped: np.ndarray, labels: np.ndarray, targets: Targets | None):
+    """Per-sequence targets of a micro-batch: ``rows`` (frame rows, one per sequence) shown A|B or B|A
+    (``swapped``). Returns ``(labels, soft, weight, teacher, kl_weight)``: int64 labels, swapped where the
+    sequence is B|A, and float32 arrays or None: ``soft`` None when no row has soft targets, ``weight`` None
+    when all are 1, ``teacher`` / ``kl_weight`` None when no row has a teacher prediction. A swapped row's soft
+    targets and teacher predictions have A and B exchanged, like its label."""
+    rows, swapped = np.asarray(rows, dtype=np.int64), np.asarray(swapped, dtype=bool)
+    y = np.asarray(labels)[rows].astype(np.int64)
+    y = np.where(swapped, swap_labels(y), y)
+    soft = weight = teacher = kl_weight = None
+    if targets is None:
+        return y, soft, weight, teacher, kl_weight
+
+    def oriented(a: np.ndarray) -> np.ndarray:
+        return np.where(swapped[:, None], a[:, UNSWAP], a)
+
+    if targets.soft is not None:
+        s = targets.soft[rows]
+        has = np.isfinite(s).all(axis=1)
+        if has.any():
+            s = oriented(s)
+            s[~has] = np.eye(3)[y[~has]]  # the label's one-hot (already in the sequence's order)
+            soft = s.astype(np.float32)
+    if targets.weight is not None:
+        w = targets.weight[rows]
+        weight = None if (w == 1.0).all() else w.astype(np.float32)
+    if targets.teacher is not None:
+        t = targets.teacher[rows]
+        has = np.isfinite(t).all(axis=1)
+        if has.any():
+            teacher = np.where(has[:, None], oriented(np.nan_to_num(t)), 0.0).astype(np.float32)
+            kw = has.astype(np.float64) * (1.0 if targets.weight is None else targets.weight[rows])
+            kl_weight = kw.astype(np.float32)
+    return y, soft, weight, teacher, kl_weight
+
+
+def fit_targets(cfg: TrainConfig, train, what: str = "train") -> Targets | None:
+    """The :class:`Targets` of a fold's training frame: its soft-target and weight columns, and with
+    ``cfg.distill.teacher`` that run's log-probabilities (:func:`lmsys_arena.teacher.distill_targets`)."""
+    from lmsys_arena.data import row_weights, soft_targets
+
+    soft, weight = soft_targets(train), row_weights(train)
+    teacher = None
+    if cfg.distill.teacher and cfg.distill.weight > 0:
+        from lmsys_arena.teacher import distill_targets
+
+        teacher = distill_targets(cfg.distill.teacher, train, what)
+    if soft is not None:
+        log.info("%s: %d rows with soft targets", what, int(np.isfinite(soft).all(axis=1).sum()))
+    if weight is not None:
+        log.info("%s: row weights %s", what, {float(v): int(n) for v, n in zip(*np.unique(weight, return_counts=True))})
+    if soft is None and weight is None and teacher is None:
+        return None
+    return Targets(soft, weight, teacher)
 
 
 # ---------------------------------------------------------------- the loop
@@ -79,6 +185,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if (dtype == torch.float16 and device.type == "cuda") else None
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
+        self.targets: Targets | None = None  # soft targets, weights, teacher predictions, set by fit
         self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by model.compile_layers
         self.ddp = model
         if self.world > 1 and not self.fsdp:
@@ -98,10 +205,13 @@ class Trainer:
         labels: np.ndarray,
         stop_after: int | None = None,
         aux: tuple[np.ndarray, np.ndarray] | None = None,
+        targets: Targets | None = None,
     ):
         """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order);
-        ``aux``: the side-input rows of both orders (model.AuxHead), or None."""
+        ``aux``: the side-input rows of both orders (model.AuxHead), or None; ``targets``: soft targets, row
+        weights and teacher predictions (of the A|B order; :func:`fit_targets`), or None (the labels alone)."""
         self.aux = aux
+        self.targets = targets
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -172,10 +282,12 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         for j, idx in enumerate(micro):
             with record_function("step.batch"):
-                seqs, y, side = self._examples(idx, fwd, rev, labels, flip)
+                seqs, (y, soft, weight, teacher, kl_w), side = self._examples(idx, fwd, rev, labels, flip)
                 ids, mask = collate(seqs, self.pad_id, device=self.device, multiple=cfg.pad_multiple)
                 side = None if side is None else to_device(side, self.device)
-                target = to_device(np.asarray(y, dtype=np.int64), self.device)
+                target = to_device(y, self.device)
+                soft, weight, teacher, kl_w = (None if a is None else to_device(a, self.device)
+                                               for a in (soft, weight, teacher, kl_w))  # fmt: skip
             sync = j == len(micro) - 1 or self.world == 1
             if self.fsdp:  # reduce-scatter the gradients on the last micro-batch only
                 self.ddp.set_requires_gradient_sync(sync)
@@ -187,25 +299,23 @@ class Trainer:
                     if cfg.text_loss and side is not None:
                         logits, text = self.ddp(ids, mask, right_padded=True, aux=side, with_text=True)
                         logits = logits.float()
-                        text_ce = F.cross_entropy(
-                            text.float(), target, reduction="sum", label_smoothing=cfg.label_smoothing
-                        )
+                        text_ce = target_loss(text.float(), target, soft, weight, cfg.label_smoothing)
                     else:
                         logits, text_ce = self.ddp(ids, mask, right_padded=True, aux=side).float(), 0.0
-                    loss = F.cross_entropy(logits, target, reduction="sum", label_smoothing=cfg.label_smoothing)
+                    loss = target_loss(logits, target, soft, weight, cfg.label_smoothing)
                     if cfg.rdrop:
                         logits2 = self.ddp(ids, mask, right_padded=True, aux=side).float()
-                        loss = (
-                            loss
-                            + F.cross_entropy(logits2, target, reduction="sum", label_smoothing=cfg.label_smoothing)
-                        ) / 2
+                        loss = (loss + target_loss(logits2, target, soft, weight, cfg.label_smoothing)) / 2
                         lp, lq = F.log_softmax(logits, -1), F.log_softmax(logits2, -1)
                         kl = (
                             F.kl_div(lp, lq, log_target=True, reduction="sum")
                             + F.kl_div(lq, lp, log_target=True, reduction="sum")
                         ) / 2
                         loss = loss + cfg.rdrop * kl
-                scaled = (loss + cfg.text_loss * text_ce) * self.world / n_global  # the log shows `loss` alone
+                kd = 0.0
+                if teacher is not None:  # train.distill: the KL term towards the teacher
+                    kd = cfg.distill.weight * distill_loss(logits, teacher, kl_w, cfg.distill.temperature)
+                scaled = (loss + cfg.text_loss * text_ce + kd) * self.world / n_global  # the log shows `loss` alone
                 with record_function("step.backward"):
                     (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             total_loss += loss.detach()
@@ -240,29 +350,19 @@ class Trainer:
         return micro_batches(rows, seq_len, self.cfg.micro_batch, budget)
 
     def _examples(self, idx, fwd, rev, labels, flip):
-        """Sequences, labels and side-input rows (or None) of one micro-batch."""
-        seqs, ys, order = [], [], []  # order: 0 = A|B, 1 = B|A
-        for i in idx:
-            y = int(labels[i])
-            ysw = int(swap_labels(y))
-            if self.cfg.swap == "both":
-                seqs += [fwd[i], rev[i]]
-                ys += [y, ysw]
-                order += [0, 1]
-            elif flip[i]:
-                seqs.append(rev[i])
-                ys.append(ysw)
-                order.append(1)
-            else:
-                seqs.append(fwd[i])
-                ys.append(y)
-                order.append(0)
+        """Sequences, their targets (:func:`sequence_targets`) and side-input rows (or None) of one micro-batch."""
+        idx = np.asarray(idx)
+        if self.cfg.swap == "both":  # a row and its swap, one after the other
+            rows, order = np.repeat(idx, 2), np.tile([False, True], len(idx))
+        else:
+            rows, order = idx, np.asarray(flip, dtype=bool)[idx]
+        seqs = [rev[i] if o else fwd[i] for i, o in zip(rows, order)]
+        targets = sequence_targets(rows, order, labels, self.targets)
         if self.aux is None:
-            return seqs, ys, None
-        rows = np.repeat(np.asarray(idx), 2) if self.cfg.swap == "both" else np.asarray(idx)
-        side = np.where(np.asarray(order, dtype=bool)[:, None], self.aux[1][rows], self.aux[0][rows])
+            return seqs, targets, None
+        side = np.where(order[:, None], self.aux[1][rows], self.aux[0][rows])
         side = side.astype(np.float32)
-        return seqs, ys, side
+        return seqs, targets, side
 
     # ------------------------------------------------------------ checkpoints
 
