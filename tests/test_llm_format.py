@@ -116,3 +116,72 @@ def test_too_small_max_len_is_a_clear_error(tok):
         BattleEncoder(tok, FormatConfig(max_len=20))
     with pytest.raises(ValueError, match="format.truncation_side must be one of 'right', 'left', got 'middle'"):
         build(FormatConfig, {"truncation_side": "middle"}, prefix="format.")
+
+
+# ---------------------------------------------------------------- format.template: judge
+
+JUDGE_TAIL = "<end_of_turn>\n<start_of_turn>model\nVerdict: [["
+
+
+def judge_bodies(text: str) -> tuple[str, str]:
+    """The (A, B) answer bodies of the last round of a judge-format text."""
+    a = text.split("[The Start of Assistant A's Answer]\n")[-1].split("\n[The End of Assistant A's Answer]")[0]
+    b = text.split("[The Start of Assistant B's Answer]\n")[-1].split("\n[The End of Assistant B's Answer]")[0]
+    return a, b
+
+
+def test_judge_template_frames_the_battle_and_ends_at_the_verdict(tok):
+    from lmsys_arena.llm.format import JUDGE_INSTRUCTION
+
+    enc = BattleEncoder(tok, FormatConfig(max_len=1024, template="judge"))
+    ids = enc.encode(battle(["hi?", "and?"], ["hello", "more"], ["hey", "less"]))[0]
+    text = decode(tok, ids)
+    assert text.startswith("<bos><start_of_turn>user\n" + JUDGE_INSTRUCTION)
+    assert text.endswith(JUDGE_TAIL)  # the last token opens the verdict: the pooled token predicts A / B / C
+    rounds = (
+        "\n\n[User Question]\n{p}\n\n[The Start of Assistant A's Answer]\n{a}\n[The End of Assistant A's Answer]"
+        "\n\n[The Start of Assistant B's Answer]\n{b}\n[The End of Assistant B's Answer]"
+    )
+    body = rounds.format(p="hi?", a="hello", b="hey") + rounds.format(p="and?", a="more", b="less")
+    assert text == "<bos><start_of_turn>user\n" + JUDGE_INSTRUCTION + body + JUDGE_TAIL  # multi-turn kept, in order
+    assert "## Response A" not in text  # format.labels are the plain template's
+
+
+def test_judge_template_keeps_the_budget_and_the_mirror_symmetry(tok, sample_dir):
+    df = load_battles(sample_dir / "train.csv").head(60)
+    enc = BattleEncoder(tok, FormatConfig(max_len=900, template="judge"))
+    fwd, rev = enc.encode(df, both=True)
+    rev2 = enc.encode(swap_battles(df))
+    assert all(np.array_equal(x, y) for x, y in zip(rev, rev2))
+    assert all(len(x) <= 900 for x in fwd) and max(len(x) for x in fwd) >= 890  # long rows are cut (water-filling)
+    for x, y in zip(fwd, rev):
+        tx, ty = decode(tok, x), decode(tok, y)
+        assert tx.endswith(JUDGE_TAIL) and ty.endswith(JUDGE_TAIL)
+        assert judge_bodies(tx) == judge_bodies(ty)[::-1]
+        assert tx.count("[User Question]") == ty.count("[User Question]")
+
+
+def test_judge_template_needs_room_for_its_instruction(tok):
+    BattleEncoder(tok, FormatConfig(max_len=192))  # the plain template fits
+    with pytest.raises(ValueError, match="format.max_len=192 leaves no room"):
+        BattleEncoder(tok, FormatConfig(max_len=192, template="judge"))
+
+
+def test_plain_template_is_unchanged_by_the_judge_option(tok):
+    enc = BattleEncoder(tok, FormatConfig(max_len=256))
+    assert enc.close_ids == [[], [], []]
+    assert decode(tok, enc.tail) == "<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_verdict_tokens_are_single_tokens(tok):
+    from lmsys_arena.llm.format import VERDICT_TOKENS, verdict_token_ids
+
+    ids = verdict_token_ids(tok)
+    assert [tok.decode([i]) for i in ids] == list(VERDICT_TOKENS) == ["A", "B", "C"]
+
+    class Split:  # a tokenizer that writes "C" as two tokens
+        def __call__(self, s, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in s] + ([0] if s == "C" else [])}
+
+    with pytest.raises(ValueError, match="distinct single tokens"):
+        verdict_token_ids(Split())

@@ -4,6 +4,9 @@ and the fold's saved adapter + head.
 * heads: the backbone's decoder (``AutoModel``, no LM head) plus an MLP head on the hidden state of
   the last real token, found from the attention mask so left and right padding give the same result
   (position ids are derived from the mask too); an optional :class:`AuxHead` on side inputs;
+  ``model.head.init: verdict`` starts a one-layer head from the LM head's rows of the verdict tokens
+  (:func:`verdict_rows`, with the backbone's final logit soft-cap: :class:`SoftCap`), so that the untrained
+  model's logits are the LM's next-token logits of A, B and C at the last token;
 * LoRA / QLoRA / PiSSA adapters (peft) for training, merged for inference;
 * regional ``torch.compile`` of the decoder layers (``model.compile``);
 * ``fold_dir/adapter/`` (peft), ``head.pt`` and ``llm_meta.json``.
@@ -44,12 +47,35 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
+class SoftCap(nn.Module):
+    """``cap * tanh(x / cap)``: Gemma-2's final logit soft-capping (``final_logit_softcapping``), which its LM
+    head applies after the output embedding; a verdict-initialised head ends with it (no parameters)."""
+
+    def __init__(self, cap: float):
+        super().__init__()
+        self.cap = float(cap)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / self.cap) * self.cap
+
+    def extra_repr(self) -> str:
+        return f"cap={self.cap:g}"
+
+
 def make_head(
-    hidden_size: int, layers: int = 1, hidden: int = 0, dropout: float = 0.0, norm: bool = True
+    hidden_size: int,
+    layers: int = 1,
+    hidden: int = 0,
+    dropout: float = 0.0,
+    norm: bool = True,
+    init: str = "zero",
+    softcap: float | None = None,
 ) -> nn.Sequential:
     """Optional LayerNorm (decoder hidden states are large: Gemma-3's pooled norm is ~100), then
     ``layers`` Linear layers (GELU + dropout between): 1 = a linear probe, 3 = a 3-layer MLP.
-    The last layer starts at zero, so training starts from uniform predictions (loss ln 3)."""
+    The last layer starts at zero, so training starts from uniform predictions (loss ln 3); ``init:
+    verdict`` heads get their start from :func:`init_verdict` once built. ``softcap``: a :class:`SoftCap`
+    after the last layer (the verdict head of a backbone that soft-caps its LM logits)."""
     width = hidden or hidden_size
     mods: list[nn.Module] = [nn.LayerNorm(hidden_size)] if norm else []
     mods += [nn.Dropout(dropout)] if dropout else []
@@ -61,7 +87,63 @@ def make_head(
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     mods.append(last)
+    if softcap:
+        mods.append(SoftCap(softcap))
     return nn.Sequential(*mods)
+
+
+def head_softcap(backbone: nn.Module, init: str) -> float | None:
+    """The soft-cap a head of ``model.head.init`` ends with: the backbone's ``final_logit_softcapping``
+    (Gemma-2: 30) for a verdict head, none otherwise (Gemma-3, Llama, Qwen have none)."""
+    if init != "verdict":
+        return None
+    cfg = backbone.config
+    return getattr(getattr(cfg, "text_config", None) or cfg, "final_logit_softcapping", None) or None
+
+
+def output_embedding(backbone: nn.Module, path: Path | str | None = None) -> torch.Tensor:
+    """The LM head's weight ``(vocab, hidden)`` of the decoder ``backbone`` (an ``AutoModel``, no LM head):
+    its input embedding when the weights are tied (Gemma, Qwen2.5 up to 3B), else ``lm_head.weight`` read
+    from the safetensors files of ``path`` (default: the folder the backbone was loaded from)."""
+    cfg = backbone.config
+    tied = getattr(cfg, "tie_word_embeddings", None)
+    if tied is None:
+        tied = getattr(getattr(cfg, "text_config", None), "tie_word_embeddings", True)
+    if tied:
+        return backbone.get_input_embeddings().weight
+    from safetensors import safe_open
+
+    folder = Path(path or getattr(backbone, "name_or_path", "") or ".")
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            key = next((k for k in st.keys() if k == "lm_head.weight" or k.endswith(".lm_head.weight")), None)
+            if key is not None:
+                return st.get_tensor(key)
+    raise ValueError(
+        f"{folder}: the backbone's output embedding is not tied to its input embedding and no lm_head.weight is "
+        "in its *.safetensors files: model.head.init: verdict and zero_shot need the LM head"
+    )
+
+
+def verdict_rows(backbone: nn.Module, tokenizer, path: Path | str | None = None) -> torch.Tensor:
+    """The LM head's rows of the verdict tokens (A wins, B wins, tie: ``format.VERDICT_TOKENS``), ``(3, hidden)``
+    float32 on the CPU."""
+    from lmsys_arena.llm.format import verdict_token_ids
+
+    ids = torch.as_tensor(verdict_token_ids(tokenizer))
+    weight = output_embedding(backbone, path)
+    return weight.detach()[ids.to(weight.device)].float().cpu()
+
+
+def init_verdict(head: nn.Sequential, rows: torch.Tensor) -> None:
+    """Start a one-layer head from ``rows`` (:func:`verdict_rows`), bias zero: on the pooled final-norm state
+    its logits are then the LM's next-token logits of the verdict tokens (soft-capped as the LM caps them)."""
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    if len(linears) != 1 or any(isinstance(m, nn.LayerNorm) for m in head):
+        raise ValueError("model.head.init: verdict needs model.head.layers: 1 and model.head.norm: false")
+    with torch.no_grad():
+        linears[0].weight.copy_(rows.to(linears[0].weight))
+        linears[0].bias.zero_()
 
 
 class AuxHead(nn.Module):
@@ -211,13 +293,24 @@ def lora_config(lcfg, inference: bool = False):
 def build_model(path: Path, mcfg: ModelConfig, device: torch.device, seed: int) -> PreferenceModel:
     """Backbone with fresh LoRA adapters (trainable) and a fresh head, for training."""
     torch.manual_seed(seed)
-    return for_training(load_backbone(path, mcfg, device), mcfg, device)
+    return for_training(load_backbone(path, mcfg, device), mcfg, device, path=path)
 
 
-def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -> PreferenceModel:
-    """Loaded backbone -> (k-bit prep / gradient checkpointing) + LoRA + head (+ compiled layers)."""
+def for_training(
+    backbone: nn.Module, mcfg: ModelConfig, device: torch.device, path: Path | None = None
+) -> PreferenceModel:
+    """Loaded backbone -> (k-bit prep / gradient checkpointing) + LoRA + head (+ compiled layers).
+    ``path``: the backbone's folder (its tokenizer and LM head for ``model.head.init: verdict``; default:
+    the folder it was loaded from)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    rows = None
+    if mcfg.head.init == "verdict":  # read before peft wraps the backbone
+        from lmsys_arena.llm.backbones import load_tokenizer
+
+        path = Path(path or backbone.name_or_path)
+        rows = verdict_rows(backbone, load_tokenizer(path), path)
+    softcap = head_softcap(backbone, mcfg.head.init)
     if mcfg.quant:
         backbone = prepare_model_for_kbit_training(
             backbone, use_gradient_checkpointing=mcfg.grad_ckpt, gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -226,7 +319,10 @@ def for_training(backbone: nn.Module, mcfg: ModelConfig, device: torch.device) -
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     backbone = get_peft_model(backbone, lora_config(mcfg.lora))
     lora_input_cast(backbone, False)
-    head = make_head(hidden_size_of(backbone), **dataclasses.asdict(mcfg.head)).to(device)
+    head = make_head(hidden_size_of(backbone), **dataclasses.asdict(mcfg.head), softcap=softcap)
+    if rows is not None:
+        init_verdict(head, rows)
+    head = head.to(device)
     aux = make_aux(mcfg)
     model = PreferenceModel(backbone, head, aux.to(device) if aux is not None else None)
     mode = compile_mode(mcfg.compile, device, training=True)
@@ -370,7 +466,9 @@ def load_trained(path: Path, mcfg: ModelConfig, fold_dir: Path, device: torch.de
         if not mcfg.quant:
             backbone = backbone.merge_and_unload()
         lora_input_cast(backbone, False)
-    head = make_head(hidden_size_of(backbone), **dataclasses.asdict(mcfg.head))
+    head = make_head(
+        hidden_size_of(backbone), **dataclasses.asdict(mcfg.head), softcap=head_softcap(backbone, mcfg.head.init)
+    )
     state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
     aux = make_aux(mcfg)
