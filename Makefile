@@ -3,6 +3,7 @@
 #   make train MODEL=lgbm EXTRA=../shared/data/lmsys-arena-subset/extra_arena33k.csv
 #   make score ; make check ; make config MODEL=gemma3-270m ; make test
 # Variables: DATA EXTRA (train-only rows) MODEL RUN FOLDS SEED SKIP_BAD=1 ONLY_FOLDS=0,1 FRESH=1 FULL=1
+# PSEUDO PSEUDO_WEIGHT PSEUDO_MIN_PROB EXTRA_WEIGHT (train-only rows, docs/data.md) TEACHER POOL OUT (make pseudo)
 # SET="key=value ..." PARAMS GPUS BACKBONE LOG_LEVEL; README.md "Conventions" has the table.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,6 +13,15 @@ STAMP := $(VENV)/.installed
 
 DATA ?= $(if $(wildcard input/lmsys-chatbot-arena/train.csv),input/lmsys-chatbot-arena,input/sample)
 EXTRA ?=
+EXTRA_WEIGHT ?=
+# soft-labelled train-only rows (make pseudo TEACHER=<run> POOL=<csv> [OUT=<csv>] writes them; docs/data.md)
+PSEUDO ?=
+PSEUDO_WEIGHT ?=
+PSEUDO_MIN_PROB ?=
+TEACHER ?=
+POOL ?=
+# OUT is read from the command line only (an OUT in the environment is ignored)
+OUT ?=
 MODEL ?= xgb
 # runs.default_run_name: <model> on the competition data, <model>-<data folder> on any other
 DATA_NAME := $(notdir $(abspath $(DATA)))
@@ -64,11 +74,13 @@ LOG_ARG := $(if $(LOG_LEVEL),--log-level $(LOG_LEVEL))
 CLI := $(PY) -m lmsys_arena $(LOG_ARG)
 BAD_ARGS := $(if $(SKIP_BAD),--skip-bad)
 DATA_ARGS := --data $(DATA) $(if $(EXTRA),--extra $(EXTRA)) $(BAD_ARGS)
+TRAIN_ONLY_ARGS := $(if $(EXTRA_WEIGHT),--extra-weight $(EXTRA_WEIGHT)) $(if $(PSEUDO),--pseudo $(PSEUDO)) \
+	$(if $(PSEUDO_WEIGHT),--pseudo-weight $(PSEUDO_WEIGHT)) $(if $(PSEUDO_MIN_PROB),--pseudo-min-prob $(PSEUDO_MIN_PROB))
 MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
-	$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
+	$(if $(BACKBONE),--set 'backbone=$(BACKBONE)') $(foreach s,$(SET),--set $(s))
 LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena --,$(PY) -m lmsys_arena)
 
-.PHONY: merge export submit setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
+.PHONY: judge pseudo merge export submit setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
 	check-kernels push clean-venv
 
 $(STAMP): pyproject.toml
@@ -89,8 +101,18 @@ folds: $(STAMP)
 	$(CLI) folds --data $(DATA) --folds $(FOLDS) --seed $(SEED) $(BAD_ARGS)
 
 train: $(STAMP)
-	$(LAUNCH) train $(LOG_ARG) $(DATA_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
+	$(LAUNCH) train $(LOG_ARG) $(DATA_ARGS) $(TRAIN_ONLY_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \
 		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh) $(if $(FULL),--full)
+
+# the zero-shot baseline of an llm config: its untrained backbone as a judge (runs/<model>-judge[-<data>]/)
+judge: $(STAMP)
+	$(LAUNCH) judge $(LOG_ARG) --data $(DATA) $(BAD_ARGS) $(MODEL_ARGS) --seed $(SEED) \
+		$(if $(filter command line environment,$(origin RUN)),--run $(RUN)) \
+		$(if $(ONLY_FOLDS),--only-folds $(ONLY_FOLDS)) $(if $(FRESH),--fresh)
+
+# a pool of battles without labels scored by a teacher run -> a CSV of soft-labelled rows for PSEUDO=
+pseudo: $(STAMP)
+	$(CLI) pseudo --teacher $(TEACHER) --pool $(POOL) $(if $(filter command line,$(origin OUT)),--out $(OUT)) $(BAD_ARGS)
 
 # one model from a run's folds (LLM), its adapter merged into fp16 weights for T4 (docs/kaggle.md)
 merge: $(STAMP)
@@ -111,7 +133,7 @@ check: $(STAMP)
 
 config: $(STAMP)
 	$(CLI) config $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter best,$(PARAMS)),--study $(STUDY)) \
-		$(if $(BACKBONE),--set backbone=$(BACKBONE)) $(foreach s,$(SET),--set $(s))
+		$(if $(BACKBONE),--set 'backbone=$(BACKBONE)') $(foreach s,$(SET),--set $(s))
 
 docs: $(STAMP)
 	$(CLI) config --reference --out docs/config-reference.md

@@ -3,9 +3,11 @@
     python -m lmsys_arena folds  --data input/sample --folds 5 --seed 42
     python -m lmsys_arena train  --model xgb [--run NAME] [--extra extra.csv] [--set params.max_depth=8]
     python -m lmsys_arena train  --model xgb --full  # one model on all rows -> runs/<run>-full/
+    python -m lmsys_arena judge  --model gemma3-270m  # the untrained LLM as a judge -> runs/gemma3-270m-judge/
     python -m lmsys_arena merge  --run gemma3-270m    # fold adapters -> one (runs/gemma3-270m-merged/)
     python -m lmsys_arena export --run gemma3-270m-merged [--quant 8bit]   # adapter merged into the weights
     python -m lmsys_arena infer  --run xgb-sample
+    python -m lmsys_arena pseudo --teacher xgb --pool unlabelled.csv [--out pseudo.csv]   # soft-labelled rows
     python -m lmsys_arena score  --run xgb-sample
     python -m lmsys_arena check  --sub submissions/xgb-sample.csv [--data input/sample]
     python -m lmsys_arena config gemma3-270m [--set train.lr=1e-4]    # the resolved config
@@ -52,6 +54,19 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default=None, help="study name for --params best (default: the model name)")
 
 
+def _train_only_args(p: argparse.ArgumentParser) -> None:
+    """The train-only rows besides --extra: their weights and the pseudo-label file (runs.RunSpec)."""
+    p.add_argument("--extra-weight", type=float, default=1.0, help="loss weight of the --extra rows")
+    p.add_argument("--pseudo", default=None, help="CSV of soft-labelled train-only rows (`make pseudo`)")
+    p.add_argument("--pseudo-weight", type=float, default=1.0, help="loss weight of the --pseudo rows")
+    p.add_argument(
+        "--pseudo-min-prob",
+        type=float,
+        default=0.0,
+        help="keep the pseudo rows whose largest soft target is at least this (0: all)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lmsys_arena.versions import version_line
 
@@ -83,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run", default=None, help="run name (default: the model name, + -<data folder> off the competition data)"
     )
     p.add_argument("--extra", default=None, help="CSV of external train-only rows (same columns as train.csv)")
+    _train_only_args(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only-folds", default=None, help="comma-separated folds to train, e.g. 0 or 0,1")
     p.add_argument("--fresh", action="store_true", help="delete runs/<run>/ first instead of resuming")
@@ -92,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="refit on all train rows (+ extra) with the fold run's schedule, no validation fold: "
         "runs/<fold run>-full/ (the fold run is --run, or the default run name)",
     )
+
+    p = command("judge", "zero-shot baseline: an llm config's untrained backbone as a judge; writes runs/<run>/")
+    _data_args(p)
+    _model_args(p)
+    p.add_argument(
+        "--run", default=None, help="run name (default: <model>-judge, + -<data folder> off the competition data)"
+    )
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--only-folds", default=None, help="comma-separated folds to score, e.g. 0 (default: all)")
+    p.add_argument("--fresh", action="store_true", help="delete runs/<run>/ first instead of resuming")
 
     p = command("merge", "one model from an LLM run's fold models: runs/<run>-merged/")
     p.add_argument("--run", required=True)
@@ -117,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--data", default=None, help="folder with test.csv (default: the run's data)")
     p.add_argument("--sub", default=None, help="submission path (default: submissions/<run>.csv)")
+
+    p = command("pseudo", "soft-labelled train-only rows: a pool of battles scored by a teacher run")
+    p.add_argument("--teacher", required=True, help="the run that scores the pool (any family, a blend too)")
+    p.add_argument("--pool", required=True, help="CSV of battles (train.csv's columns; winner columns ignored)")
+    p.add_argument("--out", default=None, help="the CSV written (default: runs/<teacher>/pseudo/<pool stem>.csv)")
+    p.add_argument("--skip-bad", action="store_true", help="drop bad pool rows (counted) instead of failing")
 
     p = command("score", "per-fold and overall OOF log loss and accuracy -> runs/<run>/metrics.json")
     p.add_argument("--run", required=True)
@@ -298,7 +330,17 @@ def _dispatch(args) -> None:
 
         cfg = resolve_config(args)
         data = resolve_data(args)
-        spec = RunSpec(data=data, extra=args.extra, seed=args.seed, skip_bad=args.skip_bad)
+        spec = RunSpec(
+            data=data,
+            extra=args.extra,
+            seed=args.seed,
+            skip_bad=args.skip_bad,
+            extra_weight=args.extra_weight,
+            pseudo=args.pseudo,
+            pseudo_weight=args.pseudo_weight,
+            pseudo_min_prob=args.pseudo_min_prob,
+        )
+        _check_train_only_args(args)
         only = _folds_list(args.only_folds)
         run = args.run or default_run_name(args.model, data)
         if args.full:
@@ -310,6 +352,21 @@ def _dispatch(args) -> None:
             print(f"{run}-full: refit of {run} on {done['rows']} rows in {done['seconds']}s")
             return
         metrics = train_run(cfg, RUNS_DIR / run, spec, only_folds=only, fresh=args.fresh)
+        print(format_metrics(run, metrics))
+    elif cmd == "judge":
+        from lmsys_arena.llm.judge import OVERRIDES
+        from lmsys_arena.runner import format_metrics, train_run
+        from lmsys_arena.runs import RUNS_DIR, RunSpec, default_run_name
+
+        args.set = [f"{k}={'null' if v is None else str(v).lower()}" for k, v in OVERRIDES.items()] + args.set
+        if load_model_family(args.model) != "llm":
+            raise UsageError(f"judge takes an llm config (family: llm), got --model {args.model}")
+        cfg = resolve_config(args)
+        data = resolve_data(args)
+        model = Path(args.model).stem if args.model.endswith((".yaml", ".yml")) else Path(args.model).name
+        run = args.run or default_run_name(f"{model}-judge", data)
+        spec = RunSpec(data=data, seed=args.seed, skip_bad=args.skip_bad)
+        metrics = train_run(cfg, RUNS_DIR / run, spec, only_folds=_folds_list(args.only_folds), fresh=args.fresh)
         print(format_metrics(run, metrics))
     elif cmd in ("merge", "export"):
         from lmsys_arena import derive
@@ -325,6 +382,10 @@ def _dispatch(args) -> None:
         from lmsys_arena.runs import RUNS_DIR
 
         infer_run(RUNS_DIR / args.run, data=args.data, submission=args.sub)
+    elif cmd == "pseudo":
+        from lmsys_arena import teacher
+
+        teacher.cli(args)
     elif cmd == "score":
         from lmsys_arena.runner import format_metrics, score_run
         from lmsys_arena.runs import RUNS_DIR
@@ -352,6 +413,29 @@ def _dispatch(args) -> None:
         from lmsys_arena import kernels
 
         kernels.cli(args)
+
+
+def _check_train_only_args(args) -> None:
+    if args.extra_weight < 0 or args.pseudo_weight < 0:
+        raise UsageError(
+            f"--extra-weight and --pseudo-weight must be >= 0, got {args.extra_weight}, {args.pseudo_weight}"
+        )
+    if not 0 <= args.pseudo_min_prob <= 1:
+        raise UsageError(f"--pseudo-min-prob must be in [0, 1], got {args.pseudo_min_prob}")
+    if not args.pseudo and (args.pseudo_weight != 1.0 or args.pseudo_min_prob):
+        raise UsageError("--pseudo-weight / --pseudo-min-prob need --pseudo (PSEUDO=<csv>)")
+    if not args.extra and args.extra_weight != 1.0:
+        raise UsageError("--extra-weight needs --extra (EXTRA=<csv>)")
+
+
+def load_model_family(model: str) -> str | None:
+    """The ``family`` of the config ``model`` (a name in configs/ or a YAML path), its ``base:`` chain included."""
+    from lmsys_arena.config import config_layers
+
+    family = None
+    for _source, data in config_layers(model):
+        family = data.get("family", family)
+    return family
 
 
 def _folds_list(text: str | None) -> list[int] | None:

