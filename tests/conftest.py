@@ -46,3 +46,24 @@ def write_small_competition(root: Path, n_rows: int, k: int = 2, seed: int = 42)
 def small_competition():
     """:func:`write_small_competition`, for module-scoped fixtures."""
     return write_small_competition
+
+
+def write_llm_inputs(root: Path, n_rows: int) -> dict:
+    """An LLM test module's inputs: :func:`write_small_competition` (2 folds) and a models folder."""
+    data, folds = write_small_competition(root, n_rows)
+    return {"data": str(data), "folds": str(folds), "models": str(root / "models")}
+
+
+@pytest.fixture(scope="session")
+def llm_inputs():
+    """:func:`write_llm_inputs`, for module-scoped ``data`` fixtures (which :func:`llm_env` reads)."""
+    return write_llm_inputs
+
+
+@pytest.fixture
+def llm_env(data, workdir, monkeypatch):
+    """A RunSpec on the module's ``data`` fixture (:func:`llm_inputs`), backbones built in its models folder."""
+    from lmsys_arena.runs import RunSpec
+
+    monkeypatch.setenv("LMSYS_MODELS_DIR", data["models"])
+    return RunSpec(data=data["data"], folds_file=data["folds"], seed=42)

@@ -30,17 +30,14 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, small_competition):
+def data(tmp_path_factory, llm_inputs):
     """120 real sample rows, 2 folds, plus the official test file."""
-    root = tmp_path_factory.mktemp("llmdata")
-    d, folds = small_competition(root, 120)
-    return {"data": str(d), "folds": str(folds), "models": str(root / "models")}
+    return llm_inputs(tmp_path_factory.mktemp("llmdata"), 120)
 
 
 @pytest.fixture
-def env(data, workdir, monkeypatch):
-    monkeypatch.setenv("LMSYS_MODELS_DIR", data["models"])
-    return RunSpec(data=data["data"], folds_file=data["folds"], seed=42)
+def env(llm_env):
+    return llm_env
 
 
 def cfg(**over):

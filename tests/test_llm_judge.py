@@ -18,7 +18,7 @@ import torch
 from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
 from lmsys_arena.metrics import softmax
-from lmsys_arena.runs import PROB_COLS, RunSpec
+from lmsys_arena.runs import PROB_COLS
 from lmsys_arena.schema import ConfigError
 from lmsys_arena.swap import combine_tta, swap_battles
 
@@ -34,17 +34,14 @@ VERDICT = {**JUDGE, "model.head.init": "verdict", "model.head.layers": 1, "model
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, small_competition):
+def data(tmp_path_factory, llm_inputs):
     """60 real sample rows, 2 folds, the official test file, and a models folder."""
-    root = tmp_path_factory.mktemp("judgedata")
-    d, folds = small_competition(root, 60)
-    return {"data": str(d), "folds": str(folds), "models": str(root / "models")}
+    return llm_inputs(tmp_path_factory.mktemp("judgedata"), 60)
 
 
 @pytest.fixture
-def env(data, workdir, monkeypatch):
-    monkeypatch.setenv("LMSYS_MODELS_DIR", data["models"])
-    return RunSpec(data=data["data"], folds_file=data["folds"], seed=42)
+def env(llm_env):
+    return llm_env
 
 
 def rows(env, n=None) -> pd.DataFrame:
