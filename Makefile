@@ -60,7 +60,10 @@ MESSAGE ?=
 SIM_DATA ?=
 SKIP_BAD ?=
 LOG_LEVEL ?=
-EXTRAS ?= llm,tune,kaggle,dev
+# make serve (docs/serve.md)
+PORT ?= 7860
+HOST ?=
+EXTRAS ?= llm,tune,kaggle,dev,report,serve
 
 # torch==$(TORCH_VERSION) is installed first, so nothing later re-resolves it: from the configured index
 # (this project's CPU machines have a local CPU wheel), or TORCH_INDEX, e.g. PyTorch's CPU wheel index
@@ -80,7 +83,7 @@ MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter 
 	$(if $(BACKBONE),--set 'backbone=$(BACKBONE)') $(foreach s,$(SET),--set $(s))
 LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena --,$(PY) -m lmsys_arena)
 
-.PHONY: judge pseudo merge export submit setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
+.PHONY: report serve judge pseudo merge export submit setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
 	check-kernels push clean-venv
 
 $(STAMP): pyproject.toml
@@ -127,6 +130,15 @@ infer: $(STAMP)
 
 score: $(STAMP)
 	$(CLI) score --run $(RUN)
+
+# one self-contained HTML file comparing RUNS on their OOF rows: runs/<NAME>/report.html (docs/report.md)
+report: $(STAMP)
+	$(CLI) report --runs $(RUNS) $(if $(NAME),--name $(NAME)) \
+		$(if $(filter command line environment,$(origin DATA)),--data $(DATA))
+
+# a local web page scoring one battle with RUN's models, on http://127.0.0.1:$(PORT)/ (docs/serve.md)
+serve: $(STAMP)
+	$(CLI) serve --run $(RUN) --port $(PORT) $(if $(HOST),--host $(HOST))
 
 check: $(STAMP)
 	$(CLI) check --sub $(SUB) --data $(DATA) $(BAD_ARGS)

@@ -8,7 +8,8 @@ their validation log loss without and with swap-TTA, and their blends with a GBD
     python benchmarks/llm_fold_sweep.py ... --gpus 2 --from-best runs/llm_fold_sweep.json --variants "ddp:"
 
 Each variant is ``name:KEY=VALUE KEY=VALUE ...`` (config overrides, as ``make train SET=...``;
-``seed=N`` is the run's ``--seed`` instead, default ``--seed``) and
+``seed=N`` is the run's ``--seed`` instead, default ``--seed``; ``command=judge`` makes it the zero-shot judge of
+``--model`` (``make judge``) instead of a trained run; ``pseudo=CSV`` / ``pseudo_weight=W`` its ``--pseudo`` rows) and
 becomes ``runs/<name>/`` through the normal CLI (``python -m lmsys_arena train --only-folds <fold>``),
 one process per variant, ``--per-gpu`` variants sharing a GPU (the 270M model leaves most of an H200
 idle); a variant's tokens/s is then its share of the GPU, not its speed alone. ``--gpus N`` runs each
@@ -18,8 +19,17 @@ OOF) and without (the A|B logits in ``valid_raw.npz``), accuracy, train tokens/s
 wall time; the order consistency of the A|B and B|A logits (``metrics.order_consistency``), of the
 whole model and of its text head alone (near 0 or below: the text path collapsed); with ``--gbdt``,
 the GBDT's loss on the same rows, the 50/50 blends (mean of probabilities, and of log-probabilities)
-and the stack gain (what the LLM adds to the GBDT in a cross-validated logistic stack). Writes
-``--out`` (JSON).
+and the stack gain (what the LLM adds to the GBDT in a cross-validated logistic stack). With
+``--holdout-labels`` (the ``<data>_labels.csv`` that ``benchmarks/merge_holdout.py`` writes beside a data folder
+whose test.csv is a held-out slice), each variant also runs ``infer`` and is scored on the held-out rows (swap-TTA),
+and with ``--gbdt-test`` (the GBDT run's ``test.parquet`` of the same rows) gets the stack gain there too: rows
+that no fold model and no teacher saw. Writes ``--out`` (JSON).
+
+    python benchmarks/llm_fold_sweep.py --data input/lmsys-arena-subset-holdout \
+        --extra input/lmsys-arena-subset-holdout_extra.csv --model qwen2.5-coder-0.5b --per-gpu 6 \
+        --gbdt runs/xgb-holdout/oof.parquet --gbdt-test runs/xgb-holdout/test.parquet \
+        --holdout-labels input/lmsys-arena-subset-holdout_labels.csv \
+        --variants "aux:" "judge:command=judge" "distill:train.distill.teacher=xgb-holdout train.distill.weight=0.5"
 """
 
 from __future__ import annotations
@@ -56,17 +66,29 @@ def launch(name: str, sets: list[str], a, gpus: str, log_path: Path) -> subproce
             "lmsys_arena",
             "--",
         ]
-    seed = next((s.split("=", 1)[1] for s in sets if s.startswith("seed=")), str(a.seed))
-    cmd = (
-        base
-        + ["train", "--data", a.data, "--model", a.model, "--run", name, "--only-folds", str(a.fold), "--seed", seed]
-        + (["--extra", a.extra] if a.extra else [])
-    )
-    for s in (s for s in sets if not s.startswith("seed=")):
+    args = dict(s.split("=", 1) for s in sets if s.split("=", 1)[0] in RUN_ARGS)
+    command = args.get("command", "train")
+    cmd = base + [command, "--data", a.data, "--model", a.model, "--run", name, "--only-folds", str(a.fold)]
+    cmd += ["--seed", args.get("seed", str(a.seed))]
+    if command == "train":
+        cmd += ["--extra", a.extra] if a.extra else []
+        cmd += ["--pseudo", args["pseudo"]] if "pseudo" in args else []
+        cmd += ["--pseudo-weight", args["pseudo_weight"]] if "pseudo_weight" in args else []
+    for s in config_sets(sets):
         cmd += ["--set", s]
+    line = shlex.join(cmd)
+    if a.holdout_labels:  # then the fold model scores the data's test.csv (the held-out rows)
+        line += " && " + shlex.join([sys.executable, "-m", "lmsys_arena", "infer", "--run", name])
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "PYTHONUNBUFFERED": "1"}
-    print(f"[{name}] GPU {gpus}: {shlex.join(cmd)}", flush=True)
-    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
+    print(f"[{name}] GPU {gpus}: {line}", flush=True)
+    return subprocess.Popen(["bash", "-c", line], stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+RUN_ARGS = ("seed", "command", "pseudo", "pseudo_weight")  # variant words that are CLI arguments, not config keys
+
+
+def config_sets(sets: list[str]) -> list[str]:
+    return [s for s in sets if s.split("=", 1)[0] not in RUN_ARGS]
 
 
 def tokens_per_s(log_text: str) -> dict:
@@ -78,6 +100,19 @@ def tokens_per_s(log_text: str) -> dict:
     if recent:
         out["steady"] = float(np.median(recent[2:] if len(recent) > 4 else recent))
     return out
+
+
+def summarise_holdout(name: str, labels: pd.DataFrame, gbdt_test: pd.DataFrame | None) -> dict:
+    """The variant's test.parquet (its fold model on the held-out rows, swap-TTA) against their labels."""
+    test = pd.read_parquet(Path("runs") / name / "test.parquet")
+    test = test.set_index(test["id"].astype(str)).loc[labels["id"].astype(str)]
+    y, p = labels["label"].to_numpy(), test[PROB].to_numpy()
+    res = {"holdout_rows": len(y), "holdout_logloss": log_loss(y, p), "holdout_accuracy": accuracy(y, p)}
+    if gbdt_test is not None:
+        g = gbdt_test.set_index(gbdt_test["id"].astype(str)).loc[labels["id"].astype(str), PROB].to_numpy()
+        res["holdout_gbdt_logloss"] = log_loss(y, g)
+        res.update({f"holdout_{k}": v for k, v in stack_gain(y, g, p).items()})
+    return res
 
 
 def summarise(name: str, fold: int, gbdt: pd.DataFrame | None) -> dict:
@@ -139,6 +174,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--gbdt", default=None, help="a GBDT run's oof.parquet to blend with")
+    ap.add_argument("--holdout-labels", default=None, help="labels of --data test.csv (held out): infer, score")
+    ap.add_argument("--gbdt-test", default=None, help="the GBDT run's test.parquet of the held-out rows")
     ap.add_argument("--per-gpu", type=int, default=1, help="variants sharing one GPU")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs per variant (torchrun DDP when > 1)")
     ap.add_argument("--variants", nargs="+", required=True, metavar="NAME:KEY=VALUE ...")
@@ -161,7 +198,7 @@ def main(argv=None) -> dict:
         print(f"best of {a.from_best}: {best} ({done[best]['logloss_tta']:.5f}) {done[best]['sets']}")
         variants = [(name, done[best]["sets"] + sets) for name, sets in variants]
     for name, sets in variants:
-        overrides = [s for s in sets if not s.startswith("seed=")]  # seed=N is the run's --seed (launch)
+        overrides = config_sets(sets)  # seed=N, command=judge, pseudo=...: CLI arguments (launch)
         cfg = load_config(a.model, parse_assignments(overrides, flag=f"--variants {name}:"))
         resolve_backbone(cfg["backbone"])  # convert a GGUF once, before the processes start
     import torch
@@ -170,6 +207,8 @@ def main(argv=None) -> dict:
     slots = n_gpus * a.per_gpu if a.gpus == 1 else 1
     Path("runs").mkdir(exist_ok=True)
     gbdt = pd.read_parquet(a.gbdt) if a.gbdt else None
+    labels = pd.read_csv(a.holdout_labels, dtype={"id": str}) if a.holdout_labels else None
+    gbdt_test = pd.read_parquet(a.gbdt_test) if a.gbdt_test else None
     pending, running, results = list(variants), {}, {}
     t_start = time.time()
     while pending or running:
@@ -195,6 +234,8 @@ def main(argv=None) -> dict:
             }
             if proc.returncode == 0:
                 res.update(summarise(name, a.fold, gbdt))
+                if labels is not None:
+                    res.update(summarise_holdout(name, labels, gbdt_test))
             else:
                 res["log_tail"] = text[-3000:]
             results[name] = res
@@ -208,6 +249,7 @@ def main(argv=None) -> dict:
             f"SUMMARY {name:<14} tta {f('logloss_tta')} no-tta {f('logloss_no_tta')} acc {f('accuracy_tta')} "
             f"gbdt {f('gbdt_logloss_same_rows')} blend50 prob {f('blend50_prob')} logprob {f('blend50_logprob')} "
             f"stack gain {f('stack_gain')} order {f('order_consistency')} text order {f('text_order_consistency')} "
+            f"holdout {f('holdout_logloss')} gbdt {f('holdout_gbdt_logloss')} stack gain {f('holdout_stack_gain')} "
             f"tok/s {r.get('train_tokens_s')} train {r.get('train_s')}s wall {r['wall_s']}s"
         )
     return results

@@ -9,6 +9,7 @@
     python -m lmsys_arena infer  --run xgb-sample
     python -m lmsys_arena pseudo --teacher xgb --pool unlabelled.csv [--out pseudo.csv]   # soft-labelled rows
     python -m lmsys_arena score  --run xgb-sample
+    python -m lmsys_arena report --runs xgb-sample tiny-sample [--name cmp]   # runs/<name>/report.html
     python -m lmsys_arena check  --sub submissions/xgb-sample.csv [--data input/sample]
     python -m lmsys_arena config gemma3-270m [--set train.lr=1e-4]    # the resolved config
     python -m lmsys_arena tune   --model xgb --trials 40 [--storage URL] [--study NAME] [--workers 2]
@@ -16,6 +17,7 @@
     python -m lmsys_arena ensemble --runs xgb lgbm --name blend
     python -m lmsys_arena kernels --runs blend [--image original] ; kernel-datasets ; check-kernels ; push
     python -m lmsys_arena submit --name blend [--version 3]
+    python -m lmsys_arena serve  --run xgb-sample [--port 7860]   # a local web page scoring one battle
 
 Exit codes: 0 done, 1 failed (e.g. a missing run), 2 usage error, 3 bad data or config.
 """
@@ -153,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("score", "per-fold and overall OOF log loss and accuracy -> runs/<run>/metrics.json")
     p.add_argument("--run", required=True)
 
+    p = command("report", "one self-contained HTML report comparing runs on their OOF rows (docs/report.md)")
+    p.add_argument("--runs", nargs="+", required=True, help="run names in runs/")
+    p.add_argument(
+        "--name", default=None, help="writes runs/<name>/report.html (default: the run, or report-<run1>-<run2>...)"
+    )
+    p.add_argument("--data", default=None, help="folder with the runs' train.csv (default: each run's data)")
+    p.add_argument("--max-errors", type=int, default=8, help="confident errors shown per run")
+    p.add_argument("--shap-rows", type=int, default=400, help="OOF rows sampled for a GBDT run's SHAP values")
+
     p = command("check", "validate a submission CSV against the test ids")
     p.add_argument("--sub", required=True)
     _data_args(p)
@@ -249,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="kernel name (a folder of kernels/)")
     p.add_argument("--version", default=None, help="kernel version (default: the one `push` recorded)")
     p.add_argument("--message", default=None, help="submission description")
+    p = command("serve", "a local web page scoring one battle with a run's models (the serve extra; docs/serve.md)")
+    p.add_argument("--run", required=True, help="run name in runs/, or a run folder's path")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
     return ap
 
 
@@ -391,6 +406,10 @@ def _dispatch(args) -> None:
         from lmsys_arena.runs import RUNS_DIR
 
         print(format_metrics(args.run, score_run(RUNS_DIR / args.run)))
+    elif cmd == "report":
+        from lmsys_arena import report
+
+        report.cli(args)
     elif cmd == "check":
         from lmsys_arena.data import Competition
         from lmsys_arena.metrics import read_submission, validate_submission
@@ -409,6 +428,12 @@ def _dispatch(args) -> None:
         from lmsys_arena import ensemble
 
         ensemble.cli(args)
+    elif cmd == "serve":
+        from lmsys_arena.runs import RUNS_DIR
+        from lmsys_arena.serve import serve
+
+        run_dir = Path(args.run) if "/" in args.run else RUNS_DIR / args.run  # a folder's path, or a name
+        serve(run_dir, host=args.host, port=args.port)
     else:
         from lmsys_arena import kernels
 

@@ -6,7 +6,8 @@
 The options are :class:`GBDTConfig` (docs/config-reference.md). The swapped rows come from
 :func:`swap.swap_features` (a column permutation/negation), so neither augmentation nor TTA computes
 features twice. Fold files: ``model.json`` (xgboost) or ``model.txt`` (lightgbm), both truncated to the
-best iteration, ``gbdt.json`` (backend, best iteration, feature names) and ``text_score.npy``.
+best iteration, ``gbdt.json`` (backend, best iteration, feature names) and ``text_score.npy``; with
+``train.report_to`` the per-round train and valid log loss (:mod:`lmsys_arena.curves`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from lmsys_arena import curves
 from lmsys_arena.bow import build_bow
 from lmsys_arena.features import build_features
 from lmsys_arena.io import read_json, write_json
@@ -62,6 +64,11 @@ FLOAT_PARAMS = {
 
 
 @dataclass
+class GBDTTrain:
+    report_to: curves.ReportTo = option("none", curves.REPORT_TO_HELP + ": train/logloss, valid/logloss per round")
+
+
+@dataclass
 class GBDTConfig(RunOptions):
     """A feature GBDT (``family: gbdt``)."""
 
@@ -82,6 +89,7 @@ class GBDTConfig(RunOptions):
     feature_cache: bool = option(True, "reuse features cached under cache/features/ (keyed by each row's texts)")
     threads: int = option(0, "CPU threads (0: all cores)")
     log_every: int = option(0, "log the validation loss every N rounds (0: off)")
+    train: GBDTTrain = option(factory=GBDTTrain, help="how a training run is watched (the model does not depend on it)")
     params: dict[str, Any] = option(
         factory=dict, help="passed to the backend as is (learning rate, depth, sampling, ...)"
     )
@@ -116,6 +124,7 @@ def features(o: GBDTConfig, df: pd.DataFrame) -> pd.DataFrame:
 
 def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path, seed: int) -> np.ndarray:
     fold_dir, o = Path(fold_dir), options(cfg)
+    curves.require(o.train.report_to)  # a missing writer library fails before the features are built
     Xtr, Xva = features(o, train), features(o, valid)
     if o.text_score:
         Xtr["diff_text_score"], Xva["diff_text_score"] = _fit_text_score(o, train, valid, fold_dir)
@@ -262,15 +271,20 @@ def _fit_xgboost(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int, w
     evals = [(xgb.DMatrix(Xva, label=yva), "valid")] if len(Xva) else []  # a refit has no validation rows
     every = o.log_every
     callbacks = [_xgb_log(every)] if every and evals else []
+    report = o.train.report_to != "none"
+    history: dict = {}
     booster = xgb.train(
         params,
         dtr,
         num_boost_round=o.num_boost_round,
-        evals=evals,
+        evals=([(dtr, "train")] if report else []) + evals,  # early stopping watches the last: valid
         early_stopping_rounds=(o.early_stopping_rounds or None) if evals else None,
         verbose_eval=False,
         callbacks=callbacks,
+        evals_result=history,
     )
+    if report:
+        _write_curves(o, fold_dir, {name: h.get("mlogloss", []) for name, h in history.items()})
     best = int(getattr(booster, "best_iteration", booster.num_boosted_rounds() - 1))
     if not evals or not o.early_stopping_rounds:
         best = booster.num_boosted_rounds() - 1
@@ -300,17 +314,30 @@ def _fit_lightgbm(o: GBDTConfig, Xtr, ytr, Xva, yva, fold_dir: Path, seed: int, 
     callbacks = [lgb.early_stopping(o.early_stopping_rounds, verbose=False)] if stop else []
     if every and valid:
         callbacks.append(_lgb_log(every))
+    report = o.train.report_to != "none"
+    history: dict = {}
+    if report:
+        callbacks.append(lgb.record_evaluation(history))
+    train_set = [dtr] if report else []  # the train rows' loss too (early stopping ignores the train set)
     booster = lgb.train(
         params,
         dtr,
         num_boost_round=o.num_boost_round,
-        valid_sets=valid,
-        valid_names=["valid"][: len(valid)],
+        valid_sets=train_set + valid,
+        valid_names=(["train"] if report else []) + ["valid"][: len(valid)],
         callbacks=callbacks,
     )
+    if report:
+        _write_curves(o, fold_dir, {name: h.get("multi_logloss", []) for name, h in history.items()})
     best = max(int(booster.best_iteration or booster.current_iteration()), 1) - 1
     booster.save_model(str(fold_dir / "model.txt"), num_iteration=best + 1)
     return booster, best
+
+
+def _write_curves(o: GBDTConfig, fold_dir: Path, history: dict[str, list[float]]) -> None:
+    """The booster's per-round log loss by eval set (train, valid) as ``<set>/logloss``, step = round (1, 2, ...)."""
+    with curves.Curves(o.train.report_to, fold_dir, fresh=True) as c:
+        c.log_series({f"{name}/logloss": values for name, values in history.items() if values})
 
 
 def _load(backend: str, fold_dir: Path):
@@ -340,8 +367,9 @@ def _proba(model, X: pd.DataFrame) -> np.ndarray:
 
 def _lgb_log(every: int):
     def cb(env):
-        if (env.iteration + 1) % every == 0 and env.evaluation_result_list:
-            _, name, value, _ = env.evaluation_result_list[0][:4]
+        results = [r for r in env.evaluation_result_list or [] if r[0] == "valid"]  # not train (report_to)
+        if (env.iteration + 1) % every == 0 and results:
+            _, name, value, _ = results[0][:4]
             log.info("round %d: valid %s %.5f", env.iteration + 1, name, value)
 
     return cb

@@ -56,6 +56,9 @@ PROB_COLS = ["p_a", "p_b", "p_tie"]
 LOGIT_COLS = ["logit_a", "logit_b", "logit_tie"]
 BOOKKEEPING = ("config_hash", "run", "provenance", "derived")  # config.json keys that are not the model's config
 NOT_MODEL = ("search_space", "tune", "base")  # config keys read by `make tune` only / by the loader
+# dotted keys that change how a run is watched, not its model: left out of config.json, so a run resumes
+# (and keeps its config_hash) whatever their value (train.report_to: lmsys_arena.curves)
+NOT_MODEL_DOTTED = ("train.report_to",)
 
 
 def default_run_name(model: str, data: str | Path) -> str:
@@ -117,7 +120,19 @@ def run_config(cfg: dict, spec: RunSpec) -> dict:
         run["extra_sha1"] = file_sha1(spec.extra)
     if spec.pseudo:
         run["pseudo_sha1"] = file_sha1(spec.pseudo)
-    return {**{k: v for k, v in cfg.items() if k not in NOT_MODEL}, "run": run}
+    return {**_model_keys(cfg), "run": run}
+
+
+def _model_keys(cfg: dict) -> dict:
+    """``cfg`` without :data:`NOT_MODEL` and :data:`NOT_MODEL_DOTTED` (a section they leave empty goes too)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items() if k not in NOT_MODEL}
+    for key in NOT_MODEL_DOTTED:
+        section, _, name = key.partition(".")
+        if isinstance(out.get(section), dict) and name in out[section]:
+            del out[section][name]
+            if not out[section]:
+                del out[section]
+    return out
 
 
 def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lmsys_arena.curves import REPORT_TO_HELP, ReportTo
 from lmsys_arena.options import RunOptions
 from lmsys_arena.schema import OptionError, option
 
@@ -204,6 +205,11 @@ class TrainConfig:
     distill: DistillOptions = option(factory=DistillOptions, help="a KL term towards a teacher run's predictions")
     checkpoint_every: int = option(200, "optimizer steps between resumable checkpoints (ckpt.pt)")
     log_every: int = option(50, "optimizer steps between log lines (loss, lr, tokens/s)")
+    report_to: ReportTo = option(
+        "none",
+        REPORT_TO_HELP + ": train/loss, train/lr, train/head_lr, train/tokens_per_s every log_every steps, "
+        "valid/logloss at the end",
+    )
 
     def __post_init__(self):
         if self.text_loss < 0:

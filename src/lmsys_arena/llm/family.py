@@ -8,9 +8,10 @@
 Its options are :class:`llm.config.LLMConfig`: ``backbone``, ``tta`` and the sections ``format``,
 ``model`` (``lora``, ``head``, ``aux``), ``train`` and ``infer``.
 Each fold folder gets ``adapter/`` (peft), ``head.pt``, ``llm_meta.json`` and, while training,
-``ckpt.pt`` (resume point). ``predict`` returns NaN logits for rows not reached before
-``LMSYS_DEADLINE`` (see infer.py). The family protocol's kernel hooks (``kernel_assets``,
-``bundle_assets``, ``prepare_for_kernel``) are :mod:`llm.kaggle`'s.
+``ckpt.pt`` (resume point), and with ``train.report_to`` its training curves (:mod:`lmsys_arena.curves`:
+train loss, learning rates, tokens/s per log step, the validation log loss at the end). ``predict`` returns
+NaN logits for rows not reached before ``LMSYS_DEADLINE`` (see infer.py). The family protocol's kernel
+hooks (``kernel_assets``, ``bundle_assets``, ``prepare_for_kernel``) are :mod:`llm.kaggle`'s.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lmsys_arena import dist
+from lmsys_arena import curves, dist
 from lmsys_arena.llm.backbones import DTYPES, load_tokenizer, resolve_backbone
 from lmsys_arena.llm.config import LLMConfig, ModelConfig
 from lmsys_arena.llm.format import BattleEncoder, lengths
@@ -140,12 +141,20 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         from lmsys_arena.llm import judge
 
         return judge.fit_fold(cfg, train, valid, fold_dir, seed)
-    fold_dir = Path(fold_dir)
+    fold_dir, report_to = Path(fold_dir), options(cfg).train.report_to
+    fresh = not (fold_dir / DONE).exists() and not (fold_dir / CKPT).exists()  # else the curves go on
+    # opened first: a missing writer library fails before the model is built
+    with curves.Curves(report_to, fold_dir, fresh=fresh, enabled=dist.is_main_process(), config=cfg) as writer:
+        return _fit_fold(cfg, train, valid, fold_dir, seed, writer)
+
+
+def _fit_fold(cfg: dict, train, valid, fold_dir: Path, seed: int, writer: curves.Curves) -> np.ndarray:
     lc, rank, world, device, path, enc, mcfg = _setup(cfg, for_infer=False)
     names = mcfg.aux_features
     if (fold_dir / DONE).exists():
         log.info("%s: adapter already trained, scoring the validation rows", fold_dir)
         model = load_trained(path, mcfg, fold_dir, device)
+        steps = (read_meta(fold_dir) or {}).get("steps")
     else:
         targets = fit_targets(lc.train, train, f"{fold_dir.name} train")  # soft targets, weights, distillation
         fwd, rev = _encode(enc, train, f"{fold_dir.name} train")
@@ -163,8 +172,9 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         pissa_init = _save_pissa_init(model, mcfg, fold_dir, rank)
         dist.barrier()
         trainer = Trainer(model, lc.train, device, DTYPES[mcfg.dtype], enc.tok.pad_token_id, fold_dir, seed)
+        trainer.curves = writer
         t0 = time.time()
-        trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux, targets=targets)
+        steps = trainer.fit(fwd, rev, train["label"].to_numpy(), aux=aux, targets=targets)
         log.info("%s: trained in %.1fs", fold_dir.name, time.time() - t0)
         if getattr(model, "cudagraphs", False):  # scoring batches vary in shape: plain compilation there
             compile_layers(model)
@@ -178,6 +188,7 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
                     "backbone_dir": str(path),
                     "rows": len(train),
                     "train_seconds": round(time.time() - t0, 1),
+                    "steps": steps,
                     "seed": seed,
                     "aux_features": names,
                 },
@@ -198,7 +209,19 @@ def fit_fold(cfg: dict, train: pd.DataFrame, valid: pd.DataFrame, fold_dir: Path
         raw.update(_aux_logits(model, aux_valid, device))
         _check_text_path(raw, fold_dir.name, lc.train.text_loss)
         np.savez(fold_dir / "valid_raw.npz", id=valid["id"].to_numpy().astype(str), **raw)
+        _log_valid_loss(writer, valid, logits, steps)
     return logits
+
+
+def _log_valid_loss(writer: curves.Curves, valid: pd.DataFrame, logits: np.ndarray, steps: int | None) -> None:
+    """``valid/logloss`` of the fold's validation rows (as scored: swap-TTA) at the training's last step."""
+    if not writer.active or steps is None:
+        return
+    from lmsys_arena.metrics import log_loss, softmax
+
+    ok = np.isfinite(logits).all(axis=1)
+    if ok.any():
+        writer.log({"valid/logloss": log_loss(valid["label"].to_numpy()[ok], softmax(logits[ok]))}, steps)
 
 
 TEXT_COLLAPSED = 0.2  # order consistency of the text head below which fit_fold warns

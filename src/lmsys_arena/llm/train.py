@@ -18,6 +18,8 @@ torchrun), resumable. The batch plan is :mod:`llm.batching`.
   (:func:`distill_loss`). A swapped row's soft targets and teacher predictions are swapped like its label
   (:func:`sequence_targets`). A micro-batch of one-hot rows of weight 1 without a teacher takes the plain
   ``F.cross_entropy`` of before.
+* ``train.report_to``: every ``log_every`` steps the log line's loss, the learning rates and tokens/s also go
+  to ``Trainer.curves`` (:class:`lmsys_arena.curves.Curves`, set by the family on rank 0).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from lmsys_arena import dist
+from lmsys_arena.curves import Curves
 from lmsys_arena.llm.batching import autocast, collate, micro_batches, plan_epoch, swap_mask, to_device
 from lmsys_arena.llm.config import TrainConfig
 from lmsys_arena.llm.format import lengths as seq_lengths
@@ -187,6 +190,7 @@ class Trainer:
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
         self.targets: Targets | None = None  # soft targets, weights, teacher predictions, set by fit
         self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by model.compile_layers
+        self.curves = Curves()  # train.report_to: the fold's curves writer (the family sets it on rank 0)
         self.ddp = model
         if self.world > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -248,6 +252,11 @@ class Trainer:
             if step % cfg.log_every == 0 or step == total:  # the only host-GPU sync of the loop
                 now, avg = time.time(), float(loss_avg)
                 dt, recent = max(now - t0, 1e-9), (toks - last[1]) / max(now - last[0], 1e-9)
+                lrs = sched.get_last_lr()
+                self.curves.log(
+                    {"train/loss": avg, "train/lr": lrs[0], "train/head_lr": lrs[-1], "train/tokens_per_s": recent},
+                    step,
+                )
                 bar.set_postfix(loss=f"{avg:.4f}", rows_s=f"{rows / dt:.1f}", tok_s=f"{toks / dt:.0f}", refresh=False)
                 log.info(
                     "step %d/%d loss %.4f lr %.2e  %.1f rows/s  %.0f tokens/s (this GPU x %d)  "
