@@ -6,6 +6,7 @@
     # GPU, real Gemma 3 270M; --precisions also scores fold 0 in each dtype (non-finite rows, log loss vs the first)
     python benchmarks/merge_holdout.py --data DATA --extra EXTRA --model gemma3-270m --precisions bf16,fp32,fp16
     python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-only   # fold 0 only (~3 min)
+    python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-run RUN  # RUN's fold 0, no training
 
 Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
 
@@ -168,6 +169,9 @@ def main() -> None:
     ap.add_argument(
         "--precision-only", action="store_true", help="train fold 0 only, then the --precisions check (no merge)"
     )
+    ap.add_argument(
+        "--precision-run", default=None, help="a fold run on the held-out split (e.g. a sweep variant): check its fold 0"
+    )
     ap.add_argument("--out", default="runs/merge_holdout.json")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -177,17 +181,18 @@ def main() -> None:
     data, extra = split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
                         Path("input") / name)  # fmt: skip
     labels = pd.read_csv(data.with_name(data.name + "_labels.csv"), dtype={"id": str})
-    run = f"{Path(args.model).stem}-{name}"
+    run = args.precision_run or f"{Path(args.model).stem}-{name}"
     common = ["--data", str(data), "--model", args.model, "--run", run, "--seed", str(args.seed)]
     common += (["--extra", str(extra)] if extra else []) + [a for s in args.set for a in ("--set", s)]
     skip = set(filter(None, args.skip.split(",")))
-    if args.precision_only:
+    if args.precision_only or args.precision_run:
         skip |= {"refit", "merge", "infer"}
         common += ["--only-folds", "0"]
     times = {}
     if not Path("folds", f"{name}.csv").exists():
         cli("folds", "--data", str(data), "--folds", str(args.folds), "--seed", str(args.seed), log=log)
-    times["train"] = cli("train", *common, log=log)
+    if not args.precision_run:
+        times["train"] = cli("train", *common, log=log)
     runs = {run: args.folds}
     if "refit" not in skip:
         times["refit"] = cli("train", *common, "--full", log=log)

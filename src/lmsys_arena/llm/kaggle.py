@@ -18,6 +18,7 @@ residual stream), which runs in fp32. ``--llm-set infer.dtype=fp16`` on such a b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -44,9 +45,21 @@ def backbone_model_type(backbone: str) -> str | None:
     import json
     import os
 
+    models = Path(os.environ.get("LMSYS_MODELS_DIR", "models"))
     folder = Path(backbone).expanduser()
     if backbone.endswith(".gguf"):  # its converted copy (llm.backbones.convert_gguf), if made here
-        folder = Path(os.environ.get("LMSYS_MODELS_DIR", "models")) / f"{folder.stem}-hf"
+        folder = models / f"{folder.stem}-hf"
+    if backbone.startswith("pypi:"):  # a part set: its conversion, else the assembled GGUF's sidecar
+        from lmsys_arena.llm.backbones import parse_parts_spec
+
+        with contextlib.suppress(ValueError):
+            parts = parse_parts_spec(backbone[5:])
+            if parts is not None:
+                folder = models / f"{parts[1]}-hf"
+                sidecar = models / f"{parts[1]}.gguf.json"
+                if not (folder / "config.json").exists() and sidecar.exists():
+                    with contextlib.suppress(ValueError, OSError):
+                        return json.loads(sidecar.read_text()).get("architecture")
     if (folder / "config.json").exists():
         return json.loads((folder / "config.json").read_text()).get("model_type")
     name = Path(backbone).name.lower().replace("-", "").replace("_", "")
