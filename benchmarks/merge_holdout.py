@@ -169,9 +169,7 @@ def main() -> None:
     ap.add_argument(
         "--precision-only", action="store_true", help="train fold 0 only, then the --precisions check (no merge)"
     )
-    ap.add_argument(
-        "--precision-run", default=None, help="a fold run on the held-out split (e.g. a sweep variant): check its fold 0"
-    )
+    ap.add_argument("--precision-run", default=None, help="a fold run on the held-out split: check its fold 0")
     ap.add_argument("--out", default="runs/merge_holdout.json")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
