@@ -7,6 +7,10 @@
     python benchmarks/llm_speed.py --small --rows 64 --train-steps 3     # CPU dry run at a tiny shape
     python benchmarks/llm_speed.py --variants "before:--peft-cast --no-expandable" "new:--compile --micro-tokens 32768"
                                    # one process per variant, the other flags shared; a SUMMARY table at the end
+    python benchmarks/llm_speed.py --skip naive,trainer --variants "compiled:--compile" "liger:--kernels liger" \
+        "both:--compile --kernels liger"       # model.kernels: liger (liger-kernel's fused RMSNorm, GeGLU, rotary)
+    python benchmarks/llm_speed.py --skip naive,train --t4 [--quant 8bit]   # + the Kaggle T4 inference path
+    python benchmarks/llm_speed.py --skip naive,infer,train --parity --kernels liger   # fused vs unfused results
 
 Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]). Measured in the same run:
 
@@ -15,7 +19,16 @@ Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]). Measured i
 * project: lmsys_arena.llm inference path (PreferenceModel, sdpa, soft-capping off, length-sorted
            token-budget batches with dynamic padding);
 * LoRA training: lmsys_arena.llm.model.for_training + lmsys_arena.llm.train.Trainer (r=16 on q,k,v,o,gate,
-           bf16, length-grouped batches, ``--micro-tokens`` budget); ``--compile`` = model.compile.
+           bf16, length-grouped batches, ``--micro-tokens`` budget); ``--compile`` = model.compile,
+           ``--kernels liger`` = model.kernels (llm.backbones.apply_kernels on the built backbone);
+* trainer: a plain Hugging Face ``Trainer`` + peft LoRA (the same LoRA, rows, rows per step and timed steps)
+           on AutoModelForSequenceClassification(num_labels=3) of the same config (soft-capping off, sdpa):
+           length-grouped sampler, DataCollatorWithPadding, bf16 (fp32 on a CPU); stock modules even with
+           ``--kernels liger``. ``train_speedup_vs_trainer`` = project tokens/s / trainer tokens/s;
+* ``--t4``: the project inference path as a Kaggle T4 kernel runs it (key ``infer_t4_path``): fp16 weights and
+           autocast (fp32 for fp16-unsafe model types, llm.kaggle.FP16_UNSAFE, as the kernel does), sdpa with
+           FlashAttention and cuDNN attention off (sm75 has neither: mem-efficient / math kernels), ``--quant``
+           bitsandbytes weights through llm.backbones.load_backbone (infer.quant).
 
 MFU counts matrix-multiply FLOPs of the non-embedding weights N only (attention score FLOPs are
 reported separately, not counted): inference 2*N per real (non-pad) token; LoRA training with a
@@ -27,6 +40,9 @@ Peak: H100 SXM dense fp16/bf16 989.4 TFLOP/s (``--peak`` to change).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import gc
 import json
 import os
 import shlex
@@ -171,12 +187,64 @@ def summary_line(res: dict, tag: str) -> str:
         f"(+attn {f(tr, 'mfu_incl_attention', '.3f')}) "
         f"mem {f(tr, 'max_mem_gib', '.1f')} GiB pad {tr.get('padded_tokens', 0) / max(tr.get('tokens', 1), 1):.2f}"
         f" warm {f(pi, 'warmup_s', '.0f')}/{f(tr, 'warmup_s', '.0f')} s"
+        + (
+            f" | t4 {f(t4, 'rows_s', '.1f')} rows/s mfu {f(t4, 'mfu', '.3f')} ({t4.get('dtype', '-')})"
+            if (t4 := res.get("infer_t4_path"))
+            else ""
+        )
+        + (
+            f" | parity logits {f(pa, 'logits_rel_diff', '.1e')} grads {f(pa, 'grads_rel_diff', '.1e')}"
+            if (pa := res.get("kernels_parity"))
+            else ""
+        )
+        + (
+            f" | trainer {f(hf, 'tokens_s', '.0f')} tok/s mfu {f(hf, 'mfu', '.3f')}"
+            f" x{f(res, 'train_speedup_vs_trainer', '.2f')}"
+            if (hf := res.get("hf_trainer"))
+            else ""
+        )
     )
 
 
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def free(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def modeling_module(cfg):
+    """The transformers modeling module of ``cfg``'s model type (where liger-kernel swaps classes and the
+    rotary function for the whole process)."""
+    from transformers import AutoModel
+
+    return sys.modules[AutoModel._model_mapping[type(cfg)].__module__]
+
+
+@contextlib.contextmanager
+def stock_modeling(saved: dict | None, module):
+    """The modeling module's own classes and functions (``saved``: its namespace before any patch) while the
+    stock baselines (naive loop, HF Trainer) are built and run; the patched ones again afterwards."""
+    patched = {k: v for k, v in vars(module).items() if saved and k in saved and v is not saved[k]}
+    vars(module).update({k: saved[k] for k in patched})
+    try:
+        yield
+    finally:
+        vars(module).update(patched)
+
+
+def stock_config(cfg, **kw):
+    """``cfg`` as the project loads it (llm.backbones.load_backbone): attention soft-capping off, so sdpa runs."""
+    d = {k: v for k, v in cfg.to_dict().items() if not ("num_labels" in kw and k in ("id2label", "label2id"))}
+    cfg = type(cfg)(**{**d, **kw})
+    if hasattr(cfg, "attn_logit_softcapping"):
+        cfg.attn_logit_softcapping = None
+    cfg._attn_implementation = "eager"  # Gemma-2 refuses sdpa at init; fine once soft-capping is off
+    return cfg
 
 
 @torch.inference_mode()
@@ -211,26 +279,41 @@ def bench_naive(cfg, seqs, device, dtype, max_len: int, batch: int) -> dict:
     return {"seconds": dt, "rows_s": len(seqs) / dt}
 
 
-def build_project_model(cfg, device, dtype, lora: bool, a):
-    """The project's own model paths (model.for_training / compile_layers) on a random-init backbone."""
+def build_project_model(cfg, device, dtype, lora: bool, a, quant: str | None = None):
+    """The project's own model paths (model.for_training / compile_layers) on a random-init backbone, with
+    ``--kernels`` applied as llm.backbones.load_backbone applies model.kernels. ``quant`` (inference only):
+    the random backbone is saved and loaded again through load_backbone with model.quant (bitsandbytes)."""
+    import tempfile
+
     from transformers import AutoModel
 
+    from lmsys_arena.llm.backbones import DTYPES, apply_kernels, load_backbone
     from lmsys_arena.llm.config import LoraOptions, ModelConfig
     from lmsys_arena.llm.model import PreferenceModel, compile_layers, for_training, lora_input_cast, make_head
 
-    if hasattr(cfg, "attn_logit_softcapping"):
-        cfg = type(cfg)(**{**cfg.to_dict(), "attn_logit_softcapping": None})
-    cfg._attn_implementation = "eager"  # Gemma-2 refuses sdpa at init; fine once soft-capping is off
+    cfg = stock_config(cfg)
     torch.manual_seed(0)
     with device:
         backbone = AutoModel.from_config(cfg, dtype=dtype)
     backbone.config._attn_implementation = "sdpa"
+    if quant:
+        name = next(k for k, v in DTYPES.items() if v == dtype)
+        with tempfile.TemporaryDirectory(prefix="llm_speed_") as tmp:
+            backbone.save_pretrained(tmp)
+            del backbone
+            free(device)
+            mcfg = ModelConfig(dtype=name, quant=quant, attn="sdpa", kernels=a.kernels)
+            backbone = load_backbone(Path(tmp), mcfg, device)  # model.kernels applied in there
+    else:
+        apply_kernels(backbone, a.kernels, device)
     if not lora:
         model = PreferenceModel(backbone, make_head(cfg.hidden_size).to(device))
         if a.compile:
             compile_layers(model)
         return model
-    mcfg = ModelConfig(compile="cudagraphs" if a.cudagraphs else a.compile, lora=LoraOptions(**LORA[a.shape]))
+    mcfg = ModelConfig(
+        compile="cudagraphs" if a.cudagraphs else a.compile, lora=LoraOptions(**LORA[a.shape]), kernels=a.kernels
+    )
     model = for_training(backbone, mcfg, device)
     if a.peft_cast:  # the old behaviour: peft's fp32 input cast before every LoRA matmul
         lora_input_cast(model.backbone, True)
@@ -293,15 +376,15 @@ def profile_table(fn, device, rows: int = 18) -> str:
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70)
 
 
-def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
+def bench_project_infer(cfg, seqs, device, dtype, a, quant: str | None = None) -> dict:
     from lmsys_arena.llm.config import InferConfig
     from lmsys_arena.llm.infer import score_local
 
-    model = build_project_model(cfg, device, dtype, lora=False, a=a).eval()
+    model = build_project_model(cfg, device, dtype, lora=False, a=a, quant=quant).eval()
     icfg = InferConfig(max_tokens=a.max_tokens, max_rows=a.max_rows)
     t0 = time.time()
     for k in (8, 24, 64):  # warm-up (and, with --compile, compile) on a few batch shapes
-        score_local(model, seqs[:: len(seqs) // k][:k], 0, icfg, device, dtype, progress=False)
+        score_local(model, seqs[:: max(1, len(seqs) // k)][:k], 0, icfg, device, dtype, progress=False)
     sync(device)
     warm = time.time() - t0
     t0 = time.time()
@@ -310,8 +393,9 @@ def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
     dt = time.time() - t0
     if a.profile:
         print(profile_table(lambda m=model: score_local(m, seqs[:256], 0, icfg, device, dtype, progress=False), device))
-    n = non_embedding_params(model.backbone)
+    n = nonembed_count(cfg) if quant else non_embedding_params(model.backbone)  # packed 4-bit weights: count the shape
     del model
+    free(device)
     return {
         "seconds": dt,
         "rows_s": len(seqs) / dt,
@@ -319,6 +403,42 @@ def bench_project_infer(cfg, seqs, device, dtype, a) -> dict:
         "warmup_s": warm,
         "attention_flops_s": attention_flops(cfg, np.fromiter(map(len, seqs), np.int64), passes=1) / dt,
     }
+
+
+def t4_dtype(cfg, a, device) -> str:
+    """The precision a Kaggle T4 kernel scores this model type in (llm.kaggle.kernel_precision's rule: fp16, fp32
+    for fp16-unsafe types such as Gemma 3); ``--t4-dtype`` overrides; fp32 on a CPU (as the project runs there)."""
+    from lmsys_arena.llm.kaggle import FP16_UNSAFE
+
+    if device.type != "cuda":
+        return "fp32"
+    return a.t4_dtype or ("fp32" if str(cfg.model_type).startswith(FP16_UNSAFE) else "fp16")
+
+
+@contextlib.contextmanager
+def t4_attention():
+    """sdpa as on a T4 (sm75): no FlashAttention (FA2 needs sm80) and no cuDNN attention; the memory-efficient
+    and math kernels stay allowed. The flags are restored afterwards."""
+    cuda = torch.backends.cuda
+    before = (cuda.flash_sdp_enabled(), cuda.cudnn_sdp_enabled())
+    cuda.enable_flash_sdp(False)
+    cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        cuda.enable_flash_sdp(before[0])
+        cuda.enable_cudnn_sdp(before[1])
+
+
+def bench_t4_infer(cfg, seqs, device, a) -> dict:
+    """The project inference path as a Kaggle T4 kernel runs it: :func:`t4_dtype` weights and autocast, T4
+    attention kernels (:func:`t4_attention`), ``--quant`` weights (infer.quant), the run's compile and kernels."""
+    from lmsys_arena.llm.backbones import DTYPES
+
+    name = t4_dtype(cfg, a, device)
+    with t4_attention():
+        out = bench_project_infer(cfg, seqs, device, DTYPES[name], a, quant=a.quant)
+    return {**out, "dtype": name, "quant": a.quant, "flash_sdp": False, "cudnn_sdp": False}
 
 
 def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
@@ -391,6 +511,184 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
     }
 
 
+def trainer_micro_batch(a, max_len: int) -> int:
+    """Rows per forward pass of the HF Trainer baseline: ``--trainer-micro-batch``, else the project's
+    ``--micro-batch`` capped by ``--micro-tokens`` / max length (a fixed-row pass must fit the token budget at
+    the longest rows), lowered to a divisor of ``--train-batch`` (gradient accumulation covers the step)."""
+    rows = a.trainer_micro_batch or min(
+        a.micro_batch, max(1, a.micro_tokens // max_len) if a.micro_tokens else a.micro_batch
+    )
+    rows = max(1, min(rows, a.train_batch))
+    while a.train_batch % rows:
+        rows -= 1
+    return rows
+
+
+def bench_hf_trainer(cfg, seqs, labels, device, dtype, a, max_len: int, tmp: Path) -> dict:
+    """A plain Hugging Face ``Trainer`` + peft LoRA on the same rows, LoRA, rows per step and steps as
+    :func:`bench_train`: ``--warm-steps`` untimed steps, then ``--train-steps`` timed ones (from the end of the
+    last warm-up step to the end of the last timed step, the GPU synchronised at both ends). Real tokens are
+    counted from each collated micro-batch's attention mask, in the order the loop consumes them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from lmsys_arena.llm.backbones import tiny_tokenizer
+
+    micro = trainer_micro_batch(a, max_len)
+    accum = a.train_batch // micro
+    warm, steps = a.warm_steps, a.train_steps
+    torch.manual_seed(0)
+    with device:
+        model = AutoModelForSequenceClassification.from_config(stock_config(cfg, num_labels=3), dtype=dtype)
+    model.config._attn_implementation = "sdpa"
+    lora = LORA[a.shape]
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=lora["target_modules"],
+            task_type="SEQ_CLS",  # the classification head ("score") trains in full
+        ),
+    )
+    # any tokenizer pads ids; the byte tokenizer's pad id is 0, the config's pad_token_id
+    pad = DataCollatorWithPadding(tiny_tokenizer(), pad_to_multiple_of=a.pad_multiple if a.pad_multiple > 1 else None)
+    passes: list[tuple[np.ndarray, int]] = []  # (row lengths, padded tokens) of each collated micro-batch, in order
+
+    def collate(features):
+        batch = pad(features)
+        passes.append((batch["attention_mask"].sum(1).numpy(), int(batch["input_ids"].numel())))
+        return batch
+
+    marks: dict[int, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            if warm == 0:
+                sync(device)
+                marks[0] = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step in (warm, warm + steps) and state.global_step not in marks:
+                sync(device)
+                marks[state.global_step] = time.time()
+
+    # length-grouped batches: group_by_length=True, train_sampling_strategy="group_by_length" in later transformers
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    grouped = (
+        {"train_sampling_strategy": "group_by_length"}
+        if "train_sampling_strategy" in known
+        else {"group_by_length": True}
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp / "hf_trainer"),
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        max_steps=warm + steps,
+        **grouped,
+        bf16=device.type == "cuda",
+        use_cpu=device.type != "cuda",
+        learning_rate=2e-4,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    data = [{"input_ids": s.tolist(), "labels": int(y)} for s, y in zip(seqs, labels)]
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Clock()])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.time()
+    trainer.train()
+    sync(device)
+    total = time.time() - t0
+    dt = marks[warm + steps] - marks[warm]
+    timed = passes[warm * accum : (warm + steps) * accum]
+    lengths = np.concatenate([r for r, _ in timed]).astype(np.int64)
+    tokens, padded = int(lengths.sum()), sum(p for _, p in timed)
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    optim = str(args.optim.value if hasattr(args.optim, "value") else args.optim)
+    del trainer, model
+    free(device)
+    return {
+        "seconds": dt,
+        "steps": steps,
+        "tokens": tokens,
+        "padded_tokens": padded,
+        "tokens_s": tokens / dt,
+        "attention_flops_s": attention_flops(cfg, lengths, passes=3) / dt,
+        "max_mem_gib": mem,
+        "warmup_s": total - dt,
+        "micro_batch": micro,
+        "grad_accum": accum,
+        "optim": optim,
+        "sampler": next(iter(grouped)),
+        "step_ms": 1e3 * dt / max(steps, 1),
+    }
+
+
+def bench_parity(cfg, seqs, device, dtype, a) -> dict:
+    """``--parity``: the project's LoRA model on the first ``--parity-rows`` rows, run with model.kernels none and
+    then again with ``--kernels`` patched into the same weights (llm.backbones.apply_kernels on the peft base
+    model): relative L2 differences of the logits and of the trainable weights' gradients (cross-entropy on
+    fixed labels; dropout off; LoRA B and the head drawn non-zero so that every gradient flows)."""
+    import torch.nn.functional as F
+
+    from lmsys_arena.llm.backbones import apply_kernels
+    from lmsys_arena.llm.batching import autocast, collate
+
+    stock = argparse.Namespace(**{**vars(a), "kernels": "none", "compile": False, "cudagraphs": False})
+    model = build_project_model(cfg, device, dtype, lora=True, a=stock).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    ids, mask = collate(seqs[: a.parity_rows], 0, device=device)
+    labels = torch.arange(len(ids), device=device) % 3
+
+    def run(m):
+        m.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            logits = m(ids, mask, right_padded=True).float()
+        F.cross_entropy(logits, labels).backward()
+        grads = {n: p.grad.detach().float().clone() for n, p in m.named_parameters() if p.grad is not None}
+        return logits.detach(), grads
+
+    rel = lambda x, y: float((x - y).norm() / y.norm().clamp_min(1e-30))  # noqa: E731
+    logits0, grads0 = run(model)
+    apply_kernels(model.backbone.get_base_model(), a.kernels, device)
+    logits1, grads1 = run(model)
+    per = {n: rel(grads1[n], g) for n, g in grads0.items()}
+    worst = max(per, key=per.get)
+    flat = lambda g: torch.cat([v.flatten() for _, v in sorted(g.items())])  # noqa: E731
+    del model
+    free(device)
+    return {
+        "kernels": a.kernels,
+        "dtype": str(dtype),
+        "rows": len(ids),
+        "logits_rel_diff": rel(logits1, logits0),
+        "grads_rel_diff": rel(flat(grads1), flat(grads0)),
+        "worst_grad": worst,
+        "worst_grad_rel_diff": per[worst],
+    }
+
+
 def run_variants(variants: list[str], argv: list[str]) -> dict:
     """``--variants "before:--peft-cast" "new:--compile"``: one subprocess each, then a summary table."""
     i = argv.index("--variants")
@@ -442,6 +740,42 @@ def main(argv=None) -> dict:
     ap.add_argument("--micro-tokens", type=int, default=0, help="train.micro_tokens (0: fixed micro-batch rows)")
     ap.add_argument("--compile", action="store_true", help="model.compile: regional torch.compile of the layers")
     ap.add_argument("--cudagraphs", action="store_true", help="model.compile: cudagraphs (training only)")
+    ap.add_argument(
+        "--kernels",
+        choices=["none", "liger"],
+        default="none",
+        help="model.kernels of the project paths (liger: liger-kernel's RMSNorm, GeGLU/SwiGLU, rotary); the naive "
+        "loop and the HF Trainer baseline stay stock",
+    )
+    ap.add_argument(
+        "--t4",
+        action="store_true",
+        help="also time the project inference path as a Kaggle T4 kernel runs it (infer_t4_path): fp16 (fp32 for "
+        "fp16-unsafe types), no FlashAttention / cuDNN attention",
+    )
+    ap.add_argument("--t4-dtype", choices=["fp16", "fp32"], default=None, help="--t4 precision (default: the kernel's)")
+    ap.add_argument(
+        "--quant", choices=["8bit", "4bit"], default=None, help="--t4 path: bitsandbytes weights (infer.quant)"
+    )
+    ap.add_argument(
+        "--parity",
+        action="store_true",
+        help="also compare logits and LoRA gradients with model.kernels none vs --kernels on the same weights (key "
+        "kernels_parity; training precision)",
+    )
+    ap.add_argument("--parity-rows", type=int, default=8, help="rows of the --parity batch")
+    ap.add_argument(
+        "--infer-dtype",
+        choices=["fp16", "bf16"],
+        default="fp16",
+        help="project / naive inference precision on a GPU (fp16: what earlier runs used)",
+    )
+    ap.add_argument(
+        "--trainer-micro-batch",
+        type=int,
+        default=0,
+        help="HF Trainer baseline rows per pass (0: --micro-batch capped by --micro-tokens / max length)",
+    )
     ap.add_argument("--pad-multiple", type=int, default=1, help="train.pad_multiple")
     ap.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp", help="train.strategy under torchrun")
     ap.add_argument(
@@ -455,7 +789,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--tag", default="", help="label of this variant in the summary line")
     ap.add_argument("--peak", type=float, default=989.4e12)
     ap.add_argument("--small", action="store_true", help="tiny shape (CPU dry run)")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: naive,infer,train")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma list of parts to skip: naive,infer,train,trainer (train also skips trainer: the HF Trainer "
+        "baseline)",
+    )
     ap.add_argument("--out", default=None)
     ap.add_argument(
         "--no-expandable",
@@ -479,8 +818,10 @@ def main(argv=None) -> dict:
         torch.cuda.set_device(device)
     if int(os.environ.get("RANK", "0")):
         sys.stdout = open(os.devnull, "w")  # rank 0 reports
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = (torch.bfloat16 if a.infer_dtype == "bf16" else torch.float16) if device.type == "cuda" else torch.float32
     cfg = SHAPES[a.shape](a.small)
+    module = modeling_module(cfg)  # its namespace before any --kernels patch: the stock baselines run with it
+    saved = dict(vars(module)) if a.kernels != "none" else None
     max_len = min(a.max_len, 256) if a.small else a.max_len
     mean_len = min(a.mean_len, max_len / 3) if a.small else a.mean_len
     lengths = lognormal_lengths(a.rows, mean_len, max_len, match_mean=not a.raw_lognormal)
@@ -492,6 +833,7 @@ def main(argv=None) -> dict:
         "mean_len": float(lengths.mean()),
         "max_len": int(lengths.max()),
         "dtype": str(dtype),
+        "kernels": a.kernels,
     }
     print(json.dumps(res), flush=True)
     if "infer" not in skip:
@@ -504,10 +846,21 @@ def main(argv=None) -> dict:
         )
         print("project inference", json.dumps(res["project_infer"]), flush=True)
     if "naive" not in skip:
-        res["naive_infer"] = bench_naive(cfg, seqs[: a.naive_rows], device, dtype, max_len, a.naive_batch)
+        with stock_modeling(saved, module):
+            res["naive_infer"] = bench_naive(cfg, seqs[: a.naive_rows], device, dtype, max_len, a.naive_batch)
+        free(device)
         print("naive inference", json.dumps(res["naive_infer"]), flush=True)
         if "project_infer" in res:
             res["infer_speedup"] = res["project_infer"]["rows_s"] / res["naive_infer"]["rows_s"]
+    if a.parity:
+        pdtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        res["kernels_parity"] = bench_parity(cfg, seqs, device, pdtype, a)
+        print("kernels parity", json.dumps(res["kernels_parity"]), flush=True)
+    if a.t4:
+        t4 = res["infer_t4_path"] = bench_t4_infer(cfg, seqs, device, a)
+        t4["mfu"] = 2 * t4["params_nonembed"] * lengths.sum() / t4["seconds"] / a.peak
+        t4["mfu_incl_attention"] = t4["mfu"] + t4["attention_flops_s"] / a.peak
+        print("T4-path inference", json.dumps(t4), flush=True)
     if "train" not in skip:
         import tempfile
 
@@ -518,19 +871,27 @@ def main(argv=None) -> dict:
             seed=2,
             match_mean=not a.raw_lognormal,
         )
+        tseqs = make_seqs(tlen, cfg.vocab_size, 3)
+        tdtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         with tempfile.TemporaryDirectory() as tmp:
-            res["lora_train"] = bench_train(
-                cfg,
-                make_seqs(tlen, cfg.vocab_size, 3),
-                device,
-                torch.bfloat16 if device.type == "cuda" else torch.float32,
-                a,
-                Path(tmp),
-            )
+            res["lora_train"] = bench_train(cfg, tseqs, device, tdtype, a, Path(tmp))
         tr = res["lora_train"]  # MFU: 4N FLOPs per real token (forward 2N + backward through frozen weights 2N)
         tr["mfu"] = 4 * nonembed_count(cfg) * tr["tokens_s"] / a.peak / tr["world"]
         tr["mfu_incl_attention"] = tr["mfu"] + tr["attention_flops_s"] / a.peak / tr["world"]
         print("lora training", json.dumps(res["lora_train"]), flush=True)
+        if "trainer" not in skip and tr["world"] > 1:
+            print("HF Trainer baseline: skipped under torchrun (one process only)", flush=True)
+        elif "trainer" not in skip:
+            if a.compile or a.cudagraphs:
+                torch._dynamo.reset()  # drop the compiled project layers (and what their caches hold)
+            free(device)
+            labels = np.random.default_rng(0).integers(0, 3, len(tseqs))  # bench_train's labels
+            with tempfile.TemporaryDirectory() as tmp, stock_modeling(saved, module):
+                hf = res["hf_trainer"] = bench_hf_trainer(cfg, tseqs, labels, device, tdtype, a, max_len, Path(tmp))
+            hf["mfu"] = 4 * nonembed_count(cfg) * hf["tokens_s"] / a.peak
+            hf["mfu_incl_attention"] = hf["mfu"] + hf["attention_flops_s"] / a.peak
+            res["train_speedup_vs_trainer"] = tr["tokens_s"] / hf["tokens_s"]
+            print("HF Trainer baseline", json.dumps(hf), flush=True)
     res["args"] = vars(a)
     print(json.dumps(res, indent=2))
     print(summary_line(res, a.tag))

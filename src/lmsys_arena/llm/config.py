@@ -117,6 +117,11 @@ class ModelConfig:
         "torch.compile each decoder layer (dynamic shapes); cudagraphs: also replay each layer as a CUDA graph "
         "in training (static shapes: pair with train.pad_multiple = format.max_len)",
     )
+    kernels: Literal["none", "liger"] = option(
+        "none",
+        "fused kernels patched into the loaded backbone: none, or liger (liger-kernel's RMSNorm, GeGLU/SwiGLU and "
+        "rotary Triton kernels; CUDA + Triton + the kernels extra, Gemma-2/3, Llama, Qwen2, ...; refused elsewhere)",
+    )
     init_seed: int | None = option(
         0,
         "seed of the LoRA and head initialisation, the same in every fold so that fold adapters start alike and "
