@@ -229,3 +229,22 @@ def test_compile_mode_per_device_and_phase():
     assert compile_mode("cudagraphs", cpu, training=False) is None
     assert compile_mode("cudagraphs", gpu, training=True) == "cudagraphs"
     assert compile_mode("cudagraphs", gpu, training=False) == "plain"
+
+
+def test_cudagraph_training_refuses_several_passes_a_step():
+    """CUDA-graph training replays one pass per step: gradient accumulation is refused up front (on a GPU it
+    stops at the first step with 'accessing tensor output of CUDAGraphs that has been overwritten')."""
+    from lmsys_arena.config import load_config
+    from lmsys_arena.llm.family import options
+    from lmsys_arena.llm.train import check_one_pass_per_step
+    from lmsys_arena.schema import ConfigError
+
+    def train_cfg(**sets):
+        return options(load_config("gemma3-270m", {f"train.{k}": v for k, v in sets.items()})).train
+
+    check_one_pass_per_step(train_cfg(), world=1)  # the shipped config: 32 rows, one pass of 32
+    check_one_pass_per_step(train_cfg(micro_batch=16), world=2)  # 16 rows per GPU on 2 GPUs
+    with pytest.raises(ConfigError, match=r"train.micro_batch >= 32 .*model.compile: true"):
+        check_one_pass_per_step(train_cfg(micro_batch=8), world=1)
+    with pytest.raises(ConfigError, match="micro_tokens"):
+        check_one_pass_per_step(train_cfg(micro_tokens=8192), world=1)

@@ -165,6 +165,22 @@ def fit_targets(cfg: TrainConfig, train, what: str = "train") -> Targets | None:
 # ---------------------------------------------------------------- the loop
 
 
+def check_one_pass_per_step(cfg: TrainConfig, world: int) -> None:
+    """CUDA-graph training (``model.compile: cudagraphs``) replays one forward pass per optimizer step: with
+    gradient accumulation (several passes a step) the next pass overwrites graph outputs that the backward
+    still reads, and training stops at its first step. Refuse that before anything runs."""
+    from lmsys_arena.schema import ConfigError
+
+    rows = math.ceil(cfg.batch_size / world)  # one rank's rows of a step
+    if cfg.micro_batch < rows or (cfg.micro_tokens and cfg.micro_tokens < rows * cfg.pad_multiple):
+        raise ConfigError(
+            f"model.compile: cudagraphs runs one forward pass per optimizer step, but train.micro_batch "
+            f"{cfg.micro_batch} / train.micro_tokens {cfg.micro_tokens} cut the {rows} rows of a step"
+            f"{f' on each of {world} GPUs' if world > 1 else ''} into several: set train.micro_batch >= {rows} "
+            f"(and micro_tokens 0 or >= {rows * cfg.pad_multiple}), or model.compile: true"
+        )
+
+
 class Trainer:
     def __init__(
         self, model, cfg: TrainConfig, device: torch.device, dtype: torch.dtype, pad_id: int, fold_dir: Path, seed: int
@@ -190,6 +206,8 @@ class Trainer:
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
         self.targets: Targets | None = None  # soft targets, weights, teacher predictions, set by fit
         self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by model.compile_layers
+        if self.cudagraphs:
+            check_one_pass_per_step(cfg, self.world)
         self.curves = Curves()  # train.report_to: the fold's curves writer (the family sets it on rank 0)
         self.ddp = model
         if self.world > 1 and not self.fsdp:
