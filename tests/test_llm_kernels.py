@@ -238,3 +238,13 @@ def test_benchmark_parity_compares_logits_and_gradients(llm_speed):
 def test_benchmark_kernels_liger_goes_through_the_project_refusal(llm_speed):
     with pytest.raises(ConfigError, match=r"^model\.kernels: liger needs a CUDA GPU"):
         llm_speed.main([*SMALL, "--skip", "naive,train", "--kernels", "liger"])
+
+
+def test_a_liger_trained_run_is_served_without_liger_in_a_kaggle_kernel(tmp_path):
+    """Fused kernels are a training-speed choice: the kernel's config drops them (its wheelhouse has none)."""
+    from lmsys_arena.config import load_config
+    from lmsys_arena.llm.kaggle import prepare_for_kernel
+
+    cfg = load_config("tiny", {"model.kernels": "liger"})
+    out = prepare_for_kernel(cfg, {"precision": {"dtype": "fp16"}}, tmp_path, tmp_path, {"infer.quant": "8bit"})
+    assert out["model"]["kernels"] == "none" and out["infer"]["dtype"] == "fp16" and out["infer"]["quant"] == "8bit"

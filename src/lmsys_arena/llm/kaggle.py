@@ -173,4 +173,6 @@ def prepare_for_kernel(cfg: dict, assets: dict, input_root: Path, artefacts: Pat
     if backbone:
         cfg = {**cfg, "backbone": backbone}
     dtype = (assets.get("precision") or {}).get("dtype")
-    return apply_overrides(cfg, {**overrides, **({"infer.dtype": dtype} if dtype else {})})
+    # fused kernels (model.kernels) are a training-speed choice: the kernel's wheelhouse has no liger-kernel
+    dtype_set = {"infer.dtype": dtype} if dtype else {}
+    return apply_overrides(cfg, {"model.kernels": "none", **overrides, **dtype_set})

@@ -367,7 +367,7 @@ def export_merged(cfg: dict, model_dir: Path, out_dir: Path, dtype: str = "fp16"
         raise ValueError(f"{model_dir}: no {HEAD_FILE}")
     lc = options(cfg)
     path = resolve_backbone(lc.backbone)
-    mcfg = dataclasses.replace(lc.model, dtype="fp32", quant=None, compile=False)
+    mcfg = dataclasses.replace(lc.model, dtype="fp32", quant=None, compile=False, kernels="none")  # CPU-safe
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     backbone = load_backbone(path, mcfg, device)
     backbone = PeftModel.from_pretrained(backbone, model_dir / ADAPTER_DIR, is_trainable=False).merge_and_unload()
