@@ -20,7 +20,7 @@ Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]). Measured i
            token-budget batches with dynamic padding);
 * LoRA training: lmsys_arena.llm.model.for_training + lmsys_arena.llm.train.Trainer (r=16 on q,k,v,o,gate,
            bf16, length-grouped batches, ``--micro-tokens`` budget); ``--compile`` = model.compile,
-           ``--kernels liger`` = model.kernels (llm.backbones.apply_kernels on the built backbone);
+           ``--kernels liger`` = model.kernels (llm.fused.apply_kernels on the built backbone);
 * trainer: a plain Hugging Face ``Trainer`` + peft LoRA (the same LoRA, rows, rows per step and timed steps)
            on AutoModelForSequenceClassification(num_labels=3) of the same config (soft-capping off, sdpa):
            length-grouped sampler, DataCollatorWithPadding, bf16 (fp32 on a CPU); stock modules even with
@@ -287,8 +287,9 @@ def build_project_model(cfg, device, dtype, lora: bool, a, quant: str | None = N
 
     from transformers import AutoModel
 
-    from lmsys_arena.llm.backbones import DTYPES, apply_kernels, load_backbone
+    from lmsys_arena.llm.backbones import DTYPES, load_backbone
     from lmsys_arena.llm.config import LoraOptions, ModelConfig
+    from lmsys_arena.llm.fused import apply_kernels
     from lmsys_arena.llm.model import PreferenceModel, compile_layers, for_training, lora_input_cast, make_head
 
     cfg = stock_config(cfg)
@@ -643,13 +644,13 @@ def bench_hf_trainer(cfg, seqs, labels, device, dtype, a, max_len: int, tmp: Pat
 
 def bench_parity(cfg, seqs, device, dtype, a) -> dict:
     """``--parity``: the project's LoRA model on the first ``--parity-rows`` rows, run with model.kernels none and
-    then again with ``--kernels`` patched into the same weights (llm.backbones.apply_kernels on the peft base
+    then again with ``--kernels`` patched into the same weights (llm.fused.apply_kernels on the peft base
     model): relative L2 differences of the logits and of the trainable weights' gradients (cross-entropy on
     fixed labels; dropout off; LoRA B and the head drawn non-zero so that every gradient flows)."""
     import torch.nn.functional as F
 
-    from lmsys_arena.llm.backbones import apply_kernels
     from lmsys_arena.llm.batching import autocast, collate
+    from lmsys_arena.llm.fused import apply_kernels
 
     stock = argparse.Namespace(**{**vars(a), "kernels": "none", "compile": False, "cudagraphs": False})
     model = build_project_model(cfg, device, dtype, lora=True, a=stock).eval()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lmsys_arena.llm import backbones as B
+from lmsys_arena.llm import gguf_parts
 
 
 def tiny_gguf(path, arch="qwen2"):
@@ -106,8 +107,8 @@ def test_assemble_in_order_sha_and_reuse(env, tmp_path, caplog, monkeypatch):
 
     mtime = out.stat().st_mtime_ns
     with monkeypatch.context() as m:
-        m.setattr(B, "_sha256_copy", fail)
-        m.setattr(B, "check_gguf", fail)
+        m.setattr(gguf_parts, "_sha256_copy", fail)
+        m.setattr(gguf_parts, "check_gguf", fail)
         assert B.assemble_pypi_parts(*B.parse_parts_spec("fake-model-part{1..4}")) == out
     assert out.stat().st_mtime_ns == mtime
 

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from lmsys_arena.config import load_config
-from lmsys_arena.llm import backbones
-from lmsys_arena.llm.backbones import apply_kernels, ensure_tiny_backbone, load_backbone
+from lmsys_arena.llm import fused
+from lmsys_arena.llm.backbones import ensure_tiny_backbone, load_backbone
 from lmsys_arena.llm.config import ModelConfig
+from lmsys_arena.llm.fused import apply_kernels
 from lmsys_arena.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,13 +95,13 @@ def data(llm_inputs, tmp_path_factory):
 
 
 def test_liger_without_triton_is_refused(decoder, monkeypatch):
-    monkeypatch.setattr(backbones, "_have", lambda m: m != "triton")
+    monkeypatch.setattr(fused, "_have", lambda m: m != "triton")
     with pytest.raises(ConfigError, match=r"^model\.kernels: liger needs Triton, which is not installed"):
         apply_kernels(decoder, "liger", CUDA)
 
 
 def test_liger_not_installed_is_refused_naming_the_extra(decoder, monkeypatch):
-    monkeypatch.setattr(backbones, "_have", lambda m: m != "liger_kernel")
+    monkeypatch.setattr(fused, "_have", lambda m: m != "liger_kernel")
     with pytest.raises(ConfigError, match=r"needs liger-kernel.*pip install 'lmsys-arena\[kernels\]'"):
         apply_kernels(decoder, "liger", CUDA)
 
@@ -113,7 +114,7 @@ def fake_liger(monkeypatch, table: dict) -> None:
     sub.monkey_patch, pkg.transformers = mp, sub
     for name, mod in (("liger_kernel", pkg), ("liger_kernel.transformers", sub), (mp.__name__, mp)):
         monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.setattr(backbones, "_have", lambda m: True)
+    monkeypatch.setattr(fused, "_have", lambda m: True)
 
 
 def test_liger_patches_rmsnorm_glu_and_rotary_only(decoder, monkeypatch):
@@ -159,7 +160,7 @@ def test_a_patch_that_rejects_the_instance_is_refused(decoder, monkeypatch):
 
 
 def test_an_unimportable_liger_is_refused(decoder, monkeypatch):
-    monkeypatch.setattr(backbones, "_have", lambda m: True)
+    monkeypatch.setattr(fused, "_have", lambda m: True)
     monkeypatch.setitem(sys.modules, "liger_kernel", None)  # import raises ImportError
     with pytest.raises(ConfigError, match=r"could not import liger-kernel \(ModuleNotFoundError"):
         apply_kernels(decoder, "liger", CUDA)

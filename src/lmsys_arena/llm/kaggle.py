@@ -50,7 +50,7 @@ def backbone_model_type(backbone: str) -> str | None:
     if backbone.endswith(".gguf"):  # its converted copy (llm.backbones.convert_gguf), if made here
         folder = models / f"{folder.stem}-hf"
     if backbone.startswith("pypi:"):  # a part set: its conversion, else the assembled GGUF's sidecar
-        from lmsys_arena.llm.backbones import parse_parts_spec
+        from lmsys_arena.llm.gguf_parts import parse_parts_spec
 
         with contextlib.suppress(ValueError):
             parts = parse_parts_spec(backbone[5:])
