@@ -1,5 +1,6 @@
 """Kaggle images (kernels/image.py), per-image requirements and wheelsets (wheels.py), the offline resolve
-check and the relaxed metadata rules (check.py), and `make submit` without credentials (publish.py).
+check (resolve_check.py) and the relaxed metadata rules (metadata_check.py), and `make submit` without
+credentials (publish.py).
 
 Fast and offline: the resolve check runs on tiny wheels written here, against a made-up image.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lmsys_arena.kernels import check, wheels
+from lmsys_arena.kernels import metadata_check, resolve_check, wheels
 from lmsys_arena.kernels import publish as push
 from lmsys_arena.kernels.image import IMAGE_ENV, IMAGES, KaggleImage, get_image, wheels_slug
 from lmsys_arena.kernels.plan import KernelError
@@ -112,7 +113,7 @@ def test_resolve_check_passes_with_the_image_packages_as_stubs(tmp_path):
     wdir = tmp_path / "wheels"
     _wheelset(wdir, ["foo==1.0"], ["numpy>=1.26"])
     _wheel(wdir, "foo", "1.0", ["numpy>=1.26", "nvidia-nccl-cu12; platform_system == 'Linux'"])
-    problems, notes = check.check_resolve(wdir, None, TOY)
+    problems, notes = resolve_check.check_resolve(wdir, None, TOY)
     assert not problems, problems
     assert "resolves offline for Python 3.12" in notes[0] and "1 shipped" in notes[0], notes
 
@@ -121,23 +122,23 @@ def test_resolve_check_fails_on_a_missing_wheel_or_an_unmet_image_version(tmp_pa
     wdir = tmp_path / "w1"
     _wheelset(wdir, ["foo==1.0", "bar"], ["numpy>=1.26"])
     _wheel(wdir, "foo", "1.0", ["numpy>=1.26"])  # bar is not shipped
-    problems, _ = check.check_resolve(wdir, None, TOY)
+    problems, _ = resolve_check.check_resolve(wdir, None, TOY)
     assert problems and "does not resolve for Python 3.12" in problems[0] and "bar" in problems[0], problems
 
     wdir = tmp_path / "w2"
     _wheelset(wdir, ["foo==1.0"], [])
     _wheel(wdir, "foo", "1.0", ["numpy>=3"])  # the image's numpy 2.0.0 is too old
-    problems, _ = check.check_resolve(wdir, None, TOY)
+    problems, _ = resolve_check.check_resolve(wdir, None, TOY)
     assert problems and "numpy" in problems[0], problems
 
     wdir = tmp_path / "w3"  # the image's torch misses the package's torch>=2.6: only an LLM kernel cares
     _wheelset(wdir, [], ["numpy>=1.26"], framework=["torch>=2.6"])
-    assert check.check_resolve(wdir, None, TOY)[0]
-    assert not check.check_resolve(wdir, None, TOY, llm=False)[0]
+    assert resolve_check.check_resolve(wdir, None, TOY)[0]
+    assert not resolve_check.check_resolve(wdir, None, TOY, llm=False)[0]
 
 
 def test_stub_wheels_carry_name_and_version(tmp_path):
-    stubs = check.build_stub_wheels(TOY, tmp_path, also={"nvidia-nccl-cu12": [">=2.18"]})
+    stubs = resolve_check.build_stub_wheels(TOY, tmp_path, also={"nvidia-nccl-cu12": [">=2.18"]})
     names = sorted(p.name for p in stubs)
     assert names == ["numpy-2.0.0-py3-none-any.whl", "nvidia_nccl_cu12-2.18-py3-none-any.whl",
                      "torch-2.5.0-py3-none-any.whl"]  # fmt: skip
@@ -163,15 +164,15 @@ def _kernel(tmp_path: Path, family: str, enable_gpu, **extra) -> Path:
 
 
 def test_gbdt_only_kernel_may_run_without_a_gpu(tmp_path):
-    res = check.check_metadata(_kernel(tmp_path, "gbdt", False), tmp_path / "datasets")
+    res = metadata_check.check_metadata(_kernel(tmp_path, "gbdt", False), tmp_path / "datasets")
     assert res.ok, res.problems
 
 
 def test_gpu_plan_requires_enable_gpu(tmp_path):
-    res = check.check_metadata(_kernel(tmp_path, "llm", False), tmp_path / "datasets")
+    res = metadata_check.check_metadata(_kernel(tmp_path, "llm", False), tmp_path / "datasets")
     assert any("enable_gpu" in p and "GPU family" in p for p in res.problems), res.problems
     (tmp_path / "k2").mkdir()
-    ok = check.check_metadata(_kernel(tmp_path / "k2", "llm", True), tmp_path / "datasets")
+    ok = metadata_check.check_metadata(_kernel(tmp_path / "k2", "llm", True), tmp_path / "datasets")
     assert ok.ok, ok.problems
 
 
@@ -179,7 +180,7 @@ def test_docker_image_pinning_type(tmp_path):
     for i, (value, good) in enumerate([("original", True), ("latest", True), ("newest", False)]):
         base = tmp_path / str(i)
         base.mkdir()
-        res = check.check_metadata(_kernel(base, "gbdt", False, docker_image_pinning_type=value), base / "ds")
+        res = metadata_check.check_metadata(_kernel(base, "gbdt", False, docker_image_pinning_type=value), base / "ds")
         assert res.ok is good, (value, res.problems)
 
 

@@ -18,10 +18,11 @@ The entry script is :mod:`lmsys_arena.kernels.entry`, copied verbatim.
 
 One module a job: :mod:`.plan` (the plan, kernel-metadata.json, ids), :mod:`.wheels` (requirements,
 wheelhouse, the code dataset ``<user>/lmsys-arena-code``), :mod:`.artefacts` (``<user>/lmsys-arena-<name>-
-artefacts``: the plan, ``runs/<run>/`` config and fold folders, bundled backbones), :mod:`.check`,
-:mod:`.simulate`, :mod:`.publish` (push, submit), :mod:`.entry`. A family takes part through its hooks
-``kernel_assets``, ``bundle_assets`` and ``prepare_for_kernel`` (:mod:`lmsys_arena.families`); a family without
-them needs nothing but its model folders.
+artefacts``: the plan, ``runs/<run>/`` config and fold folders, bundled backbones), :mod:`.check` (the
+``check-kernels`` stage: :mod:`.check_result`, :mod:`.metadata_check`, :mod:`.install_check`,
+:mod:`.resolve_check`, :mod:`.simulate`), :mod:`.publish` (push, submit), :mod:`.entry`. A family takes part
+through its hooks ``kernel_assets``, ``bundle_assets`` and ``prepare_for_kernel`` (:mod:`lmsys_arena.families`); a
+family without them needs nothing but its model folders.
 
 The Kaggle user comes from ``KAGGLE_USERNAME`` or ``~/.kaggle/kaggle.json`` (``$KAGGLE_CONFIG_DIR``); without
 one the ids carry the placeholder ``your-kaggle-username`` (``check-kernels`` warns, ``push`` refuses).
@@ -74,19 +75,11 @@ _EXPORTS = {
     ),
     "image": ("IMAGES", "KaggleImage", "get_image"),
     "artefacts": ("build_artefacts_dataset", "build_datasets"),
-    "check": (
-        "CheckResult",
-        "check_metadata",
-        "check_dataset_dir",
-        "check_wheelhouse",
-        "check_kernels",
-        "check_resolve",
-        "check_wheel_datasets",
-        "build_stub_wheels",
-        "plan_needs_gpu",
-        "demo_check",
-        "format_results",
-    ),
+    "check_result": ("CheckResult", "format_results"),
+    "metadata_check": ("check_metadata", "check_dataset_dir", "plan_needs_gpu"),
+    "install_check": ("check_wheelhouse",),
+    "resolve_check": ("check_resolve", "build_stub_wheels"),
+    "check": ("check_kernels", "check_wheel_datasets", "demo_check"),
     "simulate": ("simulate_kernel", "simulation_data"),
     "publish": ("kaggle_credentials", "push", "submit"),
 }
@@ -104,6 +97,7 @@ def cli(args: argparse.Namespace) -> None:
     from lmsys_arena.config import parse_assignments
     from lmsys_arena.kernels import check, plan, publish
     from lmsys_arena.kernels.artefacts import build_datasets
+    from lmsys_arena.kernels.check_result import format_results
 
     cmd = args.command
     if cmd == "kernels":
@@ -130,7 +124,7 @@ def cli(args: argparse.Namespace) -> None:
             results = check.check_kernels(
                 args.names or None, data=args.data, simulate=not args.no_sim, wheel_check=not args.no_wheel_check
             )
-        print(check.format_results(results))
+        print(format_results(results))
         if not all(r.ok for r in results):
             raise SystemExit(1)
     elif cmd in ("push", "submit"):

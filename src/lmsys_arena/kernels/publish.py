@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lmsys_arena.data import COMPETITION_NAME
 from lmsys_arena.io import read_json, write_json
-from lmsys_arena.kernels.check import check_metadata
+from lmsys_arena.kernels.metadata_check import check_metadata
 from lmsys_arena.kernels.plan import (
     CODE_SLUG,
     KERNELS_DIR,
