@@ -23,7 +23,7 @@ import pytest
 from lmsys_arena import runner
 from lmsys_arena.config import load_config
 from lmsys_arena.runs import Run, RunSpec
-from lmsys_arena.serve import SEPARATOR, form_texts
+from lmsys_arena.serve.battle import SEPARATOR, form_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
