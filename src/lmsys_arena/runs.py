@@ -18,8 +18,8 @@ may hold ``golden.parquet`` (:mod:`lmsys_arena.golden`: a few rows with the feat
 training time, checked again inside a kernel).
 
 A blend (``make ensemble``) is a run too: its config.json names its members and weights, it has no
-fold folders. Prediction frames have the columns ``id``, then :data:`PROB_COLS` and :data:`LOGIT_COLS`
-(classes A wins, B wins, tie).
+fold folders. Prediction frames (:mod:`lmsys_arena.predictions`) have the columns ``id``, then
+:data:`PROB_COLS` and :data:`LOGIT_COLS` (classes A wins, B wins, tie); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,13 +31,21 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from lmsys_arena import dist
 from lmsys_arena.config import config_hash, flatten
 from lmsys_arena.data import COMPETITION_NAME, Competition
 from lmsys_arena.io import exclusive_lock, read_json, write_json, write_parquet
+from lmsys_arena.predictions import (  # noqa: F401 - re-exported: importers take prediction frames from here
+    LOGIT_COLS,
+    PROB_COLS,
+    checked_frame,
+    frame_from_logits,
+    frame_from_logprobs,
+    frame_logprobs,
+    frame_probs,
+)
 from lmsys_arena.versions import file_sha1, provenance
 
 log = logging.getLogger(__name__)
@@ -52,8 +60,6 @@ CONFIG_FILE, OOF_FILE, TEST_FILE, METRICS_FILE, LOG_FILE = (
 )
 FOLD_DONE = "valid.parquet"  # written last in a fold folder: the fold is done
 MODEL_DIR, MODEL_DONE = "model", "done.json"  # a derived run's single model; done.json written last
-PROB_COLS = ["p_a", "p_b", "p_tie"]
-LOGIT_COLS = ["logit_a", "logit_b", "logit_tie"]
 BOOKKEEPING = ("config_hash", "run", "provenance", "derived")  # config.json keys that are not the model's config
 NOT_MODEL = ("search_space", "tune", "base")  # config keys read by `make tune` only / by the loader
 # dotted keys that change how a run is watched, not its model: left out of config.json, so a run resumes
@@ -133,38 +139,6 @@ def _model_keys(cfg: dict) -> dict:
             if not out[section]:
                 del out[section]
     return out
-
-
-def frame_from_logprobs(ids, logp: np.ndarray, **cols) -> pd.DataFrame:
-    """A prediction frame (``id``, extra columns, probabilities, logits) from log-probabilities or logits;
-    NaN rows are kept (a kernel fills them later)."""
-    from lmsys_arena.metrics import softmax
-
-    df = pd.DataFrame({"id": list(ids), **cols})
-    df[PROB_COLS] = softmax(logp)
-    df[LOGIT_COLS] = logp
-    return df
-
-
-def frame_from_logits(ids, logits: np.ndarray, **extra_cols) -> pd.DataFrame:
-    """A prediction frame from a model's logits (refuses NaN/inf and wrong shapes)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape != (len(ids), 3) or not np.isfinite(logits).all():
-        raise ValueError(f"model returned bad logits: shape {logits.shape}, finite={np.isfinite(logits).all()}")
-    return frame_from_logprobs(ids, logits, **extra_cols)
-
-
-def frame_logprobs(frame: pd.DataFrame) -> np.ndarray:
-    """Log-probabilities of a prediction frame (its logits through log_softmax, else log of its probabilities)."""
-    from lmsys_arena.metrics import log_softmax
-
-    if all(c in frame.columns for c in LOGIT_COLS):
-        return log_softmax(frame[LOGIT_COLS].to_numpy(dtype=np.float64))
-    return np.log(np.clip(frame[PROB_COLS].to_numpy(dtype=np.float64), 1e-300, None))
-
-
-def frame_probs(frame: pd.DataFrame) -> np.ndarray:
-    return frame[PROB_COLS].to_numpy(dtype=np.float64)
 
 
 class Run:
@@ -391,17 +365,6 @@ class Run:
         finally:
             root.removeHandler(handler)
             handler.close()
-
-
-def checked_frame(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """A prediction frame read back: ids as strings, unique, finite predictions."""
-    df["id"] = df["id"].astype(str)
-    if df["id"].duplicated().any():
-        raise ValueError(f"{path}: duplicate id {df['id'][df['id'].duplicated()].iloc[0]!r}")
-    bad = ~np.isfinite(frame_logprobs(df)).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{path}: row id={df['id'].iloc[int(np.argmax(bad))]!r} has non-finite predictions")
-    return df
 
 
 def config_diff(a: dict, b: dict, most: int = 5) -> str:
