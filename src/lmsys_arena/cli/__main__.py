@@ -1,0 +1,3 @@
+from lmsys_arena.cli import main
+
+main()
