@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lmsys_arena.config import load_config
+from lmsys_arena.llm import export as E
 from lmsys_arena.llm import merge as M
 from lmsys_arena.llm.backbones import resolve_backbone
 from lmsys_arena.llm.family import options
@@ -213,13 +214,13 @@ def test_export_loads_without_peft_and_gives_the_same_logits(setup, monkeypatch)
     assert ref.abs().max() > 0
     for dtype, tol in (("fp32", 1e-4), ("fp16", 2e-2)):
         out = s["root"] / f"export-{dtype}"
-        info = M.export_merged(s["cfg"], merged, out, dtype=dtype)
+        info = E.export_merged(s["cfg"], merged, out, dtype=dtype)
         bb = out / "backbone"
         assert info["dtype"] == dtype and not (out / "adapter").exists() and (out / "train_done").exists()
         meta = json.loads((out / "llm_meta.json").read_text())
         assert meta["merged_backbone"] is True and meta["backbone_dir"] == str(bb)
         assert meta["aux_features"] == s["mcfg"].aux_features
-        assert {"tokenizer.json", "tokenizer_config.json", M.MERGED_MARKER} <= {p.name for p in bb.iterdir()}
+        assert {"tokenizer.json", "tokenizer_config.json", E.MERGED_MARKER} <= {p.name for p in bb.iterdir()}
         from safetensors import safe_open
 
         with safe_open(str(bb / "model.safetensors"), "pt") as f:

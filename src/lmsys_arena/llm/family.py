@@ -330,8 +330,8 @@ def merge_models(cfg: dict, fold_dirs: list[Path], out_dir: Path, method: str, r
 
 
 def export_model(cfg: dict, model_dir: Path, out_dir: Path, dtype: str) -> dict:
-    """The derive hook: the adapter merged into the backbone's weights, saved in ``dtype`` (llm.merge)."""
-    from lmsys_arena.llm.merge import export_merged
+    """The derive hook: the adapter merged into the backbone's weights, saved in ``dtype`` (llm.export)."""
+    from lmsys_arena.llm.export import export_merged
 
     return export_merged(cfg, model_dir, out_dir, dtype=dtype)
 

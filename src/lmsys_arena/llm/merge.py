@@ -1,5 +1,5 @@
-"""One model from an LLM run's fold models (``merge_folds``), and an adapter merged into its backbone's
-weights (``export_merged``).
+"""One model from an LLM run's fold models (``merge_folds``); an adapter merged into its backbone's weights
+(``export_merged``) is :mod:`lmsys_arena.llm.export`.
 
 Fold merging (``make merge RUN=...``): the K fold folders (``adapter/``, ``head.pt``) -> one folder of the
 same layout, so :func:`lmsys_arena.llm.family.predict` scores it like a fold. LoRA methods
@@ -18,12 +18,6 @@ same layout, so :func:`lmsys_arena.llm.family.predict` scores it like a fold. Lo
 Heads: peft takes one ``modules_to_save`` per adapter, so the heads (text head and ``aux.*``, buffers
 included) are averaged by hand, element-wise. Folds whose adapter configs (r, alpha, target modules, layers,
 ...), adapter tensors, head keys / shapes or aux features differ are refused, naming the fold and the key.
-
-Export (``make export RUN=...``): the single model's adapter merged into the full-precision backbone
-(fp32; never a quantised one), saved as an HF folder ``backbone/`` in ``dtype`` with the backbone's
-tokenizer files and a marker file (:data:`model.MERGED_MARKER`), beside ``head.pt`` and ``llm_meta.json``
-(``merged_backbone: true``). :func:`model.load_trained` loads it without peft; 8-bit weights are made at
-load time from these (``infer.quant: 8bit``), not saved.
 """
 
 from __future__ import annotations
@@ -32,14 +26,13 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from lmsys_arena.llm.backbones import DTYPES, atomic_dir, load_backbone, resolve_backbone
-from lmsys_arena.llm.model import ADAPTER_DIR, HEAD_FILE, MERGED_MARKER, read_meta, write_meta
+from lmsys_arena.llm.backbones import atomic_dir
+from lmsys_arena.llm.model import ADAPTER_DIR, HEAD_FILE, read_meta, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +40,6 @@ METHODS = ("mean", "svd", "concat")
 DONE = "train_done"  # llm.family.DONE (not imported: family imports this module's callers)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-BACKBONE_DIR = "backbone"
 
 # adapter_config.json entries that must agree between folds (the rest: paths, versions, dropout, ...)
 SAME_CONFIG = (
@@ -113,27 +105,41 @@ def _norm(v):
 def _check_same(folds: list[Fold]) -> None:
     ref = folds[0]
     for f in folds[1:]:
-        for key in SAME_CONFIG:
-            a, b = _norm(ref.config.get(key)), _norm(f.config.get(key))
-            if a != b:
-                raise MergeError(
-                    f"{f.dir}: adapter config {key!r} is {b!r}, {ref.dir} has {a!r}: the folds' adapters differ"
-                )
-        for what, x, y in (("adapter tensor", ref.weights, f.weights), ("head key", ref.head, f.head)):
-            for key in sorted(set(x) ^ set(y)):
-                has, lacks = (ref.dir, f.dir) if key in x else (f.dir, ref.dir)
-                raise MergeError(f"{lacks}: has no {what} {key!r}, which {has} has")
-            for key in x:
-                if x[key].shape != y[key].shape:
-                    raise MergeError(
-                        f"{f.dir}: {what} {key!r} has shape {tuple(y[key].shape)}, {ref.dir} has {tuple(x[key].shape)}"
-                    )
-        a, b = ref.meta.get("aux_features"), f.meta.get("aux_features")
+        _check_same_config(ref, f)
+        _check_same_tensors(ref, f)
+        _check_same_meta(ref, f)
+
+
+def _check_same_config(ref: Fold, f: Fold) -> None:
+    for key in SAME_CONFIG:
+        a, b = _norm(ref.config.get(key)), _norm(f.config.get(key))
         if a != b:
-            raise MergeError(f"{f.dir}: llm_meta.json 'aux_features' differ from {ref.dir}'s ({b} vs {a})")
-        if ref.meta.get("backbone") != f.meta.get("backbone"):
-            log.warning("%s: trained on backbone %s, %s on %s", f.dir, f.meta.get("backbone"), ref.dir,
-                        ref.meta.get("backbone"))  # fmt: skip
+            raise MergeError(
+                f"{f.dir}: adapter config {key!r} is {b!r}, {ref.dir} has {a!r}: the folds' adapters differ"
+            )
+
+
+def _check_same_tensors(ref: Fold, f: Fold) -> None:
+    """The same adapter tensors and head keys, of the same shapes."""
+    for what, x, y in (("adapter tensor", ref.weights, f.weights), ("head key", ref.head, f.head)):
+        for key in sorted(set(x) ^ set(y)):
+            has, lacks = (ref.dir, f.dir) if key in x else (f.dir, ref.dir)
+            raise MergeError(f"{lacks}: has no {what} {key!r}, which {has} has")
+        for key in x:
+            if x[key].shape != y[key].shape:
+                raise MergeError(
+                    f"{f.dir}: {what} {key!r} has shape {tuple(y[key].shape)}, {ref.dir} has {tuple(x[key].shape)}"
+                )
+
+
+def _check_same_meta(ref: Fold, f: Fold) -> None:
+    """Aux features must agree (the aux head reads them); another backbone is only warned of."""
+    a, b = ref.meta.get("aux_features"), f.meta.get("aux_features")
+    if a != b:
+        raise MergeError(f"{f.dir}: llm_meta.json 'aux_features' differ from {ref.dir}'s ({b} vs {a})")
+    if ref.meta.get("backbone") != f.meta.get("backbone"):
+        log.warning("%s: trained on backbone %s, %s on %s", f.dir, f.meta.get("backbone"), ref.dir,
+                    ref.meta.get("backbone"))  # fmt: skip
 
 
 def lora_scale(alpha: float, r: int, rslora: bool) -> float:
@@ -209,40 +215,10 @@ def _merge_adapter(folds: list[Fold], method: str, rank: int | None) -> tuple[di
     """(config, tensors, summary) of the merged adapter."""
     cfg = dict(folds[0].config)
     r, alpha, rslora = int(cfg["r"]), cfg["lora_alpha"], bool(cfg.get("use_rslora"))
-    K = len(folds)
-    info: dict = {}
     if method == "mean":
-        if rank not in (None, r):
-            raise MergeError(f"method mean keeps the folds' rank {r}; rank={rank} needs method svd")
-        weights = _mean_state([f.weights for f in folds])
-        new_r, new_alpha = r, alpha
+        weights, new_r, new_alpha, info = _merge_mean(folds, r, alpha, rank)
     else:
-        if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
-            raise MergeError(
-                f"{folds[0].dir}: adapters with rank_pattern / alpha_pattern: only method mean merges them"
-            )
-        scale = lora_scale(alpha, r, rslora)
-        weights, errors = {}, {}
-        for module, ka, kb in _lora_pairs(folds):
-            As, Bs = [f.weights[ka] for f in folds], [f.weights[kb] for f in folds]
-            if As[0].shape[0] != r:
-                raise MergeError(f"{folds[0].dir}: {ka!r} has rank {As[0].shape[0]}, the config says r={r}")
-            dtype = As[0].dtype
-            if method == "concat":
-                weights[ka] = torch.cat(As, 0).contiguous()
-                weights[kb] = (torch.cat([b.double() for b in Bs], 1) / K).to(Bs[0].dtype).contiguous()
-            else:
-                Bn, An, errors[module] = factor_mean_update(As, Bs, scale, rank or r)
-                weights[ka], weights[kb] = An.to(dtype).contiguous(), Bn.to(dtype).contiguous()
-        if method == "concat":
-            new_r, new_alpha = r * K, _alpha_for(scale, r * K, rslora)
-        else:
-            new_r, new_alpha = rank or r, _alpha_for(1.0, rank or r, rslora)
-            info = {
-                "rel_error": errors,
-                "max_rel_error": max(errors.values(), default=0.0),
-                "mean_rel_error": sum(errors.values()) / max(len(errors), 1),
-            }
+        weights, new_r, new_alpha, info = _merge_factors(folds, method, rank)
     cfg.update(r=new_r, lora_alpha=new_alpha, init_lora_weights=True, inference_mode=True)
     summary = {
         "method": method,
@@ -257,21 +233,62 @@ def _merge_adapter(folds: list[Fold], method: str, rank: int | None) -> tuple[di
     return cfg, weights, summary
 
 
+def _merge_mean(folds: list[Fold], r: int, alpha, rank: int | None) -> tuple[dict, int, int | float, dict]:
+    """Method mean: (tensors, r, alpha, summary extras); the folds' r and alpha are kept."""
+    if rank not in (None, r):
+        raise MergeError(f"method mean keeps the folds' rank {r}; rank={rank} needs method svd")
+    return _mean_state([f.weights for f in folds]), r, alpha, {}
+
+
+def _merge_factors(folds: list[Fold], method: str, rank: int | None) -> tuple[dict, int, int | float, dict]:
+    """Methods concat and svd, module by module: (tensors, r, alpha, summary extras)."""
+    cfg = folds[0].config
+    r, alpha, rslora = int(cfg["r"]), cfg["lora_alpha"], bool(cfg.get("use_rslora"))
+    K = len(folds)
+    if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        raise MergeError(f"{folds[0].dir}: adapters with rank_pattern / alpha_pattern: only method mean merges them")
+    scale = lora_scale(alpha, r, rslora)
+    weights, errors = {}, {}
+    for module, ka, kb in _lora_pairs(folds):
+        As, Bs = [f.weights[ka] for f in folds], [f.weights[kb] for f in folds]
+        if As[0].shape[0] != r:
+            raise MergeError(f"{folds[0].dir}: {ka!r} has rank {As[0].shape[0]}, the config says r={r}")
+        if method == "concat":
+            weights[ka], weights[kb] = _concat_factors(As, Bs)
+        else:
+            Bn, An, errors[module] = factor_mean_update(As, Bs, scale, rank or r)
+            dtype = As[0].dtype
+            weights[ka], weights[kb] = An.to(dtype).contiguous(), Bn.to(dtype).contiguous()
+    if method == "concat":
+        return weights, r * K, _alpha_for(scale, r * K, rslora), {}
+    return weights, rank or r, _alpha_for(1.0, rank or r, rslora), _error_summary(errors)
+
+
+def _concat_factors(As: list[torch.Tensor], Bs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A', B')`` of method concat: the A's stacked, the B's side by side over K (scale unchanged)."""
+    A = torch.cat(As, 0).contiguous()
+    B = (torch.cat([b.double() for b in Bs], 1) / len(Bs)).to(Bs[0].dtype).contiguous()
+    return A, B
+
+
+def _error_summary(errors: dict[str, float]) -> dict:
+    """Method svd's relative errors, per module and at worst / on average."""
+    return {
+        "rel_error": errors,
+        "max_rel_error": max(errors.values(), default=0.0),
+        "mean_rel_error": sum(errors.values()) / max(len(errors), 1),
+    }
+
+
+# ---------------------------------------------------------------- the merged folder
+
+
 def merge_folds(fold_dirs: list[Path], out_dir: Path, method: str = "mean", rank: int | None = None) -> dict:
     """One adapter + head (+ aux head) from the fold models -> ``out_dir/{adapter/, head.pt, llm_meta.json,
     train_done}`` (a fold folder's layout: ``llm.family.predict(cfg, df, out_dir)`` scores it). Returns a
     summary (method, rank, folds, per-module relative error for svd, ...), also stored in llm_meta.json
     (``merge``)."""
-    from safetensors.torch import save_file
-
-    from lmsys_arena.io import atomic_path
-
-    if method not in METHODS:
-        raise MergeError(f"merge method {method!r}: one of {', '.join(METHODS)}")
-    if rank is not None and rank < 1:
-        raise MergeError(f"merge rank must be >= 1, got {rank}")
-    if len(fold_dirs) < 1:
-        raise MergeError("no fold folders to merge")
+    _check_merge_args(fold_dirs, method, rank)
     t0 = time.time()
     out_dir = Path(out_dir)
     folds = [_read_fold(d) for d in fold_dirs]
@@ -279,6 +296,32 @@ def merge_folds(fold_dirs: list[Path], out_dir: Path, method: str = "mean", rank
     config, weights, summary = _merge_adapter(folds, method, rank)
     head = _mean_state([f.head for f in folds])
     summary = {**summary, "folds": [str(f.dir) for f in folds], "seconds": round(time.time() - t0, 1)}
+    _write_merged(out_dir, config, weights, head, folds, summary)
+    log.info(
+        "merged %d folds (%s, rank %d%s) -> %s",
+        len(folds),
+        method,
+        summary["rank"],
+        f", max relative error {summary['max_rel_error']:.3g}" if "max_rel_error" in summary else "",
+        out_dir,
+    )
+    return summary
+
+
+def _check_merge_args(fold_dirs: list[Path], method: str, rank: int | None) -> None:
+    if method not in METHODS:
+        raise MergeError(f"merge method {method!r}: one of {', '.join(METHODS)}")
+    if rank is not None and rank < 1:
+        raise MergeError(f"merge rank must be >= 1, got {rank}")
+    if len(fold_dirs) < 1:
+        raise MergeError("no fold folders to merge")
+
+
+def _write_merged(out_dir: Path, config: dict, weights: dict, head: dict, folds: list[Fold], summary: dict) -> None:
+    """A fold folder's layout; ``train_done`` last, so a half-written folder is never taken for a model."""
+    from safetensors.torch import save_file
+
+    from lmsys_arena.io import atomic_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / DONE).unlink(missing_ok=True)
@@ -299,114 +342,3 @@ def merge_folds(fold_dirs: list[Path], out_dir: Path, method: str = "mean", rank
         },
     )
     (out_dir / DONE).write_text("ok\n")
-    log.info(
-        "merged %d folds (%s, rank %d%s) -> %s",
-        len(folds),
-        method,
-        summary["rank"],
-        f", max relative error {summary['max_rel_error']:.3g}" if "max_rel_error" in summary else "",
-        out_dir,
-    )
-    return summary
-
-
-# ---------------------------------------------------------------- export
-
-
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.index.json", "config.json")
-
-
-def _copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
-    """The backbone folder's other top-level files (tokenizer, chat template, generation config), where the
-    saved model did not write its own."""
-    import fnmatch
-
-    copied = []
-    for p in sorted(src.iterdir()):
-        if not p.is_file() or p.name.startswith(".") or (dst / p.name).exists():
-            continue
-        if any(fnmatch.fnmatch(p.name, pat) for pat in WEIGHT_PATTERNS):
-            continue
-        shutil.copy2(p, dst / p.name)
-        copied.append(p.name)
-    return copied
-
-
-def _restore_softcapping(saved: Path, original: Path) -> None:
-    """``load_backbone`` drops Gemma-2's attention soft-capping from the loaded config (sdpa); the exported
-    config.json keeps the backbone's own value so ``model.softcap`` still means the same."""
-    new, old = json.loads(saved.read_text()), json.loads(original.read_text())
-    changed = False
-    for a, b in ((new, old), (new.get("text_config"), old.get("text_config"))):
-        if isinstance(a, dict) and isinstance(b, dict) and "attn_logit_softcapping" in b:
-            if a.get("attn_logit_softcapping") != b["attn_logit_softcapping"]:
-                a["attn_logit_softcapping"] = b["attn_logit_softcapping"]
-                changed = True
-    if changed:
-        saved.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
-
-
-def export_merged(cfg: dict, model_dir: Path, out_dir: Path, dtype: str = "fp16") -> dict:
-    """``model_dir``'s adapter merged into the full-precision (fp32) backbone of ``cfg``, saved as an HF
-    folder ``out_dir/backbone/`` (safetensors in ``dtype``, the backbone's tokenizer files) +
-    ``out_dir/head.pt`` + ``out_dir/llm_meta.json`` (``merged_backbone: true``) + ``train_done``. 8-bit is
-    applied at load time (``infer.quant: 8bit``), not saved. Runs on a GPU when there is one (the fp32
-    weights must fit: 4 bytes per parameter)."""
-    from peft import PeftModel
-
-    from lmsys_arena.io import atomic_path
-    from lmsys_arena.llm.family import options
-
-    if dtype not in DTYPES:
-        raise ValueError(f"export dtype {dtype!r}: one of {', '.join(DTYPES)}")
-    t0 = time.time()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if not (model_dir / ADAPTER_DIR / ADAPTER_CONFIG).exists():
-        raise ValueError(f"{model_dir}: no {ADAPTER_DIR}/ to merge into the backbone (already exported?)")
-    if not (model_dir / HEAD_FILE).exists():
-        raise ValueError(f"{model_dir}: no {HEAD_FILE}")
-    lc = options(cfg)
-    path = resolve_backbone(lc.backbone)
-    mcfg = dataclasses.replace(lc.model, dtype="fp32", quant=None, compile=False, kernels="none")  # CPU-safe
-    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    backbone = load_backbone(path, mcfg, device)
-    backbone = PeftModel.from_pretrained(backbone, model_dir / ADAPTER_DIR, is_trainable=False).merge_and_unload()
-    backbone = backbone.to(DTYPES[dtype])
-    bad = [n for n, p in backbone.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        raise ValueError(f"merged weights overflow {dtype} ({bad[:3]}...): export in bf16 or fp32")
-    n_params = sum(p.numel() for p in backbone.parameters())
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / DONE).unlink(missing_ok=True)
-    marker = {"source_model": str(model_dir), "source_backbone": str(path), "dtype": dtype}
-    with atomic_dir(out_dir / BACKBONE_DIR) as tmp:
-        backbone.save_pretrained(tmp)
-        _restore_softcapping(tmp / "config.json", path / "config.json")
-        copied = _copy_tokenizer_files(path, tmp)
-        (tmp / MERGED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    del backbone
-    with atomic_path(out_dir / HEAD_FILE) as tmp:
-        shutil.copyfile(model_dir / HEAD_FILE, tmp)
-    meta = read_meta(model_dir) or {}
-    info = {
-        "dtype": dtype,
-        "parameters": n_params,
-        "source_model": str(model_dir),
-        "source_backbone": str(path),
-        "copied_files": copied,
-        "seconds": round(time.time() - t0, 1),
-    }
-    write_meta(
-        out_dir,
-        {
-            **{k: v for k, v in meta.items() if k != "train_seconds"},
-            "backbone": str(out_dir / BACKBONE_DIR),
-            "backbone_dir": str(out_dir / BACKBONE_DIR),
-            "merged_backbone": True,
-            "export": info,
-        },
-    )
-    (out_dir / DONE).write_text("ok\n")
-    log.info("exported %s (%.0fM parameters, %s) -> %s", model_dir, n_params / 1e6, dtype, out_dir / BACKBONE_DIR)
-    return info
