@@ -5,7 +5,8 @@
 
 Both write a derived run (:mod:`lmsys_arena.runs`): ``config.json`` with ``derived`` naming the source run, and
 one model in ``model/``, which ``infer``, ``ensemble`` (on the fold run's OOF) and ``kernels`` take like any run.
-The work is the family's (hooks ``merge_models`` and ``export_model``: :mod:`lmsys_arena.llm.merge`).
+The work is the family's (hooks ``merge_models`` and ``export_model``: :mod:`lmsys_arena.llm.merge`,
+:mod:`lmsys_arena.llm.export`).
 """
 
 from __future__ import annotations

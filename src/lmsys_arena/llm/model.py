@@ -430,7 +430,7 @@ def save_trained(
         torch.save(state, tmp)
 
 
-MERGED_MARKER = "merged_adapter.json"  # in a backbone folder with an adapter merged in (llm.merge.export_merged)
+MERGED_MARKER = "merged_adapter.json"  # in a backbone folder with an adapter merged in (llm.export.export_merged)
 
 
 def merged_backbone(fold_dir: Path) -> bool:
