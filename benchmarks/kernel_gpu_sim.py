@@ -176,7 +176,7 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
     from lmsys_arena.llm.family import _model_cfg, aux_matrix, options
     from lmsys_arena.llm.format import BattleEncoder, lengths
     from lmsys_arena.llm.infer import score_local
-    from lmsys_arena.llm.model import load_trained
+    from lmsys_arena.llm.trained import load_trained
     from lmsys_arena.runs import Run
 
     cfg, _spec = Run.named("llm").model_config()

@@ -288,9 +288,11 @@ def build_project_model(cfg, device, dtype, lora: bool, a, quant: str | None = N
     from transformers import AutoModel
 
     from lmsys_arena.llm.backbones import DTYPES, load_backbone
+    from lmsys_arena.llm.compile import compile_layers
     from lmsys_arena.llm.config import LoraOptions, ModelConfig
     from lmsys_arena.llm.fused import apply_kernels
-    from lmsys_arena.llm.model import PreferenceModel, compile_layers, for_training, lora_input_cast, make_head
+    from lmsys_arena.llm.heads import make_head
+    from lmsys_arena.llm.model import PreferenceModel, for_training, lora_input_cast
 
     cfg = stock_config(cfg)
     torch.manual_seed(0)

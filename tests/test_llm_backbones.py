@@ -18,7 +18,8 @@ from lmsys_arena.llm.backbones import load_tokenizer, tiny_tokenizer
 from lmsys_arena.llm.batching import collate
 from lmsys_arena.llm.config import FormatConfig
 from lmsys_arena.llm.format import BattleEncoder
-from lmsys_arena.llm.model import PreferenceModel, make_head
+from lmsys_arena.llm.heads import make_head
+from lmsys_arena.llm.model import PreferenceModel
 from lmsys_arena.metrics import softmax
 from lmsys_arena.runner import train_run
 from lmsys_arena.runs import PROB_COLS, RunSpec

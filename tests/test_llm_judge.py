@@ -95,7 +95,8 @@ def test_verdict_head_starts_at_the_lms_next_token_logits_and_swap_tta_is_exact(
     from lmsys_arena.llm.backbones import load_tokenizer
     from lmsys_arena.llm.family import options
     from lmsys_arena.llm.format import BattleEncoder
-    from lmsys_arena.llm.model import SoftCap, build_model
+    from lmsys_arena.llm.heads import SoftCap
+    from lmsys_arena.llm.model import build_model
 
     lc = options(load_config("tiny", VERDICT))
     path = capped_tiny(Path(data["models"]), 0.25)

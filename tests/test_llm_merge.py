@@ -17,7 +17,8 @@ from lmsys_arena.llm import export as E
 from lmsys_arena.llm import merge as M
 from lmsys_arena.llm.backbones import resolve_backbone
 from lmsys_arena.llm.family import options
-from lmsys_arena.llm.model import build_model, load_trained, save_trained, write_meta
+from lmsys_arena.llm.model import build_model
+from lmsys_arena.llm.trained import load_trained, save_trained, write_meta
 
 CPU = torch.device("cpu")
 K = 3

@@ -10,7 +10,8 @@ import torch
 
 from lmsys_arena.llm.backbones import tiny_config
 from lmsys_arena.llm.batching import collate, token_budget_batches
-from lmsys_arena.llm.model import PreferenceModel, last_token_pool, make_head
+from lmsys_arena.llm.heads import make_head
+from lmsys_arena.llm.model import PreferenceModel, last_token_pool
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_micro_batches_token_budget_and_fixed_rows():
 def test_compiled_layers_give_the_same_logits(model):
     import copy
 
-    from lmsys_arena.llm.model import compile_layers
+    from lmsys_arena.llm.compile import compile_layers
 
     model.backbone.config._attn_implementation = "sdpa"
     compiled = copy.deepcopy(model)
@@ -102,7 +103,7 @@ def test_aux_source_bias_keeps_competition_priors():
     source bias the competition rows' tie probability goes to ~0 instead of the pooled ~50%."""
     import torch.nn.functional as F
 
-    from lmsys_arena.llm.model import AuxHead
+    from lmsys_arena.llm.heads import AuxHead
 
     torch.manual_seed(0)
     n = 400
@@ -126,7 +127,7 @@ def test_aux_source_bias_keeps_competition_priors():
 def test_aux_source_prior_starts_at_the_log_ratio_of_tie_rates():
     import numpy as np
 
-    from lmsys_arena.llm.model import AuxHead
+    from lmsys_arena.llm.heads import AuxHead
 
     aux = AuxHead(2, hidden=4, source_bias=True)
     y = np.array([0] * 45 + [1] * 52 + [2] * 3 + [0] * 40 + [1] * 38 + [2] * 22)  # 3% vs 22% ties
@@ -146,7 +147,7 @@ def test_aux_source_input_lets_the_feature_rule_differ_by_source():
     (with the bias alone one source stays near chance); with ``is_extra`` as an MLP input both are learnt."""
     import torch.nn.functional as F
 
-    from lmsys_arena.llm.model import AuxHead
+    from lmsys_arena.llm.heads import AuxHead
 
     torch.manual_seed(0)
     n = 400
@@ -176,7 +177,7 @@ def test_text_logits_for_text_loss_are_the_head_alone(model):
     trains the backbone side only, never the aux head."""
     import torch.nn.functional as F
 
-    from lmsys_arena.llm.model import AuxHead
+    from lmsys_arena.llm.heads import AuxHead
 
     torch.manual_seed(0)
     aux = AuxHead(3, hidden=8, source_bias=True, source_input=True)
@@ -220,7 +221,7 @@ def test_compile_mode_per_device_and_phase():
     of a cudagraphs-trained model compiles plainly (a resumed fold reloads through the same path)."""
     import torch
 
-    from lmsys_arena.llm.model import compile_mode
+    from lmsys_arena.llm.compile import compile_mode
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert compile_mode(False, gpu, training=True) is None

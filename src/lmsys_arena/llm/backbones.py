@@ -17,7 +17,7 @@
 Part packages and their assembly are :mod:`lmsys_arena.llm.gguf_parts`.
 
 Nothing is ever downloaded. The model is the backbone's decoder (``AutoModel``, no LM head); the head,
-LoRA and compilation are :mod:`lmsys_arena.llm.model`.
+LoRA is :mod:`lmsys_arena.llm.model`, compilation :mod:`lmsys_arena.llm.compile`.
 
 Adding a backbone
 -----------------

@@ -68,7 +68,7 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 
 def aux_tensor(aux: np.ndarray | None, idx, device) -> torch.Tensor | None:
-    """The side-input rows ``idx`` of ``aux`` (see model.AuxHead) as a float32 tensor, or None."""
+    """The side-input rows ``idx`` of ``aux`` (see heads.AuxHead) as a float32 tensor, or None."""
     return None if aux is None else to_device(np.asarray(aux[idx], dtype=np.float32), device)
 
 

@@ -2,8 +2,8 @@
 
 Export (``make export RUN=...``): the single model's adapter merged into the full-precision backbone
 (fp32; never a quantised one), saved as an HF folder ``backbone/`` in ``dtype`` with the backbone's
-tokenizer files and a marker file (:data:`model.MERGED_MARKER`), beside ``head.pt`` and ``llm_meta.json``
-(``merged_backbone: true``). :func:`model.load_trained` loads it without peft; 8-bit weights are made at
+tokenizer files and a marker file (:data:`trained.MERGED_MARKER`), beside ``head.pt`` and ``llm_meta.json``
+(``merged_backbone: true``). :func:`trained.load_trained` loads it without peft; 8-bit weights are made at
 load time from these (``infer.quant: 8bit``), not saved.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from lmsys_arena.llm.backbones import DTYPES, atomic_dir, load_backbone, resolve_backbone
 from lmsys_arena.llm.merge import ADAPTER_CONFIG, DONE
-from lmsys_arena.llm.model import ADAPTER_DIR, HEAD_FILE, MERGED_MARKER, read_meta, write_meta
+from lmsys_arena.llm.trained import ADAPTER_DIR, HEAD_FILE, MERGED_MARKER, read_meta, write_meta
 
 log = logging.getLogger("lmsys_arena.llm.merge")  # the name its log lines had before the split
 

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from lmsys_arena.llm.model import decoder_layers
+from lmsys_arena.llm.compile import decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def shard_fsdp(model) -> None:
     """FSDP2 (``fully_shard``): each decoder layer's weights, then the rest, sharded over the ranks;
     a layer's weights are all-gathered just for its forward/backward.
 
-    Layers compiled by ``model.compile_layers`` (in place: their hooks inside the graph) are compiled
+    Layers compiled by ``compile.compile_layers`` (in place: their hooks inside the graph) are compiled
     again around their ``forward`` alone, so FSDP's all-gather / reshard hooks run eagerly around the
     compiled code (as torchtitan compiles each block before ``fully_shard``). No CUDA graphs under
     FSDP: the gathered weights' memory is freed and reallocated on every pass."""

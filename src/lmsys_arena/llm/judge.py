@@ -35,17 +35,13 @@ from torch import nn
 
 from lmsys_arena import dist
 from lmsys_arena.llm.backbones import DTYPES, load_backbone, load_tokenizer
+from lmsys_arena.llm.compile import compile_layers, compile_mode
 from lmsys_arena.llm.config import ModelConfig
 from lmsys_arena.llm.format import VERDICT_TOKENS, BattleEncoder, verdict_token_ids
+from lmsys_arena.llm.heads import head_softcap, output_embedding
 from lmsys_arena.llm.infer import score_ddp, score_local, score_multi_gpu
-from lmsys_arena.llm.model import (
-    PreferenceModel,
-    compile_layers,
-    compile_mode,
-    head_softcap,
-    output_embedding,
-    write_meta,
-)
+from lmsys_arena.llm.model import PreferenceModel
+from lmsys_arena.llm.trained import write_meta
 
 log = logging.getLogger(__name__)
 

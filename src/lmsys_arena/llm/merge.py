@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from lmsys_arena.llm.backbones import atomic_dir
-from lmsys_arena.llm.model import ADAPTER_DIR, HEAD_FILE, read_meta, write_meta
+from lmsys_arena.llm.trained import ADAPTER_DIR, HEAD_FILE, read_meta, write_meta
 
 log = logging.getLogger(__name__)
 

@@ -205,7 +205,7 @@ class Trainer:
         self.ema = {n: p.detach().float().clone() for n, p in self.params.items()} if cfg.ema else None
         self.aux = None  # (A|B rows, B|A rows) of side inputs, set by fit
         self.targets: Targets | None = None  # soft targets, weights, teacher predictions, set by fit
-        self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by model.compile_layers
+        self.cudagraphs = bool(getattr(model, "cudagraphs", False))  # set by compile.compile_layers
         if self.cudagraphs:
             check_one_pass_per_step(cfg, self.world)
         self.curves = Curves()  # train.report_to: the fold's curves writer (the family sets it on rank 0)
@@ -230,7 +230,7 @@ class Trainer:
         targets: Targets | None = None,
     ):
         """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order);
-        ``aux``: the side-input rows of both orders (model.AuxHead), or None; ``targets``: soft targets, row
+        ``aux``: the side-input rows of both orders (heads.AuxHead), or None; ``targets``: soft targets, row
         weights and teacher predictions (of the A|B order; :func:`fit_targets`), or None (the labels alone)."""
         self.aux = aux
         self.targets = targets

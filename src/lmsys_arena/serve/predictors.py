@@ -99,7 +99,7 @@ class LLMPredictor:
     def __init__(self, run: Run, cfg: dict):
         from lmsys_arena.llm import family as lf
         from lmsys_arena.llm.backbones import DTYPES
-        from lmsys_arena.llm.model import load_trained, read_meta
+        from lmsys_arena.llm.trained import load_trained, read_meta
 
         self.lf = lf
         lc, _rank, _world, self.device, path, self.enc, self.mcfg = lf._setup(cfg, for_infer=True)
