@@ -6,7 +6,7 @@ than this, its text path adds nothing on these rows (docs/results.md, "The aux h
 
 Same train/valid rows as ``make train`` (folds file, extra rows minus those sharing a validation prompt),
 random A/B swaps per row per epoch (``train.swap: random``), AdamW at ``train.head_lr`` with the config's
-warmup + schedule (``llm.train.lr_lambda``), ``train.batch_size`` rows per step, swap-TTA on the validation rows.
+warmup + schedule (``llm.optim.lr_lambda``), ``train.batch_size`` rows per step, swap-TTA on the validation rows.
 Prints the fold log loss with and without TTA, and the order consistency (``metrics.order_consistency``).
 """
 
@@ -24,7 +24,7 @@ from lmsys_arena.data import load_extra, prompt_key
 from lmsys_arena.folds import read_folds
 from lmsys_arena.llm.family import aux_matrix, options
 from lmsys_arena.llm.heads import make_aux
-from lmsys_arena.llm.train import lr_lambda
+from lmsys_arena.llm.optim import lr_lambda
 from lmsys_arena.metrics import log_loss, order_consistency, softmax
 from lmsys_arena.runner import fold_split
 from lmsys_arena.runs import RunSpec

@@ -37,7 +37,8 @@ from lmsys_arena.llm.infer import score_ddp, score_local, score_multi_gpu
 # the family protocol's kernel hooks (families.Family): backbone source, bundling, the kernel's config
 from lmsys_arena.llm.kaggle import bundle_assets, kernel_assets, prepare_for_kernel  # noqa: F401
 from lmsys_arena.llm.model import build_model, describe
-from lmsys_arena.llm.train import CKPT, Trainer, fit_targets
+from lmsys_arena.llm.targets import fit_targets
+from lmsys_arena.llm.train import CKPT, Trainer
 from lmsys_arena.llm.trained import load_trained, read_meta, save_trained, write_meta
 from lmsys_arena.schema import build
 from lmsys_arena.swap import combine_tta
