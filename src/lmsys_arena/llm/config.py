@@ -244,7 +244,9 @@ class LLMConfig(RunOptions):
         "(needs format.template: judge; `make judge`, llm/judge.py); lora, head, aux and train are unused",
     )
     format: FormatConfig = option(factory=FormatConfig, help="battle -> tokens (llm/format.py)")
-    model: ModelConfig = option(factory=ModelConfig, help="backbone precision, compile, LoRA, heads (llm/model.py)")
+    model: ModelConfig = option(
+        factory=ModelConfig, help="backbone precision, compile, LoRA, heads (llm/model.py, heads.py, compile.py)"
+    )
     train: TrainConfig = option(factory=TrainConfig, help="the training loop (llm/train.py)")
     infer: InferConfig = option(factory=InferConfig, help="scoring (llm/infer.py)")
 
