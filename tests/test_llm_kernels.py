@@ -86,7 +86,21 @@ def test_liger_on_cpu_stops_a_tiny_training_run_with_one_error_line(llm_env, wor
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert e.value.code == 3 and len(errors) == 1, errors  # a config error (EXIT_BAD_INPUT), one line
     assert "ConfigError: model.kernels: liger needs a CUDA GPU" in errors[0]
-    assert not (Path("runs") / "kern" / "fold0" / "adapter").exists()  # nothing trained
+    assert not (Path("runs") / "kern").exists()  # refused before the run folder is written
+
+
+def test_8bit_weights_on_cpu_are_refused_before_the_run_folder(llm_env, workdir, caplog):
+    import shutil
+
+    from lmsys_arena.cli import main
+
+    (workdir / "folds").mkdir()
+    shutil.copy(llm_env.folds_file, workdir / "folds" / "small.csv")
+    argv = ["train", "--data", llm_env.data, "--model", "tiny", "--run", "q8", "--only-folds", "0"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--set", "model.quant=8bit"])
+    assert e.value.code != 0 and "model.quant=8bit needs a CUDA GPU" in caplog.text
+    assert not (Path("runs") / "q8").exists()
 
 
 @pytest.fixture

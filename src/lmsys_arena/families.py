@@ -39,6 +39,10 @@ class Family(Protocol):
     def refit_config(self, cfg: dict, fold_dirs: list[Path]) -> dict:
         """Optional: the config of a full-data refit from the fold models (a GBDT: their mean best round)."""
 
+    def preflight(self, cfg: dict) -> None:
+        """Optional: refuse, before the run folder is written, what this machine cannot train (an LLM's GPU-only
+        options on a CPU, ...)."""
+
     def golden_features(self, cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
         """Optional: what the model sees of ``df``, compared inside a kernel (:mod:`lmsys_arena.golden`)."""
 

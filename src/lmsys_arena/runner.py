@@ -50,6 +50,7 @@ def train_run(
     run = Run(run_dir)
     fam = families.of(cfg).load()  # a missing extra (torch for llm) fails before anything is written
     dist.init()  # under torchrun: the process group, so that the ranks wait for rank 0 to prepare the run
+    _preflight(fam, cfg)
     inputs = _read_inputs(spec)  # bad data or folds fail before the run folder is touched
     n_folds = int(inputs[1].max()) + 1
     bad = [f for f in only_folds or [] if f < 0 or f >= n_folds]
@@ -59,6 +60,14 @@ def train_run(
         run.prepare(run_config(cfg, spec), fresh, spec)
         with run.logging_to_file():
             return _train_folds(cfg, fam, run, spec, inputs, only_folds, on_fold_end)
+
+
+def _preflight(fam, cfg: dict) -> None:
+    """The family's refusals of what this machine cannot train (a GPU-only option on a CPU, ...), before the run
+    folder is written."""
+    hook = getattr(fam, "preflight", None)
+    if hook:
+        hook(cfg)
 
 
 def _read_inputs(spec: RunSpec):
@@ -153,6 +162,7 @@ def refit_run(cfg: dict, run_dir: str | Path, spec: RunSpec, source_dir: str | P
     info = families.of(cfg)
     fam = info.load()
     dist.init()
+    _preflight(fam, cfg)
     inputs = _read_inputs(spec)
     want = run_config(cfg, spec)
     if not source.exists():

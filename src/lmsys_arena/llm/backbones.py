@@ -199,13 +199,18 @@ def hidden_size_of(model: nn.Module) -> int:
     return (getattr(cfg, "text_config", None) or cfg).hidden_size
 
 
+def check_quant(mcfg: ModelConfig, device: torch.device) -> None:
+    """Refuse bitsandbytes weights (``model.quant``) where they cannot load: no CUDA device."""
+    if mcfg.quant and device.type != "cuda":
+        raise ValueError(f"model.quant={mcfg.quant} needs a CUDA GPU (bitsandbytes)")
+
+
 def _load_kwargs(mcfg: ModelConfig, device: torch.device) -> dict:
     kw = {"dtype": DTYPES[mcfg.dtype], "attn_implementation": mcfg.attn}
     if mcfg.quant:
         from transformers import BitsAndBytesConfig
 
-        if device.type != "cuda":
-            raise ValueError(f"model.quant={mcfg.quant} needs a CUDA GPU (bitsandbytes)")
+        check_quant(mcfg, device)
         if mcfg.quant == "4bit":
             q = BitsAndBytesConfig(
                 load_in_4bit=True,

@@ -27,18 +27,19 @@ import pandas as pd
 import torch
 
 from lmsys_arena import curves, dist
-from lmsys_arena.llm.backbones import DTYPES, load_tokenizer, resolve_backbone
+from lmsys_arena.llm.backbones import DTYPES, check_quant, load_tokenizer, resolve_backbone
 from lmsys_arena.llm.compile import compile_layers, compile_mode
 from lmsys_arena.llm.config import LLMConfig, ModelConfig
 from lmsys_arena.llm.format import BattleEncoder, lengths
 from lmsys_arena.llm.fsdp import full_state
+from lmsys_arena.llm.fused import check_kernels
 from lmsys_arena.llm.infer import score_ddp, score_local, score_multi_gpu
 
 # the family protocol's kernel hooks (families.Family): backbone source, bundling, the kernel's config
 from lmsys_arena.llm.kaggle import bundle_assets, kernel_assets, prepare_for_kernel  # noqa: F401
 from lmsys_arena.llm.model import build_model, describe
 from lmsys_arena.llm.targets import fit_targets
-from lmsys_arena.llm.train import CKPT, Trainer
+from lmsys_arena.llm.train import CKPT, Trainer, check_one_pass_per_step
 from lmsys_arena.llm.trained import load_trained, read_meta, save_trained, write_meta
 from lmsys_arena.schema import build
 from lmsys_arena.swap import combine_tta
@@ -59,6 +60,19 @@ def _backbone(lc: LLMConfig, rank: int) -> Path:
     if rank != 0:
         path = resolve_backbone(lc.backbone)
     return path
+
+
+def preflight(cfg: dict) -> None:
+    """What fold 0 would refuse when it builds its model, refused before the run folder is written: liger kernels,
+    bitsandbytes weights or CUDA-graph training with several passes a step where they cannot run."""
+    lc = options(cfg)
+    _, world, local = dist.init()
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    mcfg = _model_cfg(lc, device, for_infer=False)
+    check_kernels(mcfg.kernels, device)
+    check_quant(mcfg, device)
+    if not lc.zero_shot and compile_mode(mcfg.compile, device, training=True) == "cudagraphs":
+        check_one_pass_per_step(lc.train, world)
 
 
 def _setup(cfg: dict, for_infer: bool):

@@ -33,6 +33,21 @@ def _kernels_error(reason: str) -> ConfigError:
     return ConfigError(f"model.kernels: liger {reason}; set model.kernels: none")
 
 
+def check_kernels(kernels: str, device: torch.device) -> None:
+    """Refuse ``model.kernels`` where it cannot run, before any model is loaded: an unknown value, no CUDA device,
+    Triton or liger-kernel not installed (the model type is checked when the model is patched)."""
+    if kernels == "none":
+        return
+    if kernels != "liger":
+        raise ConfigError(f"model.kernels: unknown value {kernels!r} (valid: none, liger)")
+    if device.type != "cuda":
+        raise _kernels_error(f"needs a CUDA GPU (Triton kernels); this process runs on {device.type}")
+    if not _have("triton"):
+        raise _kernels_error("needs Triton, which is not installed (it comes with CUDA builds of torch)")
+    if not _have("liger_kernel"):
+        raise _kernels_error("needs liger-kernel, which is not installed: pip install 'lmsys-arena[kernels]'")
+
+
 def apply_kernels(model: nn.Module, kernels: str, device: torch.device) -> nn.Module:
     """The loaded decoder ``model`` with ``model.kernels`` applied, in place, before LoRA wraps it.
 
@@ -47,14 +62,7 @@ def apply_kernels(model: nn.Module, kernels: str, device: torch.device) -> nn.Mo
     CUDA device, Triton or liger-kernel not installed (or not importable), a model type liger has no patch for."""
     if kernels == "none":
         return model
-    if kernels != "liger":
-        raise ConfigError(f"model.kernels: unknown value {kernels!r} (valid: none, liger)")
-    if device.type != "cuda":
-        raise _kernels_error(f"needs a CUDA GPU (Triton kernels); this process runs on {device.type}")
-    if not _have("triton"):
-        raise _kernels_error("needs Triton, which is not installed (it comes with CUDA builds of torch)")
-    if not _have("liger_kernel"):
-        raise _kernels_error("needs liger-kernel, which is not installed: pip install 'lmsys-arena[kernels]'")
+    check_kernels(kernels, device)
     try:
         from liger_kernel.transformers import monkey_patch
     except ImportError as e:
