@@ -229,8 +229,8 @@ IMAGES: dict[str, KaggleImage] = {
         provided=_ORIGINAL,
         source="Kaggle/docker-python, spring 2024: kaggle_requirements.txt pins, torch 2.1.2 build; medium confidence",
         notes=(
-            "torch 2.1.2: below lmsys-arena[llm]'s torch>=2.4, so LLM runs cannot use this image "
-            "(torch is never shipped); GBDT-only kernels can",
+            "torch 2.1.2: below lmsys-arena[llm]'s torch>=2.4 (and transformers>=4.56 does not import on it), so "
+            "LLM runs cannot use this image (torch is never shipped); GBDT-only kernels can",
         ),
     ),
 }
