@@ -22,9 +22,10 @@ import torch
 from lmsys_arena.config import load_config, parse_assignments
 from lmsys_arena.data import load_extra, prompt_key
 from lmsys_arena.folds import read_folds
-from lmsys_arena.llm.family import aux_matrix, options
+from lmsys_arena.llm.family import options
 from lmsys_arena.llm.heads import make_aux
 from lmsys_arena.llm.optim import lr_lambda
+from lmsys_arena.llm.side_inputs import aux_matrix
 from lmsys_arena.metrics import log_loss, order_consistency, softmax
 from lmsys_arena.runner import fold_split
 from lmsys_arena.runs import RunSpec

@@ -173,9 +173,10 @@ def measure_mfu(comp: Path, backbone: Path, peak: float) -> dict:
     from lmsys_arena.config import apply_overrides
     from lmsys_arena.data import Competition
     from lmsys_arena.llm.backbones import DTYPES, load_tokenizer
-    from lmsys_arena.llm.family import _model_cfg, aux_matrix, options
+    from lmsys_arena.llm.family import _model_cfg, options
     from lmsys_arena.llm.format import BattleEncoder, lengths
     from lmsys_arena.llm.infer import score_local
+    from lmsys_arena.llm.side_inputs import aux_matrix
     from lmsys_arena.llm.trained import load_trained
     from lmsys_arena.runs import Run
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lmsys_arena.config import load_config
 from lmsys_arena.data import SOFT_COLS, WEIGHT_COL, DataError, load_battles, load_pseudo, prompt_key
 from lmsys_arena.llm.losses import distill_loss, target_loss
-from lmsys_arena.llm.targets import Targets, sequence_targets
+from lmsys_arena.llm.training_targets import Targets, sequence_targets
 from lmsys_arena.runs import PROB_COLS, RunSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "input" / "sample"

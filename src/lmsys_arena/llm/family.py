@@ -38,9 +38,10 @@ from lmsys_arena.llm.infer import score_ddp, score_local, score_multi_gpu
 # the family protocol's kernel hooks (families.Family): backbone source, bundling, the kernel's config
 from lmsys_arena.llm.kaggle import bundle_assets, kernel_assets, prepare_for_kernel  # noqa: F401
 from lmsys_arena.llm.model import build_model, describe
-from lmsys_arena.llm.targets import fit_targets
+from lmsys_arena.llm.side_inputs import aux_matrix
 from lmsys_arena.llm.train import CKPT, Trainer, check_one_pass_per_step
 from lmsys_arena.llm.trained import load_trained, read_meta, save_trained, write_meta
+from lmsys_arena.llm.training_targets import fit_targets
 from lmsys_arena.schema import build
 from lmsys_arena.swap import combine_tta
 
@@ -67,7 +68,7 @@ def preflight(cfg: dict) -> None:
     bitsandbytes weights or CUDA-graph training with several passes a step where they cannot run."""
     lc = options(cfg)
     _, world, local = dist.init()
-    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    device = _device(local)
     mcfg = _model_cfg(lc, device, for_infer=False)
     check_kernels(mcfg.kernels, device)
     check_quant(mcfg, device)
@@ -75,11 +76,16 @@ def preflight(cfg: dict) -> None:
         check_one_pass_per_step(lc.train, world)
 
 
+def _device(local: int) -> torch.device:
+    """This process's GPU (its local rank's), else the CPU."""
+    return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _setup(cfg: dict, for_infer: bool):
     """This process's (options, rank, world size, device, backbone folder, encoder, model options)."""
     lc = options(cfg)
     rank, world, local = dist.init()
-    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    device = _device(local)
     path = _backbone(lc, rank)
     enc = BattleEncoder(load_tokenizer(path), lc.format)
     return lc, rank, world, device, path, enc, _model_cfg(lc, device, for_infer)
@@ -98,32 +104,6 @@ def _model_cfg(lc: LLMConfig, device: torch.device, for_infer: bool) -> ModelCon
         log.info("CPU: running in fp32 instead of %s", dtype)
         d["dtype"] = "fp32"
     return dataclasses.replace(lc.model, **d)
-
-
-# ---------------------------------------------------------------- side inputs (model.aux)
-
-
-def aux_matrix(mcfg: ModelConfig, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """Side-input rows of both orders ``(A|B, B|A)``, each ``(n, n_features + 1)`` float32:
-    ``sign(x) log1p(|x|)`` of the selected battle features, then ``is_extra``; None without an aux head.
-    The B|A rows come from :func:`features.swap_features`, so swap-TTA stays exactly symmetric."""
-    if not mcfg.uses_aux:
-        return None
-    names = mcfg.aux_features
-    extra = (df["source"].to_numpy() == "extra") if "source" in df.columns else np.zeros(len(df), dtype=bool)
-    if names:
-        from lmsys_arena.features import build_features
-        from lmsys_arena.swap import swap_features
-
-        X = build_features(df)
-        sides = [X[names], swap_features(X)[names]]
-    else:
-        sides = [pd.DataFrame(index=df.index)] * 2
-    out = []
-    for F in sides:
-        F = F.to_numpy(np.float64)
-        out.append(np.column_stack([np.sign(F) * np.log1p(np.abs(F)), extra]).astype(np.float32))
-    return out[0], out[1]
 
 
 def _encode(enc: BattleEncoder, df: pd.DataFrame, what: str, both: bool = True):

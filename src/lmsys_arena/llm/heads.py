@@ -126,7 +126,7 @@ def init_verdict(head: nn.Sequential, rows: torch.Tensor) -> None:
 class AuxHead(nn.Module):
     """Side inputs added to the text head's logits (a product of experts, in fp32).
 
-    Its input row is ``[battle features (n_features), is_extra]`` (``llm.family.aux_matrix``):
+    Its input row is ``[battle features (n_features), is_extra]`` (``llm.side_inputs.aux_matrix``):
 
     * features: ``sign(x) * log1p(|x|)`` of hand-built battle features (lengths, markdown, refusals,
       ... from :mod:`lmsys_arena.features`), standardised with the fold's training statistics

@@ -1,6 +1,6 @@
 """The LoRA training loop: plain PyTorch (+ DistributedDataParallel, or FSDP2 via :mod:`llm.fsdp`, under
 torchrun), resumable. The batch plan is :mod:`llm.batching`, the optimizer, schedule and EMA
-:mod:`llm.optim`, the targets :mod:`llm.targets` and the losses :mod:`llm.losses`.
+:mod:`llm.optim`, the targets :mod:`llm.training_targets` and the losses :mod:`llm.losses`.
 
 * Global batch = ``batch_size`` rows per optimizer step, whatever the number of GPUs: each rank
   takes ``batch_size / world`` rows of it, in micro-batches of ``micro_batch`` rows with gradient
@@ -13,7 +13,7 @@ torchrun), resumable. The batch plan is :mod:`llm.batching`, the optimizer, sche
   bf16/fp16 autocast (fp16 with a GradScaler), optional R-Drop and an EMA of the trainable weights.
 * ``fold_dir/ckpt.pt`` (trainable weights, optimizer, scheduler, RNG, EMA) is written every
   ``checkpoint_every`` steps; a re-run resumes from it and reproduces the uninterrupted run.
-* Targets (:func:`lmsys_arena.llm.targets.fit_targets`): a row's label, or its soft targets, times its loss
+* Targets (:func:`lmsys_arena.llm.training_targets.fit_targets`): a row's label, or its soft targets, times its loss
   weight, plus with ``train.distill`` a KL term towards a teacher run's log-probabilities.
 * ``train.report_to``: every ``log_every`` steps the log line's loss, the learning rates and tokens/s also go
   to ``Trainer.curves`` (:class:`lmsys_arena.curves.Curves`, set by the family on rank 0).
@@ -40,7 +40,7 @@ from lmsys_arena.llm.format import lengths as seq_lengths
 from lmsys_arena.llm.fsdp import full_optimizer_state, full_state, load_full_state, shard_fsdp
 from lmsys_arena.llm.losses import distill_loss, symmetric_kl, target_loss
 from lmsys_arena.llm.optim import Ema, make_optimizer, make_scheduler
-from lmsys_arena.llm.targets import Targets, sequence_targets
+from lmsys_arena.llm.training_targets import Targets, sequence_targets
 
 log = logging.getLogger(__name__)
 CKPT = "ckpt.pt"
@@ -64,7 +64,7 @@ def check_one_pass_per_step(cfg: TrainConfig, world: int) -> None:
 
 class MicroBatch(NamedTuple):
     """One micro-batch on the device: padded token ids and mask, side inputs (or None), int labels, and the
-    float targets of :func:`lmsys_arena.llm.targets.sequence_targets` (each None when unused)."""
+    float targets of :func:`lmsys_arena.llm.training_targets.sequence_targets` (each None when unused)."""
 
     ids: torch.Tensor
     mask: torch.Tensor
@@ -135,8 +135,8 @@ class Trainer:
     ):
         """Train on sequences ``fwd`` (A|B) / ``rev`` (B|A) with labels 0/1/2 (of the A|B order);
         ``aux``: the side-input rows of both orders (heads.AuxHead), or None; ``targets``: soft targets, row
-        weights and teacher predictions (of the A|B order; :func:`lmsys_arena.llm.targets.fit_targets`), or None
-        (the labels alone)."""
+        weights and teacher predictions (of the A|B order; :func:`lmsys_arena.llm.training_targets.fit_targets`),
+        or None (the labels alone)."""
         self.aux = aux
         self.targets = targets
         from tqdm.auto import tqdm
