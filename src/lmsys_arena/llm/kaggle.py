@@ -43,20 +43,18 @@ def backbone_model_type(backbone: str) -> str | None:
     """The backbone's ``model_type``: from its config.json when it is a local HF folder (or one converted and
     cached here), else from its name (``gemma3`` / ``gemma-3`` / ``gemma2`` ...); None when unknown."""
     import json
-    import os
 
-    models = Path(os.environ.get("LMSYS_MODELS_DIR", "models"))
+    from lmsys_arena.llm.gguf_parts import converted_dir, models_dir, parse_parts_spec
+
     folder = Path(backbone).expanduser()
     if backbone.endswith(".gguf"):  # its converted copy (llm.backbones.convert_gguf), if made here
-        folder = models / f"{folder.stem}-hf"
+        folder = converted_dir(folder.stem)
     if backbone.startswith("pypi:"):  # a part set: its conversion, else the assembled GGUF's sidecar
-        from lmsys_arena.llm.gguf_parts import parse_parts_spec
-
         with contextlib.suppress(ValueError):
             parts = parse_parts_spec(backbone[5:])
             if parts is not None:
-                folder = models / f"{parts[1]}-hf"
-                sidecar = models / f"{parts[1]}.gguf.json"
+                folder = converted_dir(parts[1])
+                sidecar = models_dir() / f"{parts[1]}.gguf.json"
                 if not (folder / "config.json").exists() and sidecar.exists():
                     with contextlib.suppress(ValueError, OSError):
                         return json.loads(sidecar.read_text()).get("architecture")
