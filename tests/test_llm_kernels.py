@@ -6,6 +6,7 @@ and T4 inference path run on a CPU at a tiny shape.
     .venv/bin/python -m pytest tests/test_llm_kernels.py
 """
 
+import argparse
 import importlib.util
 import sys
 import types
@@ -234,6 +235,21 @@ def test_benchmark_times_the_hf_trainer_baseline_beside_the_project_loop(llm_spe
     assert res["train_speedup_vs_trainer"] == pytest.approx(tr["tokens_s"] / hf["tokens_s"])
     summary = capsys.readouterr().out.splitlines()[-1]
     assert summary.startswith("SUMMARY") and "| trainer " in summary and " tok/s mfu " in summary
+
+
+def test_hf_trainer_baseline_halves_its_pass_until_it_fits(llm_speed, monkeypatch):
+    tried = []
+
+    def fake(cfg, seqs, labels, device, dtype, a, max_len, tmp, micro=0):
+        tried.append(micro)
+        if micro > 4:  # stock HF modules keep more activations than the project's loop
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return {"micro_batch": micro, "grad_accum": a.train_batch // micro}
+
+    monkeypatch.setattr(llm_speed, "bench_hf_trainer", fake)
+    a = argparse.Namespace(trainer_micro_batch=0, micro_batch=32, micro_tokens=32768, train_batch=24)
+    hf = llm_speed.bench_hf_trainer_fitting(None, [], [], torch.device("cpu"), torch.float32, a, 2048)
+    assert tried == [12, 6, 3] and hf == {"micro_batch": 3, "grad_accum": 8, "oom_rows_per_pass": [12, 6]}
 
 
 def test_benchmark_t4_path_is_a_separate_row(llm_speed):
