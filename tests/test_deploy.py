@@ -164,10 +164,16 @@ def test_a_kernel_names_its_image_and_ships_that_images_wheels(xgb_run, workdir)
     assert (
         latest["docker_image_pinning_type"] == "latest" and "me/lmsys-arena-wheels-latest" in latest["dataset_sources"]
     )
-    # torch is never shipped: an LLM run cannot target an image whose torch misses the package's requirement
-    with pytest.raises(KernelError, match=r"torch>=2.4.*original image has torch 2.1.2"):
+    # an LLM run cannot target an image whose own torch misses the package's requirement; the same image with
+    # its torch shipped (original-torch) takes it
+    with pytest.raises(KernelError, match=r"torch>=2.6.*original image has torch 2.1.2.*--image original-torch"):
         _check_image_runs(get_image("original"), {"g": {"family": "llm"}})
     _check_image_runs(get_image("latest"), {"g": {"family": "llm"}})
+    _check_image_runs(get_image("original-torch"), {"g": {"family": "llm"}})
+    swapped = build_kernel("x-full", "x-orig-torch", KernelOptions(user="me", image="original-torch"))
+    meta = json.loads((swapped / "kernel-metadata.json").read_text())
+    assert meta["docker_image_pinning_type"] == "original"
+    assert "me/lmsys-arena-wheels-original-torch" in meta["dataset_sources"]
 
 
 def test_the_kernel_installs_from_the_code_and_its_images_wheels_datasets(tmp_path):

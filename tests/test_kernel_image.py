@@ -32,6 +32,10 @@ def test_image_table():
     assert latest.has("nvidia-cublas-cu12") and not original.has("nvidia-cublas-cu12")
     assert latest.satisfies("numpy", ">=1.26") and not original.satisfies("torch", ">=2.4")
     assert wheels_slug("latest") == "lmsys-arena-wheels-latest" == latest.wheels_slug
+    # the original image with its torch replaced: same Python and pinning, torch shipped (not the image's)
+    swapped = IMAGES["original-torch"]
+    assert (swapped.python, swapped.pinning) == ("3.10", "original") and swapped.version_of("torch") is None
+    assert swapped.torch == ("torch==2.6.0", "torchvision==0.21.0") and not latest.torch and not original.torch
 
 
 def test_image_choice(monkeypatch):
@@ -51,7 +55,12 @@ def test_requirements_exclude_what_the_image_provides(name):
     full = wheels.kernel_requirements(name)
     assert sorted(wheels._req_name(r) for r in ship + from_image) == sorted(wheels._req_name(r) for r in full)
     ship_names = {wheels._req_name(r) for r in ship}
-    assert "torch" not in ship_names | {wheels._req_name(r) for r in from_image}  # never shipped, never listed
+    if img.torch:  # shipped in place of the image's: exactly the image's pins, and nothing else is asked of it
+        assert set(img.torch) <= set(ship) and wheels.framework_requirements(name) == []
+        assert not wheels.never_shipped("torch", img) and not wheels.never_shipped("nvidia-cudnn-cu12", img)
+    else:
+        assert "torch" not in ship_names | {wheels._req_name(r) for r in from_image}  # never shipped, never listed
+        assert wheels.never_shipped("torch", img) and wheels.framework_requirements(name)
     assert "bitsandbytes" in ship_names and "gguf" in ship_names  # in no image
     for r in from_image:
         assert img.satisfies(wheels._req_name(r), wheels._spec(r)), r
@@ -62,7 +71,7 @@ def test_requirements_exclude_what_the_image_provides(name):
         assert "transformers" not in ship_names and "numpy" not in ship_names
     else:  # no nvidia-* wheels in the 2024 image: xgboost ships as xgboost-cpu (no NCCL wheel needed)
         assert any(r.startswith("xgboost-cpu==") for r in ship)
-    assert wheels.framework_requirements(name) == ["torch>=2.4"]
+    assert wheels.framework_requirements(name) == ([] if img.torch else ["torch>=2.6"])
 
 
 def test_pinned_gbdt_ships_only_when_the_image_version_differs():
@@ -210,3 +219,10 @@ def test_submit_needs_a_version(tmp_path, monkeypatch):
     push.submit("k", out=tmp_path, message="m")
     assert calls == [("competitions", "submit", "lmsys-chatbot-arena", "-k", "testuser/lmsys-arena-k", "-v", "7",
                       "-f", "submission.csv", "-m", "m")]  # fmt: skip
+
+
+def test_a_shipped_torch_must_meet_the_packages_floor(monkeypatch):
+    old = replace(IMAGES["original-torch"], name="old-torch", torch=("torch==2.1.2",))
+    monkeypatch.setitem(IMAGES, "old-torch", old)
+    with pytest.raises(KernelError, match=r"old-torch image ships torch==2.1.2, which misses torch>=2.6"):
+        wheels.kernel_requirements("old-torch")

@@ -19,7 +19,14 @@ Where the package lists come from:
   torch of Kaggle's build config before its "TF 2.16 with Torch 2.4.0" update (merged 2024-08-16), and for
   the unpinned rest the releases current in spring 2024. Only distributions we are fairly sure the image had
   are listed: anything left out is shipped, which costs space but not correctness. Its torch was not a PyPI
-  wheel, so no ``nvidia-*`` wheels are assumed.
+  wheel, so no ``nvidia-*`` wheels are assumed. Its torch misses lmsys-arena[llm]'s floor, so LLM kernels
+  cannot run on it as it is:
+- ``original-torch``: the same image, its torch replaced: the wheels dataset ships PyPI's torch 2.6.0 (the
+  oldest torch the kernel's transformers 5 runs on: it disables PyTorch below 2.6; CUDA 12.4 wheels) with its
+  ``nvidia-*`` CUDA wheels and triton, and the matching torchvision 0.21.0 (the image's was built against
+  torch 2.1.2). About 3 GB of wheels: for LLM kernels that must run in the competition's environment. Checked
+  here: the set resolves for cp310, and the package's LLM path runs on that torch and transformers (Python
+  3.11, CPU); never run on Kaggle from here.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class KaggleImage:
     pinning: str | None  # kernel-metadata docker_image_pinning_type ("original" / "latest"); None: leave it out
     provided: dict[str, str]  # normalised distribution name -> the version the image has
     provided_prefixes: tuple[str, ...] = ()  # whole families the image has (torch's CUDA wheels)
+    torch: tuple[str, ...] = ()  # the torch (+ companions) its wheels ship in place of the image's own; () none
     platforms: tuple[str, ...] = MANYLINUX_X86_64
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -229,8 +237,19 @@ IMAGES: dict[str, KaggleImage] = {
         provided=_ORIGINAL,
         source="Kaggle/docker-python, spring 2024: kaggle_requirements.txt pins, torch 2.1.2 build; medium confidence",
         notes=(
-            "torch 2.1.2: below lmsys-arena[llm]'s torch>=2.4 (and transformers>=4.56 does not import on it), so "
-            "LLM runs cannot use this image (torch is never shipped); GBDT-only kernels can",
+            "torch 2.1.2: below lmsys-arena[llm]'s torch>=2.6 (transformers 5 disables PyTorch below 2.6), so "
+            "LLM runs need the original-torch image (the same image, torch shipped); GBDT-only kernels run here",
+        ),
+    ),
+    "original-torch": KaggleImage(
+        name="original-torch",
+        python="3.10",
+        pinning="original",
+        provided={k: v for k, v in _ORIGINAL.items() if k != "torch"},
+        torch=("torch==2.6.0", "torchvision==0.21.0"),
+        source="the original image with PyPI's torch 2.6.0 (CUDA 12.4 wheels) shipped in place of its 2.1.2",
+        notes=(
+            "ships torch 2.6.0 with its CUDA 12.4 wheels (about 3 GB) so that LLM kernels run on the original image",
         ),
     ),
 }

@@ -243,7 +243,8 @@ def resolve_plan(root_run: str, name: str, opts: KernelOptions) -> dict:
 
 
 def _check_image_runs(img, runs: dict[str, dict]) -> None:
-    """A GPU family needs the image's own torch (never shipped) to meet the package's requirement on it."""
+    """A GPU family needs the image's own torch to meet the package's requirement on it, unless the image's
+    wheels ship a torch (``original-torch``)."""
     from packaging.requirements import Requirement
 
     from lmsys_arena.kernels.wheels import framework_requirements
@@ -253,8 +254,17 @@ def _check_image_runs(img, runs: dict[str, dict]) -> None:
         if not img.satisfies(req.name, str(req.specifier)):
             raise KernelError(
                 f"runs {gpu} need {req}; the {img.name} image has {req.name} {img.version_of(req.name)} "
-                f"(never shipped): build LLM kernels for another image (--image), or a GBDT-only kernel here"
+                f"(not shipped for this image): build LLM kernels for an image that has or ships a newer torch "
+                f"(--image {' / '.join(sorted(_torch_images(img)))}), or a GBDT-only kernel here"
             )
+
+
+def _torch_images(img) -> list[str]:
+    """The images whose own or shipped torch could serve instead of ``img``'s: same Python first."""
+    from lmsys_arena.kernels.image import IMAGES
+
+    same = [n for n, i in IMAGES.items() if i.torch and i.python == img.python]
+    return same or [n for n in IMAGES if n != img.name]
 
 
 def _class_prior(run: Run) -> list[float]:

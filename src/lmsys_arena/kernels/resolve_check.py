@@ -128,7 +128,8 @@ def _requirement_problems(ws: dict, img: KaggleImage, wheels_dir: Path, code_dir
         if not img.satisfies(name, str(Requirement(r).specifier)):
             problems.append(
                 f"the {img.name} image's {name} {img.version_of(name)} does not meet {r} (lmsys-arena[llm]) and "
-                f"{name} is never shipped: LLM kernels need another image (GBDT-only kernels do not need {name})"
+                f"{name} is not shipped for this image: LLM kernels need another image, e.g. one whose wheels ship "
+                f"{name} (GBDT-only kernels do not need {name})"
             )
     return problems
 

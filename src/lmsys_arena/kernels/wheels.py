@@ -12,8 +12,10 @@ the versions the models were trained with (model-file compatibility), plus bitsa
 one whose version misses the specifier: e.g. a GBDT pin that differs from the image's version). The
 wheelhouse is the closure of that list, resolved as if the image's own distributions were installed (pinned
 to the image's versions where they meet every specifier in the closure), minus what the image has; torch and
-its CUDA stack are never shipped. On Kaggle pip runs with ``--no-index``: the image's packages stay, the rest
-come from the wheels. ``WHEELS=minimal`` ships our wheel only (tests, quick checks); ``make push`` refuses it.
+its CUDA stack are never shipped, except for an image whose torch is replaced (``original-torch``: the image's
+torch misses the package's floor, so its wheels ship a PyPI torch with its CUDA wheels). On Kaggle pip runs
+with ``--no-index``: the image's packages stay, the rest come from the wheels. ``WHEELS=minimal`` ships our
+wheel only (tests, quick checks); ``make push`` refuses it.
 """
 
 from __future__ import annotations
@@ -102,11 +104,29 @@ def kernel_requirements(image: KaggleImage | str | None = None) -> list[str]:
                 log.warning("%s is not installed here: the kernel requirement stays unpinned", name)
                 r = name
         reqs.append(r)
-    return reqs
+    return reqs + shipped_torch(image)
+
+
+def shipped_torch(image: KaggleImage | str | None = None) -> list[str]:
+    """The torch requirements an image's wheels ship in place of its own (``KaggleImage.torch``), checked
+    against the package's floor; [] for an image whose own torch serves."""
+    from packaging.requirements import Requirement
+
+    img = get_image(image)
+    for floor in (Requirement(r) for r in _package_requirements(img) if img.torch and _req_name(r) in PROVIDED):
+        pins = {_req_name(t): Requirement(t) for t in img.torch}
+        pin = pins.get(_req_name(floor.name))
+        version = next(iter(pin.specifier)).version if pin else None
+        if version is None or not floor.specifier.contains(version, prereleases=True):
+            raise KernelError(f"the {img.name} image ships {pin or 'no ' + floor.name}, which misses {floor}")
+    return list(img.torch)
 
 
 def framework_requirements(image: KaggleImage | str | None = None) -> list[str]:
-    """The package's requirements on what is never shipped (torch>=...): the image itself must meet them."""
+    """The package's requirements on what is never shipped (torch>=...): the image itself must meet them
+    (none for an image that ships its torch: :func:`shipped_torch`)."""
+    if get_image(image).torch:
+        return []
     return [r for r in _package_requirements(image) if _req_name(r) in PROVIDED]
 
 
@@ -146,14 +166,17 @@ def _local_version(name: str) -> str | None:
         return None
 
 
-def never_shipped(name: str) -> bool:
+def never_shipped(name: str, image: KaggleImage | str | None = None) -> bool:
+    """torch, its CUDA wheels and the packaging tools; with ``image`` shipping its torch: the tools only."""
     name = normalize(name)
+    if image is not None and get_image(image).torch:
+        return name in PROVIDED - {"torch", "triton"}
     return name in PROVIDED or name.startswith(PROVIDED_PREFIXES)
 
 
 def is_provided(name: str, image: KaggleImage | str | None = None) -> bool:
     """Never shipped (torch, its CUDA wheels); with ``image``: or the image has it."""
-    return never_shipped(name) or (image is not None and get_image(image).has(name))
+    return never_shipped(name, image) or (image is not None and get_image(image).has(name))
 
 
 def is_renamed(name: str) -> bool:
@@ -253,7 +276,7 @@ def _image_pins(items: list[dict], reqs: list[str], img: KaggleImage) -> dict[st
         version = img.version_of(name)
         if version is None:
             continue
-        if never_shipped(name) or all(img.satisfies(name, s) for s in specs[name]):
+        if never_shipped(name, img) or all(img.satisfies(name, s) for s in specs[name]):
             pins[name] = version
         else:
             log.info("%s image: %s %s misses %s: shipping %s", img.name, name, version, specs[name], name)
@@ -266,7 +289,7 @@ def resolve_wheelhouse(reqs: list[str], cache_root: Path | None = None, image: K
     ``$LMSYS_WHEELHOUSE_CACHE``)."""
     img = get_image(image)
     cache_root = Path(cache_root or os.environ.get("LMSYS_WHEELHOUSE_CACHE", "cache/wheelhouse"))
-    key_data = [reqs, list(img.platforms), img.python, sorted(img.provided.items()), img.provided_prefixes]
+    key_data = [reqs, list(img.platforms), img.python, sorted(img.provided.items()), img.provided_prefixes, img.torch]
     key = hashlib.sha1(json.dumps([key_data, sorted(PROVIDED)]).encode()).hexdigest()[:12]
     cache = cache_root / f"{img.name}-{key}"
     marker = cache / ".complete"
@@ -287,7 +310,7 @@ def resolve_wheelhouse(reqs: list[str], cache_root: Path | None = None, image: K
     ship = []
     for it in items:
         name, version = it["metadata"]["name"], it["metadata"]["version"]
-        if not never_shipped(name) and normalize(name) not in pins:  # the image lacks it, or a version it can use
+        if not never_shipped(name, img) and normalize(name) not in pins:  # the image lacks it, or a version it can use
             ship.append(f"{name}=={version.split('+')[0]}")
     log.info("downloading %d wheels into %s", len(ship), cache)
     if ship:
