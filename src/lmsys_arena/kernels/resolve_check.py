@@ -89,7 +89,7 @@ def check_resolve(
     """(problems, notes): the kernel's requirements resolve offline for the image's Python and platform —
     ``pip install --dry-run --no-index`` on the shipped wheels, our wheel and stub wheels of what the image
     has (:func:`build_stub_wheels`). The requirements are the shipped list, those the image is expected to
-    meet itself, and with ``llm`` the package's torch requirement (torch is never shipped)."""
+    meet itself, and with ``llm`` the package's torch requirement (unless the image's wheels ship torch)."""
     ws = read_json(wheels_dir / WHEELSET_FILE)
     img = get_image(image or ws.get("image"))
     if ws.get("image") and ws["image"] != img.name:
@@ -115,7 +115,7 @@ def check_resolve(
 
 def _requirement_problems(ws: dict, img: KaggleImage, wheels_dir: Path, code_dir: Path | None, llm: bool) -> list[str]:
     """The code dataset's requirements equal the wheels dataset's; with ``llm``, the image's torch meets
-    the package's requirement (torch is never shipped, so the image's must do)."""
+    the package's requirement (unless its wheels ship torch, the image's own must do)."""
     from packaging.requirements import Requirement
 
     problems = []

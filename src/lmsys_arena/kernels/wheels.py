@@ -43,7 +43,7 @@ from lmsys_arena.kernels.plan import CODE_SLUG, DATASET_METADATA_FILE, DATASETS_
 log = logging.getLogger(__name__)
 
 DIST_NAME = "lmsys-arena"
-# every Kaggle GPU image has these (torch with its CUDA stack: GBs); they are never shipped, whatever the image
+# every Kaggle GPU image has these (torch with its CUDA stack: GBs); not shipped unless the image's torch is replaced
 PROVIDED = {"torch", "triton", "setuptools", "pip", "wheel"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")
 KERNEL_EXTRAS = ("llm",)  # the extras a kernel needs (its torch is Kaggle's: PROVIDED); tune/kaggle/dev are not
