@@ -108,13 +108,17 @@ def kernel_requirements(image: KaggleImage | str | None = None) -> list[str]:
 
 
 def shipped_torch(image: KaggleImage | str | None = None) -> list[str]:
-    """The torch requirements an image's wheels ship in place of its own (``KaggleImage.torch``), checked
-    against the package's floor; [] for an image whose own torch serves."""
+    """The torch requirements an image's wheels ship in place of its own (``KaggleImage.torch``), each
+    checked against the package's floor; [] for an image whose own torch serves."""
     from packaging.requirements import Requirement
 
     img = get_image(image)
-    for floor in (Requirement(r) for r in _package_requirements(img) if img.torch and _req_name(r) in PROVIDED):
-        pins = {_req_name(t): Requirement(t) for t in img.torch}
+    if not img.torch:
+        return []
+    pins = {_req_name(t): Requirement(t) for t in img.torch}
+    for floor in map(Requirement, _package_requirements(img)):
+        if _req_name(floor.name) not in PROVIDED:
+            continue
         pin = pins.get(_req_name(floor.name))
         version = next(iter(pin.specifier)).version if pin else None
         if version is None or not floor.specifier.contains(version, prereleases=True):
