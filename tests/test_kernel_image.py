@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lmsys_arena.kernels import metadata_check, resolve_check, wheels
+from lmsys_arena.kernels import metadata_check, requirements, resolve_check, wheels
 from lmsys_arena.kernels import publish as push
 from lmsys_arena.kernels.image import IMAGE_ENV, IMAGES, KaggleImage, get_image, wheels_slug
 from lmsys_arena.kernels.plan import KernelError
@@ -51,42 +51,46 @@ def test_image_choice(monkeypatch):
 @pytest.mark.parametrize("name", sorted(IMAGES))
 def test_requirements_exclude_what_the_image_provides(name):
     img = IMAGES[name]
-    ship, from_image = wheels.split_requirements(name)
-    full = wheels.kernel_requirements(name)
-    assert sorted(wheels._req_name(r) for r in ship + from_image) == sorted(wheels._req_name(r) for r in full)
-    ship_names = {wheels._req_name(r) for r in ship}
+    ship, from_image = requirements.split_requirements(name)
+    full = requirements.kernel_requirements(name)
+    assert sorted(requirements._req_name(r) for r in ship + from_image) == sorted(
+        requirements._req_name(r) for r in full
+    )
+    ship_names = {requirements._req_name(r) for r in ship}
     if img.torch:  # shipped in place of the image's: exactly the image's pins, and nothing else is asked of it
-        assert set(img.torch) <= set(ship) and wheels.framework_requirements(name) == []
-        assert not wheels.never_shipped("torch", img) and not wheels.never_shipped("nvidia-cudnn-cu12", img)
+        assert set(img.torch) <= set(ship) and requirements.framework_requirements(name) == []
+        assert not requirements.never_shipped("torch", img) and not requirements.never_shipped("nvidia-cudnn-cu12", img)
     else:
-        assert "torch" not in ship_names | {wheels._req_name(r) for r in from_image}  # never shipped, never listed
-        assert wheels.never_shipped("torch", img) and wheels.framework_requirements(name)
+        assert "torch" not in ship_names | {
+            requirements._req_name(r) for r in from_image
+        }  # never shipped, never listed
+        assert requirements.never_shipped("torch", img) and requirements.framework_requirements(name)
     assert "bitsandbytes" in ship_names and "gguf" in ship_names  # in no image
     for r in from_image:
-        assert img.satisfies(wheels._req_name(r), wheels._spec(r)), r
+        assert img.satisfies(requirements._req_name(r), requirements._spec(r)), r
     for r in ship:
-        n = wheels._req_name(r)
-        assert img.version_of(n) is None or not img.satisfies(n, wheels._spec(r)), r
+        n = requirements._req_name(r)
+        assert img.version_of(n) is None or not img.satisfies(n, requirements._spec(r)), r
     if name == "latest":
         assert "transformers" not in ship_names and "numpy" not in ship_names
     else:  # no nvidia-* wheels in the 2024 image: xgboost ships as xgboost-cpu (no NCCL wheel needed)
         assert any(r.startswith("xgboost-cpu==") for r in ship)
-    assert wheels.framework_requirements(name) == ([] if img.torch else ["torch>=2.6"])
+    assert requirements.framework_requirements(name) == ([] if img.torch else ["torch>=2.6"])
 
 
 def test_pinned_gbdt_ships_only_when_the_image_version_differs():
-    xgb, lgb = wheels._local_version("xgboost"), wheels._local_version("lightgbm")
+    xgb, lgb = requirements._local_version("xgboost"), requirements._local_version("lightgbm")
     assert xgb and lgb
     base = IMAGES["latest"]
     same = replace(base, name="same", provided={**base.provided, "xgboost": xgb, "lightgbm": lgb})
-    ship, from_image = wheels.split_requirements(same)
+    ship, from_image = requirements.split_requirements(same)
     assert f"xgboost=={xgb}" in from_image and f"lightgbm=={lgb}" in from_image
-    assert not any(wheels._req_name(r) in ("xgboost", "lightgbm") for r in ship)
+    assert not any(requirements._req_name(r) in ("xgboost", "lightgbm") for r in ship)
     other = replace(base, name="other", provided={**base.provided, "xgboost": "1.7.6", "lightgbm": lgb})
-    ship, _ = wheels.split_requirements(other)
+    ship, _ = requirements.split_requirements(other)
     assert f"xgboost=={xgb}" in ship and f"lightgbm=={lgb}" not in ship
     lacking = replace(base, name="lacking", provided={k: v for k, v in base.provided.items() if k != "lightgbm"})
-    assert f"lightgbm=={lgb}" in wheels.split_requirements(lacking)[0]
+    assert f"lightgbm=={lgb}" in requirements.split_requirements(lacking)[0]
 
 
 # --------------------------------------------------------------------------- the offline resolve check
@@ -225,4 +229,4 @@ def test_a_shipped_torch_must_meet_the_packages_floor(monkeypatch):
     old = replace(IMAGES["original-torch"], name="old-torch", torch=("torch==2.1.2",))
     monkeypatch.setitem(IMAGES, "old-torch", old)
     with pytest.raises(KernelError, match=r"old-torch image ships torch==2.1.2, which misses torch>=2.6"):
-        wheels.kernel_requirements("old-torch")
+        requirements.kernel_requirements("old-torch")

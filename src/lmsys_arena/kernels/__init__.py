@@ -16,10 +16,10 @@ tree is resolved and stored in ``kernel_plan.json`` (members, weights, temperatu
 has, what each run's family needs (an LLM: where its backbone comes from), the time budget, the fallback).
 The entry script is :mod:`lmsys_arena.kernels.entry`, copied verbatim.
 
-One module a job: :mod:`.plan` (the plan, kernel-metadata.json, ids), :mod:`.wheels` (requirements,
-wheelhouse, the code dataset ``<user>/lmsys-arena-code``), :mod:`.artefacts` (``<user>/lmsys-arena-<name>-
-artefacts``: the plan, ``runs/<run>/`` config and fold folders, bundled backbones), :mod:`.check` (the
-``check-kernels`` stage: :mod:`.check_result`, :mod:`.metadata_check`, :mod:`.install_check`,
+One module a job: :mod:`.plan` (the plan, kernel-metadata.json, ids), :mod:`.requirements` (what a kernel installs
+on its image), :mod:`.wheels` (wheelhouse, the code and wheels datasets), :mod:`.artefacts`
+(``<user>/lmsys-arena-<name>-artefacts``: the plan, ``runs/<run>/`` config and fold folders, bundled backbones),
+:mod:`.check` (the ``check-kernels`` stage: :mod:`.check_result`, :mod:`.metadata_check`, :mod:`.install_check`,
 :mod:`.resolve_check`, :mod:`.simulate`), :mod:`.publish` (push, submit), :mod:`.entry`. A family takes part
 through its hooks ``kernel_assets``, ``bundle_assets`` and ``prepare_for_kernel`` (:mod:`lmsys_arena.families`); a
 family without them needs nothing but its model folders.
@@ -56,7 +56,7 @@ _EXPORTS = {
         "kernel_metadata",
         "build_kernel",
     ),
-    "wheels": (
+    "requirements": (
         "PROVIDED",
         "TRAIN_ONLY",
         "PINNED",
@@ -65,6 +65,8 @@ _EXPORTS = {
         "split_requirements",
         "_req_name",
         "is_provided",
+    ),
+    "wheels": (
         "build_package_wheel",
         "resolve_wheelhouse",
         "target_args",

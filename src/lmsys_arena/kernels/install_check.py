@@ -13,7 +13,8 @@ from pathlib import Path
 
 from lmsys_arena.io import read_json
 from lmsys_arena.kernels.image import normalize
-from lmsys_arena.kernels.wheels import TRAIN_ONLY, WHEELSET_FILE, _req_name, is_provided, is_renamed
+from lmsys_arena.kernels.requirements import TRAIN_ONLY, _req_name, is_provided, is_renamed
+from lmsys_arena.kernels.wheels import WHEELSET_FILE
 
 # a `pip check` line about a requirement that is absent (not one at the wrong version)
 NOT_INSTALLED = re.compile(r"^(\S+) \S+ requires ([A-Za-z0-9_.\-]+), which is not installed")

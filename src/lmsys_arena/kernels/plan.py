@@ -247,7 +247,7 @@ def _check_image_runs(img, runs: dict[str, dict]) -> None:
     wheels ship a torch (``original-torch``)."""
     from packaging.requirements import Requirement
 
-    from lmsys_arena.kernels.wheels import framework_requirements
+    from lmsys_arena.kernels.requirements import framework_requirements
 
     gpu = [r for r, e in runs.items() if family_of(e).gpu]
     for req in map(Requirement, framework_requirements(img) if gpu else []):

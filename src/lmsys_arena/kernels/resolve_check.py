@@ -16,7 +16,8 @@ from lmsys_arena.io import read_json
 from lmsys_arena.kernels.entry import REQUIREMENTS_FILE
 from lmsys_arena.kernels.image import KaggleImage, get_image, normalize
 from lmsys_arena.kernels.plan import CODE_SLUG
-from lmsys_arena.kernels.wheels import WHEELSET_FILE, _req_name, target_args
+from lmsys_arena.kernels.requirements import _req_name
+from lmsys_arena.kernels.wheels import WHEELSET_FILE, target_args
 
 
 def _stub_version(specifiers: list[str]) -> str:
