@@ -661,7 +661,7 @@ def bench_hf_trainer_fitting(cfg, seqs, labels, device, dtype, a, max_len: int) 
                 raise
             oom.append(micro)
         free(device)  # outside the except clause: its traceback no longer holds the failed model's tensors
-        micro = max(d for d in range(1, micro) if a.train_batch % d == 0 and d <= micro // 2 or d == 1)
+        micro = next(d for d in range(micro // 2, 0, -1) if a.train_batch % d == 0)  # a divisor: whole steps
         print(f"HF Trainer baseline: out of memory at {oom[-1]} rows a pass, again at {micro}", flush=True)
 
 

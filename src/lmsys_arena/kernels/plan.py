@@ -247,24 +247,18 @@ def _check_image_runs(img, runs: dict[str, dict]) -> None:
     wheels ship a torch (``original-torch``)."""
     from packaging.requirements import Requirement
 
+    from lmsys_arena.kernels.image import IMAGES
     from lmsys_arena.kernels.requirements import framework_requirements
 
     gpu = [r for r, e in runs.items() if family_of(e).gpu]
     for req in map(Requirement, framework_requirements(img) if gpu else []):
         if not img.satisfies(req.name, str(req.specifier)):
+            shipping = [n for n, i in IMAGES.items() if i.torch and i.python == img.python]
             raise KernelError(
                 f"runs {gpu} need {req}; the {img.name} image has {req.name} {img.version_of(req.name)} "
                 f"(not shipped for this image): build LLM kernels for an image that has or ships a newer torch "
-                f"(--image {' / '.join(sorted(_torch_images(img)))}), or a GBDT-only kernel here"
+                f"(--image {' / '.join(shipping) or '...'}), or a GBDT-only kernel here"
             )
-
-
-def _torch_images(img) -> list[str]:
-    """The images whose own or shipped torch could serve instead of ``img``'s: same Python first."""
-    from lmsys_arena.kernels.image import IMAGES
-
-    same = [n for n, i in IMAGES.items() if i.torch and i.python == img.python]
-    return same or [n for n in IMAGES if n != img.name]
 
 
 def _class_prior(run: Run) -> list[float]:
