@@ -27,6 +27,7 @@ from lmsys_arena import cli, tune
 from lmsys_arena.config import CONFIG_DIR, get_dotted, load_config, load_params_file
 from lmsys_arena.data import Competition
 from lmsys_arena.folds import make_folds, write_folds
+from lmsys_arena.tune.settings import TuneSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -297,6 +298,34 @@ def test_postgres_sigkilled_worker_is_failed_and_retried(project, sample_dir, wo
     assert f"resuming trial-{killed}" in log  # the retry took over the dead worker's finished folds
     assert not (workdir / f"runs/tune-{study_name}/trial-{killed}").exists()
     assert (workdir / f"runs/tune-{study_name}/trial-{retry}/oof.parquet").exists()
+
+
+def test_opening_a_fresh_database_retries_when_another_worker_creates_its_tables(monkeypatch, tmp_path):
+    # two machines started at once on an empty PostgreSQL database: the second CREATE TABLE fails
+    import optuna.storages
+    from sqlalchemy.exc import IntegrityError
+
+    from lmsys_arena.tune import storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kw):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("CREATE TABLE alembic_version", {}, Exception("already exists"))
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    got = storage.open_storage(f"sqlite:///{tmp_path}/s.db", TuneSettings())
+    assert isinstance(got, real) and len(calls) == 2
+
+    def always(url, **kw):
+        raise IntegrityError("CREATE TABLE studies", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", always)
+    with pytest.raises(IntegrityError):  # a lasting error still surfaces
+        storage.open_storage(f"sqlite:///{tmp_path}/t.db", TuneSettings())
 
 
 # ------------------------------------------------------------------------------------- resume, no replays

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 from lmsys_arena.tune.settings import TuneSettings
 
 STUDIES_DIR = Path("studies")
+SCHEMA_RETRIES = 5  # opening a fresh database's storage while another worker creates its tables
 
 
 def default_storage(study: str) -> str:
@@ -46,7 +48,17 @@ def open_storage(url: str, s: TuneSettings):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = {"connect_args": {"timeout": 120}}  # workers wait for sqlite's write lock instead of failing
-    return RDBStorage(normalize_url(url), engine_kwargs=engine, **kwargs)
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            return RDBStorage(normalize_url(url), engine_kwargs=engine, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            # workers started at once on a fresh database all create its tables; the losers' CREATE fails
+            # ("already exists"), and once the winner has committed, opening again finds the schema in place
+            if attempt == SCHEMA_RETRIES - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _sqlite_path(url: str) -> Path | None:
