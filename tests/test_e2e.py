@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena import families, runner, runs
+from lmsys_arena import families, predictions, runner, runs
 from lmsys_arena.cli import main
 from lmsys_arena.data import Competition
 from lmsys_arena.metrics import log_loss, softmax, validate_submission
@@ -106,9 +106,9 @@ def test_resume_after_kill_gives_same_oof(toy, mini, workdir):
     pd.testing.assert_frame_equal(a, b)
     assert resumed["oof_logloss"] == clean["oof_logloss"]
     assert sorted(a["id"]) == sorted(pd.read_csv(mini / "train.csv", dtype=str)["id"])
-    assert list(a.columns) == ["id", "fold", "label", *runs.PROB_COLS, *runs.LOGIT_COLS]
-    assert np.allclose(a[runs.PROB_COLS].sum(axis=1), 1)
-    assert log_loss(a["label"], a[runs.PROB_COLS].to_numpy()) == pytest.approx(clean["oof_logloss"])
+    assert list(a.columns) == ["id", "fold", "label", *predictions.PROB_COLS, *predictions.LOGIT_COLS]
+    assert np.allclose(a[predictions.PROB_COLS].sum(axis=1), 1)
+    assert log_loss(a["label"], a[predictions.PROB_COLS].to_numpy()) == pytest.approx(clean["oof_logloss"])
 
 
 def test_only_folds_then_rest(toy, mini, workdir):
@@ -167,7 +167,7 @@ def test_infer_averages_folds_and_writes_valid_submission(toy, mini, workdir):
     test = pd.read_csv(mini / "test.csv", dtype=str)
     tdf = Competition(mini).test()
     expect = np.mean([softmax(predict(TOY, tdf, run / f"fold{f}")) for f in range(3)], axis=0)
-    assert np.allclose(frame[runs.PROB_COLS].to_numpy(), expect)
+    assert np.allclose(frame[predictions.PROB_COLS].to_numpy(), expect)
     sub = pd.read_csv(workdir / "submissions" / "toy.csv", dtype={"id": str})
     validate_submission(sub, test["id"])
     assert sub["id"].tolist() == test["id"].tolist()
@@ -206,7 +206,7 @@ def test_cli_end_to_end_xgb(mini, workdir, capsys):
     out = capsys.readouterr().out
     oof = pd.read_parquet(run / "oof.parquet")
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["oof_logloss"] == pytest.approx(log_loss(oof["label"], oof[runs.PROB_COLS].to_numpy()))
+    assert metrics["oof_logloss"] == pytest.approx(log_loss(oof["label"], oof[predictions.PROB_COLS].to_numpy()))
     assert 0.5 < metrics["oof_logloss"] < 1.2 and len(oof) == 300
     assert f"OOF log loss {metrics['oof_logloss']:.5f}" in out and out.count("  fold ") == 3
     main(["check", "--sub", "submissions/x.csv", "--data", str(mini)])

@@ -18,7 +18,7 @@ import torch
 from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
 from lmsys_arena.metrics import softmax
-from lmsys_arena.runs import PROB_COLS
+from lmsys_arena.predictions import PROB_COLS
 from lmsys_arena.schema import ConfigError
 from lmsys_arena.swap import combine_tta, swap_battles
 

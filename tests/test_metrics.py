@@ -171,8 +171,8 @@ HEADER = "id,winner_model_a,winner_model_b,winner_tie\n"
 
 def test_read_submission_keeps_na_like_ids(tmp_path):
     """infer writes an id 'NA' as NA; check must read it back as the id, not a missing value."""
+    from lmsys_arena.predictions import PROB_COLS
     from lmsys_arena.runner import write_submission
-    from lmsys_arena.runs import PROB_COLS
 
     ids = ["NA", "null", "nan", "007", "N/A", "#N/A"]
     frame = pd.DataFrame({"id": ids})

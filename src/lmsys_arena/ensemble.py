@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from lmsys_arena.metrics import log_loss, log_softmax, softmax
-from lmsys_arena.runs import Run, frame_from_logprobs, frame_logprobs
+from lmsys_arena.predictions import frame_from_logprobs, frame_logprobs
+from lmsys_arena.runs import Run
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from lmsys_arena.deadline import deadline_passed
 from lmsys_arena.folds import read_folds
 from lmsys_arena.io import read_json, write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss, softmax, validate_submission
-from lmsys_arena.runs import PROB_COLS, Run, RunSpec, config_diff, frame_from_logits, run_config
+from lmsys_arena.predictions import PROB_COLS, frame_from_logits
+from lmsys_arena.runs import Run, RunSpec, config_diff, run_config
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ may hold ``golden.parquet`` (:mod:`lmsys_arena.golden`: a few rows with the feat
 training time, checked again inside a kernel).
 
 A blend (``make ensemble``) is a run too: its config.json names its members and weights, it has no
-fold folders. Prediction frames (:mod:`lmsys_arena.predictions`) have the columns ``id``, then
-:data:`PROB_COLS` and :data:`LOGIT_COLS` (classes A wins, B wins, tie); they are re-exported here.
+fold folders. Its prediction frames are those of :mod:`lmsys_arena.predictions` (``id``, then the
+probabilities and logits of A wins, B wins, tie).
 """
 
 from __future__ import annotations
@@ -37,15 +37,7 @@ from lmsys_arena import dist
 from lmsys_arena.config import config_hash, flatten
 from lmsys_arena.data import COMPETITION_NAME, Competition
 from lmsys_arena.io import exclusive_lock, read_json, write_json, write_parquet
-from lmsys_arena.predictions import (  # noqa: F401 - re-exported: importers take prediction frames from here
-    LOGIT_COLS,
-    PROB_COLS,
-    checked_frame,
-    frame_from_logits,
-    frame_from_logprobs,
-    frame_logprobs,
-    frame_probs,
-)
+from lmsys_arena.predictions import checked_frame
 from lmsys_arena.versions import file_sha1, provenance
 
 log = logging.getLogger(__name__)
@@ -378,9 +370,4 @@ __all__ = [
     "RunSpec",
     "run_config",
     "default_run_name",
-    "frame_from_logits",
-    "frame_from_logprobs",
-    "frame_logprobs",
-    "PROB_COLS",
-    "LOGIT_COLS",
 ]

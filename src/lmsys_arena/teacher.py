@@ -33,7 +33,8 @@ import pandas as pd
 
 from lmsys_arena.data import SOFT_COLS, load_battles, text_key
 from lmsys_arena.io import write_csv, write_parquet
-from lmsys_arena.runs import PROB_COLS, RUNS_DIR, Run, frame_from_logprobs, frame_logprobs
+from lmsys_arena.predictions import PROB_COLS, frame_from_logprobs, frame_logprobs
+from lmsys_arena.runs import RUNS_DIR, Run
 
 log = logging.getLogger(__name__)
 

@@ -233,8 +233,8 @@ def run_plan(plan: dict, artefacts: Path, root: Path, working: Path, deadline: f
     from lmsys_arena.data import COMPETITION_NAME, Competition
     from lmsys_arena.deadline import deadline_passed
     from lmsys_arena.ensemble import evaluate_tree
+    from lmsys_arena.predictions import frame_from_logprobs
     from lmsys_arena.runner import write_submission
-    from lmsys_arena.runs import frame_from_logprobs
 
     t_start = time.time()
     report = {"plan": plan["name"], "package": str(Path(lmsys_arena.__file__).parent), **gpu_summary(), "runs": {}}

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lmsys_arena.predictions import PROB_COLS
 from lmsys_arena.report.fold_models import _gbdt_extras, _llm_orders
-from lmsys_arena.runs import PROB_COLS, Run
+from lmsys_arena.runs import Run
 
 log = logging.getLogger("lmsys_arena.report")  # the package's name: log lines read as before the split
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from lmsys_arena.metrics import accuracy, log_loss
+from lmsys_arena.predictions import PROB_COLS
 from lmsys_arena.report.charts import figure, img, note, table
 from lmsys_arena.report.frames import CLASSES, RunView
-from lmsys_arena.runs import PROB_COLS
 
 
 def source(views: list[RunView]) -> str:

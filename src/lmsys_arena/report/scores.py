@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 
 from lmsys_arena.metrics import accuracy, log_loss
+from lmsys_arena.predictions import PROB_COLS, frame_logprobs
 from lmsys_arena.report.charts import figure, img, note, table
 from lmsys_arena.report.frames import CLASSES, RunView
-from lmsys_arena.runs import PROB_COLS, frame_logprobs
 
 TEMPERATURES = np.round(np.linspace(0.5, 2.0, 31), 4)  # the blend temperature grid (ensemble.combine)
 
