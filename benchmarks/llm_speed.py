@@ -662,7 +662,7 @@ def bench_hf_trainer_fitting(cfg, seqs, labels, device, dtype, a, max_len: int) 
             oom.append(micro)
         free(device)  # outside the except clause: its traceback no longer holds the failed model's tensors
         micro = next(d for d in range(micro // 2, 0, -1) if a.train_batch % d == 0)  # a divisor: whole steps
-        print(f"HF Trainer baseline: out of memory at {oom[-1]} rows a pass, again at {micro}", flush=True)
+        print(f"HF Trainer baseline: out of memory at {oom[-1]} rows a pass, retrying at {micro}", flush=True)
 
 
 def bench_parity(cfg, seqs, device, dtype, a) -> dict:

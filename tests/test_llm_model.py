@@ -251,7 +251,7 @@ def test_cudagraph_training_refuses_several_passes_a_step():
         check_one_pass_per_step(train_cfg(micro_tokens=8192), world=1)
 
 
-def test_preflight_refuses_what_fold_0_would_before_the_run_folder(monkeypatch):
+def test_preflight_refuses_what_fold_0_would_before_the_run_folder(monkeypatch, tmp_path):
     """``llm.family.preflight`` (called by train and refit before the run folder is written) refuses CUDA-graph
     training with several passes a step on a GPU, and leaves CPU runs of the same config alone (they run eager)."""
     from lmsys_arena.config import load_config
@@ -261,6 +261,9 @@ def test_preflight_refuses_what_fold_0_would_before_the_run_folder(monkeypatch):
     cfg = load_config("gemma3-270m", {"train.micro_batch": 8})
     family.preflight(cfg)  # a CPU: cudagraphs is a GPU training mode, nothing to refuse
     family.preflight(load_config("qwen2.5-coder-1.5b-verdict", {}))  # the 1.5B config: plain compilation, 2 passes
+    monkeypatch.chdir(tmp_path)  # no runs/ here
+    with pytest.raises(FileNotFoundError, match=r"teacher run 'xgb': .*config.json not found"):
+        family.preflight(load_config("qwen2.5-coder-1.5b-distill", {}))  # the distill config before its teacher
     monkeypatch.setattr(family.torch.cuda, "is_available", lambda: True)
     family.preflight(load_config("gemma3-270m", {}))  # the shipped config: one pass a step
     with pytest.raises(ConfigError, match=r"train.micro_batch >= 32"):

@@ -65,8 +65,13 @@ def _backbone(lc: LLMConfig, rank: int) -> Path:
 
 def preflight(cfg: dict) -> None:
     """What fold 0 would refuse when it builds its model, refused before the run folder is written: liger kernels,
-    bitsandbytes weights or CUDA-graph training with several passes a step where they cannot run."""
+    bitsandbytes weights or CUDA-graph training with several passes a step where they cannot run, and a
+    distillation teacher run that does not exist."""
     lc = options(cfg)
+    if not lc.zero_shot and lc.train.distill.teacher and lc.train.distill.weight > 0:
+        from lmsys_arena.teacher import teacher_run
+
+        teacher_run(lc.train.distill.teacher)
     _, world, local = dist.init()
     device = _device(local)
     mcfg = _model_cfg(lc, device, for_infer=False)
