@@ -83,7 +83,7 @@ def make_backbone(out: Path, small: bool) -> Path:
     if (out / "config.json").exists():
         return out
     tok = tiny_tokenizer()
-    from llm_speed import gemma2_2b_config  # the same Gemma-2-2B shape as the speed benchmark
+    from speed_shapes import gemma2_2b_config  # the same Gemma-2-2B shape as the speed benchmark
 
     cfg = gemma2_2b_config(small)
     cfg.pad_token_id = tok.pad_token_id

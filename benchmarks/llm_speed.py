@@ -12,7 +12,8 @@
     python benchmarks/llm_speed.py --skip naive,train --t4 [--quant 8bit]   # + the Kaggle T4 inference path
     python benchmarks/llm_speed.py --skip naive,infer,train --parity --kernels liger   # fused vs unfused results
 
-Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]). Measured in the same run:
+Rows have lognormal token lengths (mean ~720, clipped to [32, 2048]); shapes, lengths and FLOP counts are in
+``speed_shapes.py``, the naive and HF Trainer baselines in ``speed_baselines.py``. Measured in the same run:
 
 * naive:   HF AutoModelForSequenceClassification, default Gemma-2 config (soft-capping on -> eager
            attention), every batch padded to 2048, arrival order, batch 8;
@@ -41,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import gc
 import json
 import os
 import shlex
@@ -54,127 +53,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def gemma3_270m_config(small: bool):
-    """Gemma 3 270M's text shape (the gemma3-270m config's backbone): 18 layers, hidden 640, 5 of 6 layers
-    with 512-token sliding windows."""
-    from transformers import Gemma3TextConfig
-
-    if small:
-        return Gemma3TextConfig(
-            vocab_size=1024,
-            hidden_size=64,
-            intermediate_size=256,
-            num_hidden_layers=6,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=32,
-            sliding_window=64,
-            pad_token_id=0,
-        )
-    return Gemma3TextConfig(
-        vocab_size=262144,
-        hidden_size=640,
-        intermediate_size=2048,
-        num_hidden_layers=18,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=256,
-        query_pre_attn_scalar=256,
-        sliding_window=512,
-        pad_token_id=0,
-    )
-
-
-# LoRA as in each shape's project config: gemma2-2b-it r=16 on q,k,v,o,gate; gemma3-270m r=32 on all linear layers
-LORA = {
-    "gemma2-2b": {
-        "r": 16,
-        "alpha": 32,
-        "dropout": 0.0,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"],
-    },
-    "gemma3-270m": {"r": 32, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-}
-
-
-def gemma2_2b_config(small: bool):
-    from transformers import Gemma2Config
-
-    if small:
-        return Gemma2Config(
-            vocab_size=1024,
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-            pad_token_id=0,
-        )
-    return Gemma2Config(
-        vocab_size=256000,
-        hidden_size=2304,
-        intermediate_size=9216,
-        num_hidden_layers=26,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=256,
-        query_pre_attn_scalar=256,
-        sliding_window=4096,
-        pad_token_id=0,
-    )
-
-
-SHAPES = {"gemma2-2b": gemma2_2b_config, "gemma3-270m": gemma3_270m_config}  # shape -> config(small)
-
-
-def lognormal_lengths(n: int, mean: float, max_len: int, seed: int = 0, match_mean: bool = True) -> np.ndarray:
-    """Row lengths: lognormal (sigma 0.8) clipped to [32, max_len]. ``match_mean``: mu is solved so that
-    the clipped lengths average ``mean``; otherwise mu = log(mean) - sigma^2/2, the mean before clipping
-    (clipping at 2,048 then leaves ~650 for mean 720: what the earlier GPU runs in docs/results.md used,
-    --raw-lognormal)."""
-    sigma = 0.8
-    z = np.random.default_rng(seed).standard_normal(n)
-    draw = lambda mu: np.clip(np.exp(mu + sigma * z), 32, max_len)  # noqa: E731
-    mu = np.log(mean) - sigma**2 / 2
-    if match_mean:
-        lo, hi = mu - 2, mu + 2
-        for _ in range(60):
-            mu = (lo + hi) / 2
-            lo, hi = (mu, hi) if draw(mu).mean() < mean else (lo, mu)
-    return draw(mu).astype(np.int64)
-
-
-def make_seqs(lengths, vocab: int, seed: int = 1):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(3, vocab, size=int(n)).astype(np.int32) for n in lengths]
-
-
-def non_embedding_params(model) -> int:
-    emb = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" in n)
-    return sum(p.numel() for p in model.parameters()) - emb
-
-
-def nonembed_count(cfg) -> int:
-    """Non-embedding weights of the Gemma-2 shape (q,k,v,o + gate,up,down + 4 norms per layer + final norm)."""
-    h, i, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-    return L * (h * q + 2 * h * kv + q * h + 3 * h * i + 4 * h) + h
-
-
-def attention_flops(cfg, lengths: np.ndarray, passes: int) -> float:
-    """FLOPs of the attention scores (QK^T and AV, causal: half the square) of rows of ``lengths``:
-    2 * s^2 * heads * head_dim per layer and forward pass; ``passes`` = 1 forward, 3 forward + backward.
-    Sliding-window layers count only the window."""
-    L, d = cfg.num_hidden_layers, cfg.num_attention_heads * cfg.head_dim
-    window = getattr(cfg, "sliding_window", None) or 10**9
-    types = getattr(cfg, "layer_types", None) or ["full_attention"] * L
-    s = lengths.astype(np.float64)
-    full = 2 * (s**2).sum() * d  # 2 matmuls x 2 FLOPs x s^2/2 pairs x d
-    w = np.minimum(s, window)
-    slide = 4 * (s * w - w**2 / 2).sum() * d  # s*w - w^2/2 (query, key) pairs: at most `window` keys each
-    return passes * sum(slide if t == "sliding_attention" else full for t in types)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, also when loaded by file path
+from speed_baselines import bench_hf_trainer_fitting, bench_naive  # noqa: E402
+from speed_shapes import (  # noqa: E402
+    LORA,
+    SHAPES,
+    attention_flops,
+    free,
+    lognormal_lengths,
+    make_seqs,
+    modeling_module,
+    non_embedding_params,
+    nonembed_count,
+    stock_config,
+    stock_modeling,
+    sync,
+)
 
 
 def summary_line(res: dict, tag: str) -> str:
@@ -204,79 +98,6 @@ def summary_line(res: dict, tag: str) -> str:
             else ""
         )
     )
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def free(device):
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def modeling_module(cfg):
-    """The transformers modeling module of ``cfg``'s model type (where liger-kernel swaps classes and the
-    rotary function for the whole process)."""
-    from transformers import AutoModel
-
-    return sys.modules[AutoModel._model_mapping[type(cfg)].__module__]
-
-
-@contextlib.contextmanager
-def stock_modeling(saved: dict | None, module):
-    """The modeling module's own classes and functions (``saved``: its namespace before any patch) while the
-    stock baselines (naive loop, HF Trainer) are built and run; the patched ones again afterwards."""
-    patched = {k: v for k, v in vars(module).items() if saved and k in saved and v is not saved[k]}
-    vars(module).update({k: saved[k] for k in patched})
-    try:
-        yield
-    finally:
-        vars(module).update(patched)
-
-
-def stock_config(cfg, **kw):
-    """``cfg`` as the project loads it (llm.backbones.load_backbone): attention soft-capping off, so sdpa runs."""
-    d = {k: v for k, v in cfg.to_dict().items() if not ("num_labels" in kw and k in ("id2label", "label2id"))}
-    cfg = type(cfg)(**{**d, **kw})
-    if hasattr(cfg, "attn_logit_softcapping"):
-        cfg.attn_logit_softcapping = None
-    cfg._attn_implementation = "eager"  # Gemma-2 refuses sdpa at init; fine once soft-capping is off
-    return cfg
-
-
-@torch.inference_mode()
-def bench_naive(cfg, seqs, device, dtype, max_len: int, batch: int) -> dict:
-    from transformers import AutoModelForSequenceClassification
-
-    cfg = type(cfg)(**{**cfg.to_dict(), "num_labels": 3})
-    cfg._attn_implementation = "eager"  # what HF picks for Gemma-2 with soft-capping on
-    torch.manual_seed(0)
-    with device:
-        model = AutoModelForSequenceClassification.from_config(cfg, dtype=dtype).eval()
-    ids = np.zeros((len(seqs), max_len), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-    mask = (ids != 0).astype(np.int64)
-    run = (
-        lambda a, b, model=model: (
-            model(
-                input_ids=torch.from_numpy(ids[a:b]).to(device),  # noqa: E731
-                attention_mask=torch.from_numpy(mask[a:b]).to(device),
-            ).logits
-        )
-    )
-    run(0, batch)  # warm-up
-    sync(device)
-    t0 = time.time()
-    for a in range(0, len(seqs), batch):
-        run(a, a + batch)
-    sync(device)
-    dt = time.time() - t0
-    del model
-    return {"seconds": dt, "rows_s": len(seqs) / dt}
 
 
 def build_project_model(cfg, device, dtype, lora: bool, a, quant: str | None = None):
@@ -512,157 +333,6 @@ def bench_train(cfg, seqs, device, dtype, a, tmp: Path) -> dict:
         "idle_ms": busy.get("idle_ms_by_host_range"),
         "step_ms": 1e3 * dt / max(len(timed), 1),
     }
-
-
-def trainer_micro_batch(a, max_len: int) -> int:
-    """Rows per forward pass of the HF Trainer baseline: ``--trainer-micro-batch``, else the project's
-    ``--micro-batch`` capped by ``--micro-tokens`` / max length (a fixed-row pass must fit the token budget at
-    the longest rows), lowered to a divisor of ``--train-batch`` (gradient accumulation covers the step)."""
-    rows = a.trainer_micro_batch or min(
-        a.micro_batch, max(1, a.micro_tokens // max_len) if a.micro_tokens else a.micro_batch
-    )
-    rows = max(1, min(rows, a.train_batch))
-    while a.train_batch % rows:
-        rows -= 1
-    return rows
-
-
-def bench_hf_trainer(cfg, seqs, labels, device, dtype, a, max_len: int, tmp: Path, micro: int = 0) -> dict:
-    """A plain Hugging Face ``Trainer`` + peft LoRA on the same rows, LoRA, rows per step and steps as
-    :func:`bench_train`: ``--warm-steps`` untimed steps, then ``--train-steps`` timed ones (from the end of the
-    last warm-up step to the end of the last timed step, the GPU synchronised at both ends). Real tokens are
-    counted from each collated micro-batch's attention mask, in the order the loop consumes them."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import (
-        AutoModelForSequenceClassification,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
-
-    from lmsys_arena.llm.backbones import tiny_tokenizer
-
-    micro = micro or trainer_micro_batch(a, max_len)
-    accum = a.train_batch // micro
-    warm, steps = a.warm_steps, a.train_steps
-    torch.manual_seed(0)
-    with device:
-        model = AutoModelForSequenceClassification.from_config(stock_config(cfg, num_labels=3), dtype=dtype)
-    model.config._attn_implementation = "sdpa"
-    lora = LORA[a.shape]
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=lora["target_modules"],
-            task_type="SEQ_CLS",  # the classification head ("score") trains in full
-        ),
-    )
-    # any tokenizer pads ids; the byte tokenizer's pad id is 0, the config's pad_token_id
-    pad = DataCollatorWithPadding(tiny_tokenizer(), pad_to_multiple_of=a.pad_multiple if a.pad_multiple > 1 else None)
-    passes: list[tuple[np.ndarray, int]] = []  # (row lengths, padded tokens) of each collated micro-batch, in order
-
-    def collate(features):
-        batch = pad(features)
-        passes.append((batch["attention_mask"].sum(1).numpy(), int(batch["input_ids"].numel())))
-        return batch
-
-    marks: dict[int, float] = {}
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kw):
-            if warm == 0:
-                sync(device)
-                marks[0] = time.time()
-
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step in (warm, warm + steps) and state.global_step not in marks:
-                sync(device)
-                marks[state.global_step] = time.time()
-
-    # length-grouped batches: group_by_length=True, train_sampling_strategy="group_by_length" in later transformers
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    grouped = (
-        {"train_sampling_strategy": "group_by_length"}
-        if "train_sampling_strategy" in known
-        else {"group_by_length": True}
-    )
-    args = TrainingArguments(
-        output_dir=str(tmp / "hf_trainer"),
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accum,
-        max_steps=warm + steps,
-        **grouped,
-        bf16=device.type == "cuda",
-        use_cpu=device.type != "cuda",
-        learning_rate=2e-4,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    data = [{"input_ids": s.tolist(), "labels": int(y)} for s, y in zip(seqs, labels)]
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Clock()])
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.time()
-    trainer.train()
-    sync(device)
-    total = time.time() - t0
-    dt = marks[warm + steps] - marks[warm]
-    timed = passes[warm * accum : (warm + steps) * accum]
-    lengths = np.concatenate([r for r, _ in timed]).astype(np.int64)
-    tokens, padded = int(lengths.sum()), sum(p for _, p in timed)
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
-    optim = str(args.optim.value if hasattr(args.optim, "value") else args.optim)
-    del trainer, model
-    free(device)
-    return {
-        "seconds": dt,
-        "steps": steps,
-        "tokens": tokens,
-        "padded_tokens": padded,
-        "tokens_s": tokens / dt,
-        "attention_flops_s": attention_flops(cfg, lengths, passes=3) / dt,
-        "max_mem_gib": mem,
-        "warmup_s": total - dt,
-        "micro_batch": micro,
-        "grad_accum": accum,
-        "optim": optim,
-        "sampler": next(iter(grouped)),
-        "step_ms": 1e3 * dt / max(steps, 1),
-    }
-
-
-def bench_hf_trainer_fitting(cfg, seqs, labels, device, dtype, a, max_len: int) -> dict:
-    """:func:`bench_hf_trainer` at the most rows a pass that fit: on CUDA out-of-memory the pass is halved (to a
-    divisor of ``--train-batch``, gradient accumulation keeps the rows per step), as a Trainer user would do; stock
-    HF modules keep more activations than the project's loop, so its token budget may not fit them."""
-    import tempfile
-
-    micro, oom = trainer_micro_batch(a, max_len), []
-    while True:
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                hf = bench_hf_trainer(cfg, seqs, labels, device, dtype, a, max_len, Path(tmp), micro=micro)
-            return {**hf, "oom_rows_per_pass": oom}
-        except torch.OutOfMemoryError:
-            if micro == 1:
-                raise
-            oom.append(micro)
-        free(device)  # outside the except clause: its traceback no longer holds the failed model's tensors
-        micro = next(d for d in range(micro // 2, 0, -1) if a.train_batch % d == 0)  # a divisor: whole steps
-        print(f"HF Trainer baseline: out of memory at {oom[-1]} rows a pass, retrying at {micro}", flush=True)
 
 
 def bench_parity(cfg, seqs, device, dtype, a) -> dict:

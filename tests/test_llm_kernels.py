@@ -246,9 +246,10 @@ def test_hf_trainer_baseline_halves_its_pass_until_it_fits(llm_speed, monkeypatc
             raise torch.OutOfMemoryError("CUDA out of memory")
         return {"micro_batch": micro, "grad_accum": a.train_batch // micro}
 
-    monkeypatch.setattr(llm_speed, "bench_hf_trainer", fake)
+    baselines = sys.modules["speed_baselines"]  # llm_speed's sibling module, imported with it
+    monkeypatch.setattr(baselines, "bench_hf_trainer", fake)
     a = argparse.Namespace(trainer_micro_batch=0, micro_batch=32, micro_tokens=32768, train_batch=24)
-    hf = llm_speed.bench_hf_trainer_fitting(None, [], [], torch.device("cpu"), torch.float32, a, 2048)
+    hf = baselines.bench_hf_trainer_fitting(None, [], [], torch.device("cpu"), torch.float32, a, 2048)
     assert tried == [12, 6, 3] and hf == {"micro_batch": 3, "grad_accum": 8, "oom_rows_per_pass": [12, 6]}
 
 
