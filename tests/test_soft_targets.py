@@ -293,3 +293,28 @@ def test_cli_refuses_pseudo_options_without_pseudo(at):
     with pytest.raises(SystemExit) as e:
         main(["train", "--data", str(at["data"]), "--model", "xgb", "--pseudo-weight", "0.5"])
     assert e.value.code == 2
+
+
+def test_a_distill_teacher_named_by_model_is_the_run_of_that_model_on_the_same_data(tmp_path):
+    """``train.distill.teacher: xgb`` (the distill config) finds ``make train MODEL=xgb``'s run on any data:
+    ``runs/xgb`` if there is one, else ``runs/xgb-<data folder>``; the resolved name is what the run records."""
+    from lmsys_arena.teacher import resolve_distill_teacher
+
+    root = tmp_path / "runs"
+
+    def make_run(name):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text("{}")
+
+    cfg = load_config("tiny", {"train.distill.teacher": "xgb"})
+    assert resolve_distill_teacher(cfg, tmp_path / "mydata", root) is cfg  # no such run: preflight names it
+    make_run("xgb-mydata")
+    got = resolve_distill_teacher(cfg, tmp_path / "mydata", root)
+    assert got["train"]["distill"]["teacher"] == "xgb-mydata" and cfg["train"]["distill"]["teacher"] == "xgb"
+    assert {k: v for k, v in got["train"].items() if k != "distill"} == {
+        k: v for k, v in cfg["train"].items() if k != "distill"
+    }
+    make_run("xgb")  # a run of exactly that name wins
+    assert resolve_distill_teacher(cfg, tmp_path / "mydata", root)["train"]["distill"]["teacher"] == "xgb"
+    plain = load_config("tiny", {})
+    assert resolve_distill_teacher(plain, tmp_path / "mydata", root) is plain

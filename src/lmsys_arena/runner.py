@@ -30,6 +30,7 @@ from lmsys_arena.io import read_json, write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss, softmax, validate_submission
 from lmsys_arena.predictions import PROB_COLS, frame_from_logits
 from lmsys_arena.runs import Run, RunSpec, config_diff, run_config
+from lmsys_arena.teacher import resolve_distill_teacher
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def train_run(
     run = Run(run_dir)
     fam = families.of(cfg).load()  # a missing extra (torch for llm) fails before anything is written
     dist.init()  # under torchrun: the process group, so that the ranks wait for rank 0 to prepare the run
+    cfg = resolve_distill_teacher(cfg, spec.data)
     _preflight(fam, cfg)
     inputs = _read_inputs(spec)  # bad data or folds fail before the run folder is touched
     n_folds = int(inputs[1].max()) + 1
@@ -163,6 +165,7 @@ def refit_run(cfg: dict, run_dir: str | Path, spec: RunSpec, source_dir: str | P
     info = families.of(cfg)
     fam = info.load()
     dist.init()
+    cfg = resolve_distill_teacher(cfg, spec.data)
     _preflight(fam, cfg)
     inputs = _read_inputs(spec)
     want = run_config(cfg, spec)

@@ -34,7 +34,7 @@ import pandas as pd
 from lmsys_arena.data import SOFT_COLS, load_battles, text_key
 from lmsys_arena.io import write_csv, write_parquet
 from lmsys_arena.predictions import PROB_COLS, frame_from_logprobs, frame_logprobs
-from lmsys_arena.runs import RUNS_DIR, Run
+from lmsys_arena.runs import RUNS_DIR, Run, default_run_name
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,26 @@ def teacher_run(name: str | Path, runs_root: str | Path = RUNS_DIR) -> Run:
     run = Run(path) if len(path.parts) > 1 and (path / "config.json").exists() else Run(Path(runs_root) / name)
     if not run.exists():
         raise FileNotFoundError(
-            f"teacher run {str(name)!r}: {run.config_file} not found (train it, or blend it, first)"
+            f"teacher run {str(name)!r}: {run.config_file} not found (train it, or blend it, first; off the "
+            f"competition data `make train MODEL={name}` names its run {name}-<data folder>)"
         )
     return run
+
+
+def resolve_distill_teacher(cfg: dict, data: str | Path, runs_root: str | Path = RUNS_DIR) -> dict:
+    """``cfg`` with ``train.distill.teacher`` as the run it names: that run if it exists, else the run that
+    ``make train MODEL=<teacher>`` writes for ``data`` (``runs.default_run_name``: ``<teacher>-<data folder>``
+    off the competition data), so a config naming ``xgb`` finds the xgb run trained on the same data. The
+    resolved name is what the run's config.json records."""
+    teacher = ((cfg.get("train") or {}).get("distill") or {}).get("teacher")
+    if not teacher or len(Path(str(teacher)).parts) > 1 or Run(Path(runs_root) / teacher).exists():
+        return cfg
+    on_data = default_run_name(teacher, data)
+    if on_data == teacher or not Run(Path(runs_root) / on_data).exists():
+        return cfg  # missing either way: the family's preflight names it
+    log.info("train.distill.teacher %s: the run of that model on %s is %s", teacher, Path(data).name, on_data)
+    distill = {**cfg["train"]["distill"], "teacher": on_data}
+    return {**cfg, "train": {**cfg["train"], "distill": distill}}
 
 
 def score_rows(run: Run, rows: pd.DataFrame) -> np.ndarray:

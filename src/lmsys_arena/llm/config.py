@@ -165,7 +165,8 @@ class DistillOptions:
     teacher: str | None = option(
         None,
         "a run (any family, a blend too) whose predictions the student also fits: its OOF for train rows, "
-        "`make pseudo`'s scores for other rows (docs/llm.md#distillation); null: off",
+        "`make pseudo`'s scores for other rows (docs/llm.md#distillation); a model name without a run of its own "
+        "means that model's run on the same DATA (<name>-<data folder>); null: off",
     )
     weight: float = option(1.0, "weight of the KL term: loss = CE + weight * T^2 * KL(teacher_T || student_T)")
     temperature: float = option(1.0, "softmax temperature T of teacher and student in the KL term")
