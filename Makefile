@@ -43,6 +43,7 @@ RANK ?=
 QUANT ?=
 VERSION ?=
 SUB ?= submissions/$(RUN).csv
+LABELS ?=
 RUNS ?=
 NAME ?=
 SET ?=
@@ -50,6 +51,7 @@ SET ?=
 COMMON_ROWS ?=
 OOF_ONLY ?=
 SPACE ?=
+FIT_LABELS ?=
 FALLBACK ?=
 BUDGET_H ?=
 MODEL_SOURCE ?=
@@ -129,7 +131,7 @@ infer: $(STAMP)
 	$(CLI) infer --run $(RUN)$(if $(FULL),-full) $(if $(filter command line environment,$(origin DATA)),--data $(DATA))
 
 score: $(STAMP)
-	$(CLI) score --run $(RUN)
+	$(CLI) score --run $(RUN) $(if $(LABELS),--labels $(LABELS))
 
 # one self-contained HTML file comparing RUNS on their OOF rows: runs/<NAME>/report.html (docs/report.md)
 report: $(STAMP)
@@ -173,7 +175,7 @@ best: $(STAMP)
 
 ensemble: $(STAMP)
 	$(CLI) ensemble --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(COMMON_ROWS),--common-rows) \
-		$(if $(SPACE),--space $(SPACE)) $(if $(OOF_ONLY),--oof-only)
+		$(if $(SPACE),--space $(SPACE)) $(if $(OOF_ONLY),--oof-only) $(if $(FIT_LABELS),--fit-labels $(FIT_LABELS))
 
 kernels: $(STAMP)
 	$(CLI) kernels --runs $(RUNS) $(if $(NAME),--name $(NAME)) $(if $(FALLBACK),--fallback $(FALLBACK)) \

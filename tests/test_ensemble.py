@@ -1,4 +1,5 @@
-"""Blends: simplex weights, temperature, alignment refusals, partial rows, nested blends, the CLI.
+"""Blends: simplex weights, temperature, alignment refusals, partial rows, nested blends, the CLI, and held-out
+labels (`make score LABELS=...`, `make ensemble FIT_LABELS=...`: lmsys_arena.holdout).
 
 Synthetic runs with known structure (fast); the real-data blend runs in tests/test_kernels.py.
 """
@@ -11,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lmsys_arena.cells import DataError
 from lmsys_arena.cli import main
 from lmsys_arena.ensemble import align_oof, combine, ensemble_runs, evaluate_tree, fit_blend, fold_average_logprobs
+from lmsys_arena.holdout import read_labels, score_test
 from lmsys_arena.metrics import log_loss, log_softmax, softmax
+from lmsys_arena.runs import Run
 
 N, N_TEST = 600, 40
 
@@ -201,3 +205,83 @@ def test_oof_only_blend_from_fold_files(two_runs):
     assert (run / "oof.parquet").exists() and not (run / "test.parquet").exists()
     assert json.loads((run / "config.json").read_text())["extra"]["oof_only"] is True
     assert not (root / "submissions" / "b0.csv").exists()
+
+
+HO_TRAIN, HO_TEST = 600, 400  # held-out-labels tests
+
+
+@pytest.fixture
+def leaky_and_honest(workdir):
+    """``leaky``: OOF close to the truth, test predictions noisy; ``honest``: equally noisy on both. Held-out
+    labels for the test rows."""
+    z, y = _truth(HO_TRAIN, 0)
+    zt, yt = _truth(HO_TEST, 1)
+    ids, test_ids = [f"r{i:04d}" for i in range(HO_TRAIN)], [str(1000 + i) for i in range(HO_TEST)]
+    rng = np.random.default_rng(3)
+    noisy = lambda a, s: a + rng.normal(size=a.shape) * s  # noqa: E731
+    _write_run(workdir, "leaky", ids, np.arange(HO_TRAIN) % 3, y, noisy(z, 0.3), test_ids, noisy(zt, 2.0))
+    _write_run(workdir, "honest", ids, np.arange(HO_TRAIN) % 3, y, noisy(z, 1.0), test_ids, noisy(zt, 1.0))
+    pd.DataFrame({"id": test_ids, "label": yt}).to_csv(workdir / "labels.csv", index=False)
+    return workdir, test_ids, yt
+
+
+def test_labels_file_takes_labels_or_winner_columns_and_names_bad_rows(tmp_path):
+    p = tmp_path / "labels.csv"
+    p.write_text("id,label\n007,0\n8,2\n")
+    assert read_labels(p).to_dict() == {"007": 0, "8": 2}  # ids stay as written
+    p.write_text("id,winner_model_a,winner_model_b,winner_tie\n1,0,1,0\n2,0,0,1\n")
+    assert read_labels(p).to_dict() == {"1": 1, "2": 2}
+    p.write_text("id,label\n1,0\n2,3\n")
+    with pytest.raises(DataError, match=r"labels.csv: row 3 \(id '2'\), column label: not a label"):
+        read_labels(p)
+    p.write_text("id,winner_model_a,winner_model_b,winner_tie\n1,1,1,0\n")
+    with pytest.raises(DataError, match=r"row 2 \(id '1'\), column winner_model_a,winner_model_b,winner_tie"):
+        read_labels(p)
+    p.write_text("id,label\n1,0\n1,1\n")
+    with pytest.raises(DataError, match=r"row 3, column id: duplicate id '1'"):
+        read_labels(p)
+    p.write_text("id,winner\n1,a\n")
+    with pytest.raises(DataError, match="needs a 'label' column"):
+        read_labels(p)
+    with pytest.raises(FileNotFoundError, match="nope.csv: not found"):
+        read_labels(tmp_path / "nope.csv")
+
+
+def test_score_with_labels_scores_test_predictions_and_keeps_oof_metrics(leaky_and_honest, capsys):
+    root, test_ids, yt = leaky_and_honest
+    run = Run(root / "runs" / "honest")
+    run.write_metrics({"oof_logloss": 0.9})
+    got = score_test(run, root / "labels.csv")
+    test = pd.read_parquet(run.test_file)
+    assert got["rows"] == HO_TEST and got["logloss"] == pytest.approx(log_loss(yt, test[["p_a", "p_b", "p_tie"]]))
+    metrics = json.loads(run.metrics_file.read_text())
+    assert metrics["oof_logloss"] == 0.9 and metrics["holdout"]["logloss"] == got["logloss"]
+    main(["score", "--run", "honest", "--labels", "labels.csv"])
+    assert f"honest: held-out log loss {got['logloss']:.5f}" in capsys.readouterr().out
+    pd.DataFrame({"id": ["elsewhere"], "label": [0]}).to_csv(root / "other.csv", index=False)
+    with pytest.raises(ValueError, match=r"run honest: 1 of 1 labelled ids have no test prediction"):
+        score_test(run, root / "other.csv")
+
+
+def test_blend_weights_fit_on_held_out_labels_beat_oof_weights_there(leaky_and_honest, capsys):
+    root, test_ids, yt = leaky_and_honest
+    kw = {"runs_root": root / "runs", "submissions": root / "submissions"}
+    on_oof = ensemble_runs(["leaky", "honest"], "blend-oof", **kw)
+    on_labels = ensemble_runs(["leaky", "honest"], "blend-ho", fit_labels=root / "labels.csv", **kw)
+    assert on_oof["weights"]["leaky"] > 0.5 > on_labels["weights"]["leaky"]  # the OOF fit trusts the leaky run
+    test_loss = {
+        n: log_loss(yt, pd.read_parquet(root / "runs" / n / "test.parquet")[["p_a", "p_b", "p_tie"]])
+        for n in ("blend-oof", "blend-ho")
+    }
+    assert test_loss["blend-ho"] < test_loss["blend-oof"] - 0.01
+    ho = on_labels["holdout"]
+    assert ho["rows"] == HO_TEST and ho["logloss"] == pytest.approx(test_loss["blend-ho"])
+    assert set(ho["members"]) == {"leaky", "honest"}
+    cfg = json.loads((root / "runs" / "blend-ho" / "config.json").read_text())
+    assert cfg["extra"]["fit_labels"] == str(root / "labels.csv") and cfg["weights"][0] < 0.5
+    oof = pd.read_parquet(root / "runs" / "blend-ho" / "oof.parquet")  # the OOF blend, with those weights
+    assert len(oof) == HO_TRAIN and np.allclose(oof[["p_a", "p_b", "p_tie"]].sum(axis=1), 1)
+    with pytest.raises(ValueError, match="drop --oof-only"):
+        ensemble_runs(["leaky", "honest"], "b", fit_labels=root / "labels.csv", oof_only=True, **kw)
+    main(["ensemble", "--runs", "leaky", "honest", "--name", "cli-ho", "--fit-labels", "labels.csv"])
+    assert f"weights fit on {HO_TEST} held-out rows (labels.csv)" in capsys.readouterr().out

@@ -215,13 +215,16 @@ def ensemble_runs(
     temperature: bool = True,
     common_rows: bool = False,
     oof_only: bool = False,
+    fit_labels: str | Path | None = None,
     runs_root: str | Path = "runs",
     submissions: str | Path = "submissions",
 ) -> dict:
     """Fit the blend, write ``runs/<name>/`` and ``submissions/<name>.csv``; returns the metrics dict.
 
     ``oof_only``: fit and score on OOF only (members without ``test.parquet`` yet); no test predictions and no
-    submission are written, the weights in ``config.json`` still serve ``make kernels``."""
+    submission are written, the weights in ``config.json`` still serve ``make kernels``. ``fit_labels``: fit the
+    weights on the members' test predictions of the rows of that labels file (:mod:`lmsys_arena.holdout`)
+    instead of on OOF; the OOF blend is still written, with those weights."""
     from lmsys_arena.runner import score_frame, write_submission
 
     runs_root = Path(runs_root)
@@ -229,6 +232,8 @@ def ensemble_runs(
         raise ValueError(f"a run is listed twice: {runs}")
     if name in runs:
         raise ValueError(f"the blend name {name!r} is also a member; pick another --name")
+    if fit_labels and oof_only:
+        raise ValueError("--fit-labels fits on the members' test predictions: drop --oof-only")
     oofs = {r: Run(runs_root / r).read_oof(partial=True) for r in runs}
     tests = {} if oof_only else {r: Run(runs_root / r).read_test() for r in runs}
     base = align_oof(oofs, common_rows=common_rows)
@@ -236,10 +241,18 @@ def ensemble_runs(
     oof_lps = _stack(oofs, pd.Index(base["id"]))
     member_loss = {r: log_loss(y, np.exp(lp)) for r, lp in zip(runs, oof_lps)}
 
+    fit_lps, fit_y, holdout = oof_lps, y, None
+    if fit_labels:
+        from lmsys_arena.holdout import labelled_rows, read_labels
+
+        test_ids = align_test(tests)
+        pos, fit_y = labelled_rows(pd.DataFrame({"id": test_ids}), read_labels(fit_labels), f"blend {name}")
+        fit_lps = [lp[pos] for lp in _stack(tests, test_ids)]
+        holdout = {r: log_loss(fit_y, np.exp(lp)) for r, lp in zip(runs, fit_lps)}
     if len(runs) == 1 and not temperature:
         weights, t = np.ones(1), 1.0
     else:
-        weights, t = fit_blend(oof_lps, y, space=space, temperature=temperature)
+        weights, t = fit_blend(fit_lps, fit_y, space=space, temperature=temperature)
     blend = Blend(
         name=name,
         members=list(runs),
@@ -259,6 +272,13 @@ def ensemble_runs(
             "best_member_logloss": min(member_loss.values()),
         }
     )
+    if holdout is not None:
+        metrics["holdout"] = {
+            "labels": str(fit_labels),
+            "rows": len(fit_y),
+            "logloss": log_loss(fit_y, np.exp(combine(fit_lps, weights, t, space))),
+            "members": holdout,
+        }
 
     test = None
     if not oof_only:
@@ -277,6 +297,7 @@ def ensemble_runs(
             "member_oof_rows": {r: len(f) for r, f in oofs.items()},
             "test_rows": None if test is None else len(test),
             "oof_only": oof_only,
+            "fit_labels": None if fit_labels is None else str(fit_labels),
         },
     }
     run.write_blend_config(cfg)
@@ -306,6 +327,11 @@ def format_table(name: str, metrics: dict) -> str:
         f"{name + ' (T={:.3f})'.format(metrics['temperature']):<28}{metrics['oof_logloss']:>14.5f}"
         f"{'':>9}  ({gain:+.5f} vs best member, {metrics['rows']} rows)"
     )
+    if ho := metrics.get("holdout"):
+        members = ", ".join(f"{r} {v:.5f}" for r, v in ho["members"].items())
+        lines.append(
+            f"weights fit on {ho['rows']} held-out rows ({ho['labels']}): blend {ho['logloss']:.5f}; {members}"
+        )
     return "\n".join(lines)
 
 
@@ -317,5 +343,6 @@ def cli(args: argparse.Namespace) -> None:
         temperature=not args.no_temperature,
         common_rows=getattr(args, "common_rows", False),
         oof_only=getattr(args, "oof_only", False),
+        fit_labels=getattr(args, "fit_labels", None),
     )
     print(format_table(args.name, metrics))

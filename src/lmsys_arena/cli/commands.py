@@ -147,8 +147,14 @@ def _pseudo(args) -> None:
 
 def _score(args) -> None:
     from lmsys_arena.runner import format_metrics, score_run
-    from lmsys_arena.runs import RUNS_DIR
+    from lmsys_arena.runs import RUNS_DIR, Run
 
+    if args.labels:
+        from lmsys_arena.holdout import score_test
+
+        m = score_test(Run(RUNS_DIR / args.run), args.labels)
+        print(f"{args.run}: held-out log loss {m['logloss']:.5f}, accuracy {m['accuracy']:.4f}, {m['rows']} rows")
+        return
     print(format_metrics(args.run, score_run(RUNS_DIR / args.run)))
 
 

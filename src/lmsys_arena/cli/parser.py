@@ -154,6 +154,12 @@ def _prediction_commands(command: AddCommand) -> None:
 
     p = command("score", "per-fold and overall OOF log loss and accuracy -> runs/<run>/metrics.json")
     p.add_argument("--run", required=True)
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="CSV of held-out labels (id, label): score the run's test predictions on them instead "
+        "(metrics.json 'holdout'; docs/ensemble.md#held-out-labels)",
+    )
 
     p = command("report", "one self-contained HTML report comparing runs on their OOF rows (docs/report.md)")
     p.add_argument("--runs", nargs="+", required=True, help="run names in runs/")
@@ -213,6 +219,12 @@ def _ensemble_command(command: AddCommand) -> None:
         "--oof-only",
         action="store_true",
         help="fit and score on OOF only (members without test.parquet yet); no submission",
+    )
+    p.add_argument(
+        "--fit-labels",
+        default=None,
+        help="CSV of held-out labels (id, label): fit the weights on the members' test predictions of those "
+        "rows instead of on OOF (docs/ensemble.md#held-out-labels)",
     )
 
 
