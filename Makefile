@@ -27,6 +27,7 @@ MODEL ?= xgb
 DATA_NAME := $(notdir $(abspath $(DATA)))
 RUN ?= $(notdir $(basename $(MODEL)))$(if $(filter lmsys-chatbot-arena,$(DATA_NAME)),,-$(DATA_NAME))
 FOLDS ?= 5
+FRAC ?= 0.15
 SEED ?= 42
 PARAMS ?=
 STUDY ?= $(RUN)
@@ -85,7 +86,7 @@ MODEL_ARGS := --model $(MODEL) $(if $(PARAMS),--params $(PARAMS)) $(if $(filter 
 	$(if $(BACKBONE),--set 'backbone=$(BACKBONE)') $(foreach s,$(SET),--set $(s))
 LAUNCH := $(if $(filter-out 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node $(GPUS) -m lmsys_arena --,$(PY) -m lmsys_arena)
 
-.PHONY: report serve judge pseudo merge export submit setup folds train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
+.PHONY: report serve judge pseudo merge export submit setup folds holdout train infer score check config docs lint format test tune best ensemble kernels kernel-datasets \
 	check-kernels push clean-venv
 
 $(STAMP): pyproject.toml
@@ -104,6 +105,10 @@ setup: $(STAMP)
 
 folds: $(STAMP)
 	$(CLI) folds --data $(DATA) --folds $(FOLDS) --seed $(SEED) $(BAD_ARGS)
+
+# a held-out split of DATA: $(DATA)-holdout/ (train on it), its _labels.csv and _extra.csv (docs/data.md)
+holdout: $(STAMP)
+	$(CLI) holdout --data $(DATA) $(if $(EXTRA),--extra $(EXTRA)) --frac $(FRAC) --seed $(SEED)
 
 train: $(STAMP)
 	$(LAUNCH) train $(LOG_ARG) $(DATA_ARGS) $(TRAIN_ONLY_ARGS) $(MODEL_ARGS) --run $(RUN) --seed $(SEED) \

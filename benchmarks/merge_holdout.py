@@ -10,9 +10,10 @@
 
 Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
 
-1. ``--holdout`` (15%) of the prompts of ``--data``'s train.csv are kept out (grouped by prompt, seeded):
-   ``input/<data>-holdout/`` gets the rest as train.csv and the held-out battles as test.csv (their labels in
-   ``holdout_labels.csv`` beside it); EXTRA rows sharing a held-out prompt are dropped;
+1. ``--holdout`` (15%) of the prompts of ``--data``'s train.csv are kept out, as ``make holdout`` does
+   (``lmsys_arena.holdout.write_split``): ``input/<data>-holdout/`` gets the rest as train.csv and the held-out
+   battles as test.csv, their labels in ``input/<data>-holdout_labels.csv``; EXTRA rows sharing a held-out prompt
+   are dropped;
 2. ``folds`` (5), ``train`` (the fold run), ``train --full`` (the refit), ``merge`` once per ``--methods``;
 3. ``infer`` on every run; each submission is scored on the held-out labels; the inference work is the number
    of model passes over the test rows (a fold run: one per fold; swap-TTA doubles every one alike).
@@ -47,41 +48,6 @@ def cli(*args: str, log: Path) -> float:
     if r.returncode:
         sys.exit(f"lmsys_arena {' '.join(args)} failed (exit {r.returncode}); see {log}")
     return time.time() - t0
-
-
-def split(data: Path, extra: Path | None, frac: float, seed: int, out: Path) -> tuple[Path, Path | None]:
-    """``out/`` = train.csv (kept prompts), test.csv + sample_submission.csv (held-out battles), and
-    ``out/../<out>_labels.csv``; returns (data folder, filtered EXTRA file or None)."""
-    from lmsys_arena.data import Competition, load_extra, prompt_key
-
-    labels = out.with_name(out.name + "_labels.csv")
-    extra_out = out.with_name(out.name + "_extra.csv") if extra else None
-    if (out / "test.csv").exists() and labels.exists():
-        return out, extra_out
-    raw = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
-    train = Competition(data).train()
-    keys = prompt_key(train)
-    groups = keys.unique()
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(groups, int(round(frac * len(groups))), replace=False))
-    is_held = keys.isin(held).to_numpy()
-    ids = set(train["id"][is_held].astype(str))
-    out.mkdir(parents=True, exist_ok=True)
-    raw[~raw["id"].isin(ids)].to_csv(out / "train.csv", index=False)
-    test = raw[raw["id"].isin(ids)]
-    test[["id", "prompt", "response_a", "response_b"]].to_csv(out / "test.csv", index=False)
-    sub = pd.DataFrame({"id": test["id"]})
-    for c in ("winner_model_a", "winner_model_b", "winner_tie"):
-        sub[c] = 1 / 3
-    sub.to_csv(out / "sample_submission.csv", index=False)
-    train[is_held][["id", "label"]].assign(id=lambda d: d["id"].astype(str)).to_csv(labels, index=False)
-    if extra:
-        ex_raw = pd.read_csv(extra, dtype=str, keep_default_na=False)
-        ex = load_extra(str(extra), train)
-        leak = prompt_key(ex).isin(held).to_numpy()
-        ex_raw[~ex_raw["id"].isin(set(ex["id"][leak].astype(str)))].to_csv(extra_out, index=False)
-    print(f"held out {is_held.sum()} of {len(train)} battles ({len(held)} of {len(groups)} prompts) -> {out}")
-    return out, extra_out
 
 
 def score(sub_csv: Path, labels: pd.DataFrame) -> float:
@@ -176,8 +142,11 @@ def main() -> None:
     Path("runs").mkdir(exist_ok=True)
     log = Path("runs") / "merge_holdout.log"
     name = f"{Path(args.data).resolve().name}-holdout"
-    data, extra = split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
-                        Path("input") / name)  # fmt: skip
+    from lmsys_arena.holdout import split_paths, write_split
+
+    data = write_split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
+                       Path("input") / name)  # fmt: skip
+    extra = split_paths(data)[1] if args.extra else None
     labels = pd.read_csv(data.with_name(data.name + "_labels.csv"), dtype={"id": str})
     run = args.precision_run or f"{Path(args.model).stem}-{name}"
     common = ["--data", str(data), "--model", args.model, "--run", run, "--seed", str(args.seed)]

@@ -1,4 +1,5 @@
-"""Folds: prompt-grouped, stratified, seeded, byte-identical on re-run; extra rows get no fold.
+"""Folds: prompt-grouped, stratified, seeded, byte-identical on re-run; extra rows get no fold. The held-out split
+(`make holdout`): no prompt on both sides, EXTRA rows sharing a held-out prompt dropped, a data folder like any other.
 
 .venv/bin/python -m pytest tests/test_folds.py
 """
@@ -124,3 +125,34 @@ def test_too_few_prompts():
     df = pd.DataFrame({"id": ["1", "2"], "prompt": [["a"], ["a"]], "label": [0, 1]})
     with pytest.raises(ValueError, match="at least 3 distinct prompts"):
         make_folds(df, k=3)
+
+
+def test_holdout_split_keeps_prompts_out_and_is_a_data_folder(tmp_path, capsys, caplog):
+    from lmsys_arena.data import load_extra
+    from lmsys_arena.holdout import read_labels
+
+    data = tmp_path / "sample"
+    shutil.copytree(SAMPLE, data)
+    args = ["holdout", "--data", str(data), "--extra", str(data / "extra.csv"), "--frac", "0.2", "--seed", "7"]
+    main(args)
+    out = tmp_path / "sample-holdout"
+    assert f"DATA={out}" in capsys.readouterr().out
+    kept, held = Competition(out).train(), Competition(out).test()
+    whole = Competition(data).train()
+    assert len(kept) + len(held) == len(whole) and abs(len(held) / len(whole) - 0.2) < 0.05
+    assert not set(prompt_key(kept)) & set(prompt_key(whole.set_index("id").loc[held["id"]].reset_index()))
+    labels = read_labels(tmp_path / "sample-holdout_labels.csv")
+    assert (
+        list(labels.index) == list(held["id"])
+        and (labels.values == whole.set_index("id").loc[held["id"], "label"]).all()
+    )
+    extra = load_extra(str(tmp_path / "sample-holdout_extra.csv"), kept)
+    held_prompts = set(prompt_key(whole[whole["id"].isin(held["id"])]))
+    assert not prompt_key(extra).isin(held_prompts).any()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    main(args)  # the same split again: nothing rewritten
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(SystemExit):
+        main([*args[:-2], "--seed", "8"])
+    assert "holds another split" in caplog.text and "delete it" in caplog.text
+    main(["folds", "--data", str(out), "--folds", "3"])  # a data folder like any other

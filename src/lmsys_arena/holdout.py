@@ -1,13 +1,15 @@
-"""Held-out labels: score runs and fit blend weights on battles that no model (and no teacher) trained on.
+"""A held-out split, and held-out labels: score runs and fit blend weights on battles no model (or teacher) saw.
 
+    make holdout DATA=input/lmsys-chatbot-arena EXTRA=extra.csv [FRAC=0.15]   # input/<data>-holdout/ + labels
     make score RUN=xgb-holdout LABELS=input/lmsys-arena-subset-holdout_labels.csv
     make ensemble RUNS="xgb-holdout qwen2.5-coder-1.5b-distill-holdout" FIT_LABELS=input/..._labels.csv
 
 A run's OOF rows are optimistic where a teacher or a pseudo-labeller saw them (docs/llm.md#distillation), so
-its gains, and blend weights, are better read on a held-out slice: keep some prompts out of every fold, train on
-the rest, and let ``make infer`` score the held-out battles as the data folder's test.csv.
-``benchmarks/merge_holdout.py --precision-only`` writes such a split: ``input/<data>-holdout/`` (test.csv = the
-held-out battles) and ``input/<data>-holdout_labels.csv``.
+its gains, and blend weights, are better read on a held-out slice: ``make holdout`` keeps ``FRAC`` of the prompts
+(grouped by prompt, seeded) out of the data: ``input/<data>-holdout/`` gets the other battles as train.csv and the
+held-out ones as test.csv (+ a sample_submission.csv), their labels go to ``input/<data>-holdout_labels.csv`` and
+EXTRA rows that share a held-out prompt are dropped into ``input/<data>-holdout_extra.csv``. Train on that folder
+as on any other; ``make infer`` then scores the held-out battles.
 
 A labels file is a CSV with ``id`` and ``label`` (0 = A wins, 1 = B wins, 2 = tie), or ``id`` and the
 competition's one-hot ``winner_model_a, winner_model_b, winner_tie`` (a train.csv of the held-out rows will
@@ -16,14 +18,68 @@ do). Every labelled id must have a prediction in the run's ``test.parquet``; oth
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lmsys_arena.cells import LABEL_COLUMNS, DataError
+from lmsys_arena.io import write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss
 from lmsys_arena.predictions import PROB_COLS
+
+log = logging.getLogger(__name__)
+SPLIT_FILE = "holdout.json"  # in the split's folder: where it came from, the fraction and the seed
+
+
+def split_paths(out: Path) -> tuple[Path, Path]:
+    """(labels CSV, filtered EXTRA CSV) written beside the split folder ``out``."""
+    return out.with_name(out.name + "_labels.csv"), out.with_name(out.name + "_extra.csv")
+
+
+def write_split(data: Path, extra: Path | None, frac: float, seed: int, out: Path | None = None) -> Path:
+    """Keep ``frac`` of ``data``'s train.csv prompts out: writes ``out`` (default ``<data>-holdout`` beside
+    ``data``), its labels and filtered EXTRA files (module docstring); returns ``out``. The same split again is a
+    no-op; another one over an existing folder is refused (the runs trained on it would no longer match)."""
+    from lmsys_arena.data import Competition, load_extra, prompt_key
+
+    if not 0 < frac < 1:
+        raise ValueError(f"--frac {frac}: must be between 0 and 1")
+    data = Path(data)
+    out = Path(out) if out else data.with_name(data.name + "-holdout")
+    labels_csv, extra_csv = split_paths(out)
+    want = {"data": str(data), "extra": str(extra) if extra else None, "frac": frac, "seed": seed}
+    if (out / SPLIT_FILE).exists():
+        have = json.loads((out / SPLIT_FILE).read_text())
+        if have != want:
+            raise ValueError(f"{out} holds another split ({have}); delete it (and its runs) to make this one")
+        log.info("%s: the same split is there already", out)
+        return out
+    raw = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    train = Competition(data).train()
+    keys = prompt_key(train)
+    groups = keys.unique()
+    held = set(np.random.default_rng(seed).choice(groups, int(round(frac * len(groups))), replace=False))
+    is_held = keys.isin(held).to_numpy()
+    ids = set(train["id"][is_held].astype(str))
+    write_csv(out / "train.csv", raw[~raw["id"].isin(ids)])
+    test = raw[raw["id"].isin(ids)]
+    write_csv(out / "test.csv", test[["id", "prompt", "response_a", "response_b"]])
+    write_csv(out / "sample_submission.csv", pd.DataFrame({"id": test["id"], **dict.fromkeys(LABEL_COLUMNS, 1 / 3)}))
+    write_csv(labels_csv, train[is_held][["id", "label"]].assign(id=lambda d: d["id"].astype(str)))
+    if extra:
+        ex_raw = pd.read_csv(extra, dtype=str, keep_default_na=False)
+        ex = load_extra(str(extra), train)
+        shared = set(ex["id"][prompt_key(ex).isin(held).to_numpy()].astype(str))
+        write_csv(extra_csv, ex_raw[~ex_raw["id"].isin(shared)])
+        log.info("EXTRA: dropped %d rows that share a held-out prompt", len(shared))
+    write_json(out / SPLIT_FILE, want)  # last: a split interrupted before it is made again from scratch
+    log.info(
+        "held out %d of %d battles (%d of %d prompts) -> %s", is_held.sum(), len(train), len(held), len(groups), out
+    )
+    return out
 
 
 def read_labels(path: str | Path) -> pd.Series:

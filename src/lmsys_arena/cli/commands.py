@@ -101,6 +101,14 @@ def _check_train_only_args(args) -> None:
         raise UsageError("--extra-weight needs --extra (EXTRA=<csv>)")
 
 
+def _holdout(args) -> None:
+    from lmsys_arena.holdout import split_paths, write_split
+
+    out = write_split(Path(resolve_data(args)), args.extra and Path(args.extra), args.frac, args.seed, args.out)
+    labels, extra = split_paths(out)
+    print(f"DATA={out}  LABELS={labels}" + (f"  EXTRA={extra}" if args.extra else ""))
+
+
 def _folds_list(text: str | None) -> list[int] | None:
     if not text:
         return None
@@ -225,6 +233,7 @@ def _kernels(args) -> None:
 
 HANDLERS = {
     "folds": _folds,
+    "holdout": _holdout,
     "train": _train,
     "judge": _judge,
     "merge": _merge,

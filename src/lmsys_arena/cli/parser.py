@@ -87,6 +87,13 @@ def _training_commands(command: AddCommand) -> None:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=42)
 
+    p = command("holdout", "keep a share of the prompts out: input/<data>-holdout/ + its labels (docs/data.md)")
+    p.add_argument("--data", default=None, help="the data folder to split (default: as for train)")
+    p.add_argument("--extra", default=None, help="EXTRA CSV: rows sharing a held-out prompt are dropped")
+    p.add_argument("--frac", type=float, default=0.15, help="share of the prompts held out")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default=None, help="the split folder (default: <data>-holdout beside the data folder)")
+
     p = command("train", "train one model per fold; writes runs/<run>/")
     _data_args(p)
     _model_args(p)
