@@ -20,7 +20,7 @@ wall time; the order consistency of the A|B and B|A logits (``metrics.order_cons
 whole model and of its text head alone (near 0 or below: the text path collapsed); with ``--gbdt``,
 the GBDT's loss on the same rows, the 50/50 blends (mean of probabilities, and of log-probabilities)
 and the stack gain (what the LLM adds to the GBDT in a cross-validated logistic stack). With
-``--holdout-labels`` (the ``<data>_labels.csv`` that ``benchmarks/merge_holdout.py`` writes beside a data folder
+``--holdout-labels`` (the ``<data>_labels.csv`` that ``make holdout`` writes beside a data folder
 whose test.csv is a held-out slice), each variant also runs ``infer`` and is scored on the held-out rows (swap-TTA),
 and with ``--gbdt-test`` (the GBDT run's ``test.parquet`` of the same rows) gets the stack gain there too: rows
 that no fold model and no teacher saw. Writes ``--out`` (JSON).
@@ -102,14 +102,17 @@ def tokens_per_s(log_text: str) -> dict:
     return out
 
 
-def summarise_holdout(name: str, labels: pd.DataFrame, gbdt_test: pd.DataFrame | None) -> dict:
-    """The variant's test.parquet (its fold model on the held-out rows, swap-TTA) against their labels."""
+def summarise_holdout(name: str, labels: pd.Series, gbdt_test: pd.DataFrame | None) -> dict:
+    """The variant's test.parquet (its fold model on the held-out rows, swap-TTA) against their labels
+    (``lmsys_arena.holdout.read_labels``)."""
+    from lmsys_arena.holdout import labelled_rows
+
     test = pd.read_parquet(Path("runs") / name / "test.parquet")
-    test = test.set_index(test["id"].astype(str)).loc[labels["id"].astype(str)]
-    y, p = labels["label"].to_numpy(), test[PROB].to_numpy()
+    pos, y = labelled_rows(test["id"], labels, f"run {name}")
+    p = test[PROB].to_numpy()[pos]
     res = {"holdout_rows": len(y), "holdout_logloss": log_loss(y, p), "holdout_accuracy": accuracy(y, p)}
     if gbdt_test is not None:
-        g = gbdt_test.set_index(gbdt_test["id"].astype(str)).loc[labels["id"].astype(str), PROB].to_numpy()
+        g = gbdt_test[PROB].to_numpy()[labelled_rows(gbdt_test["id"], labels, "--gbdt-test")[0]]
         res["holdout_gbdt_logloss"] = log_loss(y, g)
         res.update({f"holdout_{k}": v for k, v in stack_gain(y, g, p).items()})
     return res
@@ -207,7 +210,12 @@ def main(argv=None) -> dict:
     slots = n_gpus * a.per_gpu if a.gpus == 1 else 1
     Path("runs").mkdir(exist_ok=True)
     gbdt = pd.read_parquet(a.gbdt) if a.gbdt else None
-    labels = pd.read_csv(a.holdout_labels, dtype={"id": str}) if a.holdout_labels else None
+    if a.holdout_labels:
+        from lmsys_arena.holdout import read_labels
+
+        labels = read_labels(a.holdout_labels)
+    else:
+        labels = None
     gbdt_test = pd.read_parquet(a.gbdt_test) if a.gbdt_test else None
     pending, running, results = list(variants), {}, {}
     t_start = time.time()

@@ -21,11 +21,11 @@ from lmsys_arena.cells import (
     DataError,
     JSONValueCell,
     _id_problems,
-    _labels,
-    _read_csv,
     _required_columns,
     fix_surrogates,
     parse_turns,
+    read_csv_text,
+    winner_labels,
 )
 from lmsys_arena.targets import SOFT_COLS, parse_soft_targets, soft_labels
 
@@ -124,7 +124,7 @@ def _load(
     lenient_text: bool = False,
     drop_empty: bool | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
-    raw = _read_csv(path)
+    raw = read_csv_text(path)
     report = LoadReport(path=str(path), rows_read=len(raw))
     with_labels = _required_columns(raw, path, require_labels)
     if not len(raw):
@@ -135,7 +135,7 @@ def _load(
     _add_problems(bad, text_bad)
     labels = np.full(len(raw), -1, dtype=np.int8)
     if with_labels:
-        labels, label_bad = _labels(raw)
+        labels, label_bad = winner_labels(raw)
         _add_problems(bad, label_bad)
     soft, soft_bad = _soft_columns(raw, path)
     _add_problems(bad, soft_bad)

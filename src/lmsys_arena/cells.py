@@ -98,7 +98,7 @@ def parse_turns(cell: str) -> tuple[list[str], bool]:
     return value, False
 
 
-def _labels(raw: pd.DataFrame) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
+def winner_labels(raw: pd.DataFrame) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
     """Class index per row from the one-hot winner columns, plus {row: (column, reason)} for bad rows."""
     text = raw[list(LABEL_COLUMNS)].apply(lambda s: s.str.strip())
     num = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
@@ -116,7 +116,7 @@ def _labels(raw: pd.DataFrame) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
     return labels, bad
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv_text(path: Path) -> pd.DataFrame:
     """Every cell as a string, exactly as written (ids like ``NA`` or ``007`` stay strings)."""
     if not path.exists():
         raise DataError(f"{path}: file not found")

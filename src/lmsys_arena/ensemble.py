@@ -246,7 +246,7 @@ def ensemble_runs(
         from lmsys_arena.holdout import labelled_rows, read_labels
 
         test_ids = align_test(tests)
-        pos, fit_y = labelled_rows(pd.DataFrame({"id": test_ids}), read_labels(fit_labels), f"blend {name}")
+        pos, fit_y = labelled_rows(test_ids, read_labels(fit_labels), f"blend {name}")
         fit_lps = [lp[pos] for lp in _stack(tests, test_ids)]
         holdout = {r: log_loss(fit_y, np.exp(lp)) for r, lp in zip(runs, fit_lps)}
     if len(runs) == 1 and not temperature:

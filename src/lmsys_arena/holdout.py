@@ -8,7 +8,7 @@ A run's OOF rows are optimistic where a teacher or a pseudo-labeller saw them (d
 its gains, and blend weights, are better read on a held-out slice: ``make holdout`` keeps ``FRAC`` of the prompts
 (grouped by prompt, seeded) out of the data: ``input/<data>-holdout/`` gets the other battles as train.csv and the
 held-out ones as test.csv (+ a sample_submission.csv), their labels go to ``input/<data>-holdout_labels.csv`` and
-EXTRA rows that share a held-out prompt are dropped into ``input/<data>-holdout_extra.csv``. Train on that folder
+``input/<data>-holdout_extra.csv`` gets the EXTRA rows that share no held-out prompt. Train on that folder
 as on any other; ``make infer`` then scores the held-out battles.
 
 A labels file is a CSV with ``id`` and ``label`` (0 = A wins, 1 = B wins, 2 = tie), or ``id`` and the
@@ -18,15 +18,14 @@ do). Every labelled id must have a prediction in the run's ``test.parquet``; oth
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lmsys_arena.cells import LABEL_COLUMNS, DataError
-from lmsys_arena.io import write_csv, write_json
+from lmsys_arena.cells import LABEL_COLUMNS, DataError, read_csv_text, winner_labels
+from lmsys_arena.io import read_json, write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss
 from lmsys_arena.predictions import PROB_COLS
 
@@ -52,7 +51,7 @@ def write_split(data: Path, extra: Path | None, frac: float, seed: int, out: Pat
     labels_csv, extra_csv = split_paths(out)
     want = {"data": str(data), "extra": str(extra) if extra else None, "frac": frac, "seed": seed}
     if (out / SPLIT_FILE).exists():
-        have = json.loads((out / SPLIT_FILE).read_text())
+        have = read_json(out / SPLIT_FILE)
         if have != want:
             raise ValueError(f"{out} holds another split ({have}); delete it (and its runs) to make this one")
         log.info("%s: the same split is there already", out)
@@ -88,20 +87,18 @@ def read_labels(path: str | Path) -> pd.Series:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"labels file {path}: not found")
-    df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
+    df = read_csv_text(path)  # every cell a string, as written (ids like 007 stay)
     if "id" not in df.columns:
         raise DataError(f"{path}: no 'id' column (columns: {list(df.columns)})")
     if "label" in df.columns:
         col, raw = "label", pd.to_numeric(df["label"], errors="coerce")
         bad = ~raw.isin([0, 1, 2])
     elif set(LABEL_COLUMNS) <= set(df.columns):
-        col = ",".join(LABEL_COLUMNS)
-        onehot = df[list(LABEL_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-        bad = ~(onehot.isin([0, 1]).all(axis=1) & (onehot.sum(axis=1) == 1))
-        raw = onehot.to_numpy().argmax(axis=1)
+        col, (raw, _) = ",".join(LABEL_COLUMNS), winner_labels(df)
+        bad = raw < 0
     else:
         raise DataError(f"{path}: needs a 'label' column or the columns {list(LABEL_COLUMNS)}")
-    bad = np.asarray(bad) | df["id"].isna().to_numpy()
+    bad = np.asarray(bad) | df["id"].str.strip().eq("").to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(
@@ -115,10 +112,10 @@ def read_labels(path: str | Path) -> pd.Series:
     return pd.Series(np.asarray(raw).astype(np.int64), index=pd.Index(df["id"], name="id"), name="label")
 
 
-def labelled_rows(test: pd.DataFrame, labels: pd.Series, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(row positions in ``test``, their labels) for every labelled id; a labelled id without a prediction is
-    an error naming ``what`` (the run) and the count."""
-    pos = pd.Index(test["id"].astype(str)).get_indexer(labels.index)
+def labelled_rows(ids, labels: pd.Series, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in the predicted ``ids``, their labels) for every labelled id; a labelled id without a
+    prediction is an error naming ``what`` (the run) and the count."""
+    pos = pd.Index(pd.Index(ids).astype(str)).get_indexer(labels.index)
     missing = pos < 0
     if missing.any():
         raise ValueError(
@@ -134,7 +131,7 @@ def score_test(run, labels_path: str | Path) -> dict:
     ``metrics.json`` as ``holdout``; returns that dict."""
     labels = read_labels(labels_path)
     test = run.read_test()
-    pos, y = labelled_rows(test, labels, f"run {run.name}")
+    pos, y = labelled_rows(test["id"], labels, f"run {run.name}")
     p = test[PROB_COLS].to_numpy()[pos]
     out = {"labels": str(labels_path), "rows": len(y), "logloss": log_loss(y, p), "accuracy": accuracy(y, p)}
     run.merge_metrics({"holdout": out})
