@@ -53,23 +53,23 @@ def test_requirements_exclude_what_the_image_provides(name):
     img = IMAGES[name]
     ship, from_image = requirements.split_requirements(name)
     full = requirements.kernel_requirements(name)
-    assert sorted(requirements._req_name(r) for r in ship + from_image) == sorted(
-        requirements._req_name(r) for r in full
+    assert sorted(requirements.requirement_name(r) for r in ship + from_image) == sorted(
+        requirements.requirement_name(r) for r in full
     )
-    ship_names = {requirements._req_name(r) for r in ship}
+    ship_names = {requirements.requirement_name(r) for r in ship}
     if img.torch:  # shipped in place of the image's: exactly the image's pins, and nothing else is asked of it
         assert set(img.torch) <= set(ship) and requirements.framework_requirements(name) == []
         assert not requirements.never_shipped("torch", img) and not requirements.never_shipped("nvidia-cudnn-cu12", img)
     else:
         assert "torch" not in ship_names | {
-            requirements._req_name(r) for r in from_image
+            requirements.requirement_name(r) for r in from_image
         }  # never shipped, never listed
         assert requirements.never_shipped("torch", img) and requirements.framework_requirements(name)
     assert "bitsandbytes" in ship_names and "gguf" in ship_names  # in no image
     for r in from_image:
-        assert img.satisfies(requirements._req_name(r), requirements._spec(r)), r
+        assert img.satisfies(requirements.requirement_name(r), requirements._spec(r)), r
     for r in ship:
-        n = requirements._req_name(r)
+        n = requirements.requirement_name(r)
         assert img.version_of(n) is None or not img.satisfies(n, requirements._spec(r)), r
     if name == "latest":
         assert "transformers" not in ship_names and "numpy" not in ship_names
@@ -85,7 +85,7 @@ def test_pinned_gbdt_ships_only_when_the_image_version_differs():
     same = replace(base, name="same", provided={**base.provided, "xgboost": xgb, "lightgbm": lgb})
     ship, from_image = requirements.split_requirements(same)
     assert f"xgboost=={xgb}" in from_image and f"lightgbm=={lgb}" in from_image
-    assert not any(requirements._req_name(r) in ("xgboost", "lightgbm") for r in ship)
+    assert not any(requirements.requirement_name(r) in ("xgboost", "lightgbm") for r in ship)
     other = replace(base, name="other", provided={**base.provided, "xgboost": "1.7.6", "lightgbm": lgb})
     ship, _ = requirements.split_requirements(other)
     assert f"xgboost=={xgb}" in ship and f"lightgbm=={lgb}" not in ship

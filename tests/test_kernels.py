@@ -143,7 +143,7 @@ def test_wheel_check_catches_a_broken_wheelhouse(in_project, tmp_path):
 
 def test_kernel_requirements_policy():
     reqs = K.kernel_requirements()
-    names = [K._req_name(r) for r in reqs]
+    names = [K.requirement_name(r) for r in reqs]
     assert "torch" not in names and "optuna" not in names and "matplotlib" not in names
     assert any(r.startswith("xgboost==") for r in reqs) and any(r.startswith("lightgbm==") for r in reqs)
     assert "transformers" in names and "bitsandbytes" in names

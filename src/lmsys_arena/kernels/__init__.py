@@ -63,7 +63,7 @@ _EXPORTS = {
         "kernel_requirements",
         "framework_requirements",
         "split_requirements",
-        "_req_name",
+        "requirement_name",
         "is_provided",
     ),
     "wheels": (

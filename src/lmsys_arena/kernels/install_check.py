@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lmsys_arena.io import read_json
 from lmsys_arena.kernels.image import normalize
-from lmsys_arena.kernels.requirements import TRAIN_ONLY, _req_name, is_provided, is_renamed
+from lmsys_arena.kernels.requirements import TRAIN_ONLY, is_provided, is_renamed, requirement_name
 from lmsys_arena.kernels.wheels import WHEELSET_FILE
 
 # a `pip check` line about a requirement that is absent (not one at the wrong version)
@@ -75,7 +75,7 @@ def _pip_check_problems(report: str, wheelset: dict, skipped: set[str]) -> list[
         if m and (
             is_provided(m.group(2), image)
             or normalize(m.group(2)) in skipped
-            or (m.group(1) == "lmsys-arena" and (_req_name(m.group(2)) in TRAIN_ONLY or is_renamed(m.group(2))))
+            or (m.group(1) == "lmsys-arena" and (requirement_name(m.group(2)) in TRAIN_ONLY or is_renamed(m.group(2))))
             or (m.group(1) == "lmsys-arena" and wheelset.get("wheels") != "full")
         ):
             continue  # the image has it / another Python's wheel / training-only / Kaggle's name / minimal

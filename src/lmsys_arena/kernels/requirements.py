@@ -26,7 +26,7 @@ KAGGLE_NAMES = {"xgboost-cpu": "xgboost"}  # a local distribution -> the one Kag
 EXTRA_KERNEL_REQUIREMENTS = ["bitsandbytes"]  # 8-bit weights option on the T4s
 
 
-def _req_name(req: str) -> str:
+def requirement_name(req: str) -> str:
     """A requirement's distribution name as the kernel installs it (normalised; xgboost-cpu -> xgboost)."""
     name = re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
     return KAGGLE_NAMES.get(name, name)
@@ -58,8 +58,8 @@ def kernel_requirements(image: KaggleImage | str | None = None) -> list[str]:
     bitsandbytes (8-bit option)."""
     reqs = []
     for r in _package_requirements(image) + list(PINNED) + EXTRA_KERNEL_REQUIREMENTS:
-        name = _req_name(r)
-        if name in TRAIN_ONLY or name in PROVIDED or any(name == _req_name(x) for x in reqs):
+        name = requirement_name(r)
+        if name in TRAIN_ONLY or name in PROVIDED or any(name == requirement_name(x) for x in reqs):
             continue
         if name in PINNED:
             version = _local_version(name)
@@ -80,11 +80,11 @@ def shipped_torch(image: KaggleImage | str | None = None) -> list[str]:
     img = get_image(image)
     if not img.torch:
         return []
-    pins = {_req_name(t): Requirement(t) for t in img.torch}
+    pins = {requirement_name(t): Requirement(t) for t in img.torch}
     for floor in map(Requirement, _package_requirements(img)):
-        if _req_name(floor.name) not in PROVIDED:
+        if requirement_name(floor.name) not in PROVIDED:
             continue
-        pin = pins.get(_req_name(floor.name))
+        pin = pins.get(requirement_name(floor.name))
         version = next(iter(pin.specifier)).version if pin else None
         if version is None or not floor.specifier.contains(version, prereleases=True):
             raise KernelError(f"the {img.name} image ships {pin or 'no ' + floor.name}, which misses {floor}")
@@ -96,7 +96,7 @@ def framework_requirements(image: KaggleImage | str | None = None) -> list[str]:
     (none for an image that ships its torch: :func:`shipped_torch`)."""
     if get_image(image).torch:
         return []
-    return [r for r in _package_requirements(image) if _req_name(r) in PROVIDED]
+    return [r for r in _package_requirements(image) if requirement_name(r) in PROVIDED]
 
 
 def _spec(req: str) -> str:
@@ -113,7 +113,7 @@ def split_requirements(image: KaggleImage | str | None = None) -> tuple[list[str
     img = get_image(image)
     ship, from_image = [], []
     for r in kernel_requirements(img):
-        name = _req_name(r)
+        name = requirement_name(r)
         if img.version_of(name) and img.satisfies(name, _spec(r)):
             from_image.append(r)
         elif name == "xgboost" and not img.has("nvidia-nccl-cu12"):  # xgboost needs NCCL's wheel; -cpu does not

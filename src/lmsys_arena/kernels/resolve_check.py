@@ -16,7 +16,7 @@ from lmsys_arena.io import read_json
 from lmsys_arena.kernels.entry import REQUIREMENTS_FILE
 from lmsys_arena.kernels.image import KaggleImage, get_image, normalize
 from lmsys_arena.kernels.plan import CODE_SLUG
-from lmsys_arena.kernels.requirements import _req_name
+from lmsys_arena.kernels.requirements import requirement_name
 from lmsys_arena.kernels.wheels import WHEELSET_FILE, target_args
 
 
@@ -125,7 +125,7 @@ def _requirement_problems(ws: dict, img: KaggleImage, wheels_dir: Path, code_dir
         if cws.get("image") == img.name and cws.get("requirements") != ws.get("requirements"):
             problems.append(f"{CODE_SLUG}'s {REQUIREMENTS_FILE} differs from {wheels_dir.name}'s: rebuild both")
     for r in ws.get("framework", []) if llm else []:
-        name = _req_name(r)
+        name = requirement_name(r)
         if not img.satisfies(name, str(Requirement(r).specifier)):
             problems.append(
                 f"the {img.name} image's {name} {img.version_of(name)} does not meet {r} (lmsys-arena[llm]) and "
