@@ -279,6 +279,15 @@ def one_process_oof(env) -> pd.DataFrame:
     return pd.read_parquet("runs/one/oof.parquet")
 
 
+def test_rows_per_pass_do_not_change_the_trajectory(env, workdir):
+    """A 16-row step as one pass or as two passes of 8 (gradient accumulation, what a smaller card takes)
+    ends at the same model."""
+    two_passes = one_process_oof(env)
+    train_run(cfg(**{"train.micro_batch": 16}), "runs/one-pass", env, only_folds=[0])
+    one_pass = pd.read_parquet("runs/one-pass/oof.parquet")
+    np.testing.assert_allclose(one_pass[PROB_COLS].to_numpy(), two_passes[PROB_COLS].to_numpy(), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "strategy,compiled", [("ddp", False), ("fsdp", False), ("fsdp", True)], ids=["ddp", "fsdp", "fsdp-compiled"]
 )
