@@ -147,7 +147,7 @@ def main() -> None:
     data = write_split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
                        Path("input") / name)  # fmt: skip
     extra = split_paths(data)[1] if args.extra else None
-    labels = pd.read_csv(data.with_name(data.name + "_labels.csv"), dtype={"id": str})
+    labels = pd.read_csv(split_paths(data)[0], dtype={"id": str})
     run = args.precision_run or f"{Path(args.model).stem}-{name}"
     common = ["--data", str(data), "--model", args.model, "--run", run, "--seed", str(args.seed)]
     common += (["--extra", str(extra)] if extra else []) + [a for s in args.set for a in ("--set", s)]

@@ -56,7 +56,7 @@ def write_split(data: Path, extra: Path | None, frac: float, seed: int, out: Pat
             raise ValueError(f"{out} holds another split ({have}); delete it (and its runs) to make this one")
         log.info("%s: the same split is there already", out)
         return out
-    raw = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    raw = read_csv_text(data / "train.csv")  # cells as written: the split files keep them byte for byte
     train = Competition(data).train()
     keys = prompt_key(train)
     groups = keys.unique()
@@ -69,7 +69,7 @@ def write_split(data: Path, extra: Path | None, frac: float, seed: int, out: Pat
     write_csv(out / "sample_submission.csv", pd.DataFrame({"id": test["id"], **dict.fromkeys(LABEL_COLUMNS, 1 / 3)}))
     write_csv(labels_csv, train[is_held][["id", "label"]].assign(id=lambda d: d["id"].astype(str)))
     if extra:
-        ex_raw = pd.read_csv(extra, dtype=str, keep_default_na=False)
+        ex_raw = read_csv_text(Path(extra))
         ex = load_extra(str(extra), train)
         shared = set(ex["id"][prompt_key(ex).isin(held).to_numpy()].astype(str))
         write_csv(extra_csv, ex_raw[~ex_raw["id"].isin(shared)])
