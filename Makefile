@@ -41,6 +41,7 @@ FRESH ?=
 FULL ?=
 METHOD ?=
 RANK ?=
+HEADS ?=
 QUANT ?=
 VERSION ?=
 SUB ?= submissions/$(RUN).csv
@@ -127,7 +128,7 @@ pseudo: $(STAMP)
 # one model from a run's folds (LLM), its adapter merged into fp16 weights for T4 (docs/kaggle.md)
 merge: $(STAMP)
 	$(CLI) merge --run $(RUN) $(if $(NAME),--name $(NAME)) $(if $(METHOD),--method $(METHOD)) \
-		$(if $(RANK),--rank $(RANK)) $(if $(FRESH),--fresh)
+		$(if $(RANK),--rank $(RANK)) $(if $(HEADS),--heads $(HEADS)) $(if $(FRESH),--fresh)
 
 export: $(STAMP)
 	$(CLI) export --run $(RUN) $(if $(NAME),--name $(NAME)) $(if $(QUANT),--quant $(QUANT)) $(if $(FRESH),--fresh)

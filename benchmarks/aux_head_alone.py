@@ -41,6 +41,37 @@ def fold_rows(spec: RunSpec, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
 
+def train_head(lc, tr: pd.DataFrame, seed: int, init_seed: int | None = None, epochs: float | None = None,
+               prior: bool = True) -> tuple[torch.nn.Module, int]:  # fmt: skip
+    """(the aux head trained alone on ``tr``, its steps): init from ``init_seed`` (default ``seed``), row order
+    and swaps from ``seed``."""
+    torch.manual_seed(seed if init_seed is None else init_seed)
+    rng = np.random.default_rng(seed)
+    head = make_aux(lc.model)
+    x_ab, x_ba = (torch.from_numpy(x) for x in aux_matrix(lc.model, tr))
+    head.set_stats(torch.cat([x_ab, x_ba]))
+    y = tr["label"].to_numpy()
+    if prior:
+        head.set_source_prior(y, x_ab[:, -1].numpy() > 0)
+    bs = lc.train.batch_size
+    steps = math.ceil(len(tr) / bs * (epochs or lc.train.epochs))
+    warm = int(steps * lc.train.warmup)
+    opt = torch.optim.AdamW(head.parameters(), lr=lc.train.head_lr, weight_decay=lc.train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, warm, lc.train.schedule))
+    order = np.concatenate([rng.permutation(len(tr)) for _ in range(math.ceil(steps * bs / len(tr)) + 1)])
+    for s in range(steps):
+        idx = order[s * bs : (s + 1) * bs]
+        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+        xb = torch.where(flip[:, None], x_ba[idx], x_ab[idx])
+        yb = torch.from_numpy(np.where(flip.numpy(), swap_labels(y[idx]), y[idx]).astype(np.int64))
+        loss = torch.nn.functional.cross_entropy(head(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return head.eval(), steps
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -58,30 +89,7 @@ def main(argv=None) -> dict:
     if not lc.model.uses_aux:
         raise SystemExit(f"{a.model} has no aux head (model.aux)")
     tr, va = fold_rows(RunSpec(data=a.data, extra=a.extra, folds_file=a.folds_file), a.fold)
-    torch.manual_seed(a.seed)
-    rng = np.random.default_rng(a.seed)
-    head = make_aux(lc.model)
-    x_ab, x_ba = (torch.from_numpy(x) for x in aux_matrix(lc.model, tr))
-    head.set_stats(torch.cat([x_ab, x_ba]))
-    y = tr["label"].to_numpy()
-    if not a.no_prior:
-        head.set_source_prior(y, x_ab[:, -1].numpy() > 0)
-    bs = lc.train.batch_size
-    steps = math.ceil(len(tr) / bs * (a.epochs or lc.train.epochs))
-    warm = int(steps * lc.train.warmup)
-    opt = torch.optim.AdamW(head.parameters(), lr=lc.train.head_lr, weight_decay=lc.train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, warm, lc.train.schedule))
-    order = np.concatenate([rng.permutation(len(tr)) for _ in range(math.ceil(steps * bs / len(tr)) + 1)])
-    for s in range(steps):
-        idx = order[s * bs : (s + 1) * bs]
-        flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-        xb = torch.where(flip[:, None], x_ba[idx], x_ab[idx])
-        yb = torch.from_numpy(np.where(flip.numpy(), swap_labels(y[idx]), y[idx]).astype(np.int64))
-        loss = torch.nn.functional.cross_entropy(head(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+    head, steps = train_head(lc, tr, a.seed, epochs=a.epochs, prior=not a.no_prior)
     with torch.no_grad():
         v_ab, v_ba = (head(torch.from_numpy(x)).numpy().astype(np.float64) for x in aux_matrix(lc.model, va))
     yv = va["label"].to_numpy()

@@ -7,6 +7,7 @@
     python benchmarks/merge_holdout.py --data DATA --extra EXTRA --model gemma3-270m --precisions bf16,fp32,fp16
     python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-only   # fold 0 only (~3 min)
     python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-run RUN  # RUN's fold 0, no training
+    python benchmarks/merge_holdout.py --split input/lmsys-arena-subset-holdout ...   # a split made before
 
 Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
 
@@ -14,7 +15,8 @@ Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
    (``lmsys_arena.holdout.write_split``): ``input/<data>-holdout/`` gets the rest as train.csv and the held-out
    battles as test.csv, their labels in ``input/<data>-holdout_labels.csv``; EXTRA rows sharing a held-out prompt
    are dropped;
-2. ``folds`` (5), ``train`` (the fold run), ``train --full`` (the refit), ``merge`` once per ``--methods``;
+2. ``folds`` (5), ``train`` (the fold run), ``train --full`` (the refit), ``merge`` once per ``--methods`` and
+   ``--heads`` (``<run>-merged-<method>``, ``-heads-mean`` where the heads are averaged);
 3. ``infer`` on every run; each submission is scored on the held-out labels; the inference work is the number
    of model passes over the test rows (a fold run: one per fold; swap-TTA doubles every one alike).
 
@@ -122,7 +124,9 @@ def golden_check(run: str, dtype: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a data folder: step 1 splits it")
+    src.add_argument("--split", help="a held-out split made before (make holdout): no step 1; its EXTRA file if any")
     ap.add_argument("--extra", default=None)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--set", action="append", default=[], help="config override for every run")
@@ -130,6 +134,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--methods", default="concat,svd,mean")
+    ap.add_argument("--heads", default="keep,mean", help="merge --heads values, each with every method")
     ap.add_argument("--precisions", default="", help="e.g. bf16,fp16,fp32 (fold 0 of the fold run)")
     ap.add_argument("--skip", default="", help="steps to skip: refit, merge, infer")
     ap.add_argument(
@@ -141,12 +146,17 @@ def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     Path("runs").mkdir(exist_ok=True)
     log = Path("runs") / "merge_holdout.log"
-    name = f"{Path(args.data).resolve().name}-holdout"
     from lmsys_arena.holdout import split_paths, write_split
 
-    data = write_split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
-                       Path("input") / name)  # fmt: skip
-    extra = split_paths(data)[1] if args.extra else None
+    if args.split:
+        data = Path(args.split)
+        name = data.name
+        extra = split_paths(data)[1] if split_paths(data)[1].exists() else None
+    else:
+        name = f"{Path(args.data).resolve().name}-holdout"
+        data = write_split(Path(args.data), Path(args.extra) if args.extra else None, args.holdout, args.seed,
+                           Path("input") / name)  # fmt: skip
+        extra = split_paths(data)[1] if args.extra else None
     labels = pd.read_csv(split_paths(data)[0], dtype={"id": str})
     run = args.precision_run or f"{Path(args.model).stem}-{name}"
     common = ["--data", str(data), "--model", args.model, "--run", run, "--seed", str(args.seed)]
@@ -166,8 +176,11 @@ def main() -> None:
         runs[f"{run}-full"] = 1
     if "merge" not in skip:
         for m in filter(None, args.methods.split(",")):
-            times[f"merge-{m}"] = cli("merge", "--run", run, "--method", m, "--name", f"{run}-merged-{m}", log=log)
-            runs[f"{run}-merged-{m}"] = 1
+            for h in filter(None, args.heads.split(",")):
+                merged = f"{run}-merged-{m}" + ("" if h == "keep" else f"-heads-{h}")
+                times[f"merge-{m}-{h}"] = cli("merge", "--run", run, "--method", m, "--heads", h, "--name", merged,
+                                              log=log)  # fmt: skip
+                runs[merged] = 1
     result = {"data": str(data), "model": args.model, "held_out_rows": len(labels), "set": args.set, "runs": {}}
     for r, passes in runs.items():
         if "infer" in skip:
@@ -188,10 +201,11 @@ def main() -> None:
 
 def report(result: dict, run: str, out: Path) -> None:
     base = result["runs"].get(run, {}).get("logloss")
-    print(f"\n{'run':<44} {'held-out log loss':>18} {'vs folds':>9} {'passes':>7} {'infer s':>8}")
+    w = max([len(r) for r in result["runs"]] + [44])
+    print(f"\n{'run':<{w}} {'held-out log loss':>18} {'vs folds':>9} {'passes':>7} {'infer s':>8}")
     for r, v in result["runs"].items():
         d = f"{v['logloss'] - base:+.5f}" if base is not None else ""
-        print(f"{r:<44} {v['logloss']:>18.5f} {d:>9} {v['model_passes']:>7} {v['infer_seconds']:>8}")
+        print(f"{r:<{w}} {v['logloss']:>18.5f} {d:>9} {v['model_passes']:>7} {v['infer_seconds']:>8}")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

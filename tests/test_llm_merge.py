@@ -1,5 +1,6 @@
-"""Fold merging (mean / svd / concat, averaged heads) and export (adapter merged into the backbone's weights)
-with the tiny backbone on CPU; fold folders are built from random LoRA weights and heads (no training).
+"""Fold merging (mean / svd / concat; fold heads kept or averaged) and export (adapter merged into the
+backbone's weights) with the tiny backbone on CPU; fold folders are built from random LoRA weights and heads
+(no training).
 
     .venv/bin/python -m pytest tests/test_llm_merge.py
 """
@@ -136,7 +137,7 @@ def test_mean_is_the_elementwise_mean_and_heads_are_averaged(setup):
     from safetensors.torch import load_file
 
     out = setup["root"] / "mean"
-    info = M.merge_folds(setup["folds"], out, method="mean")
+    info = M.merge_folds(setup["folds"], out, method="mean", heads="mean")
     assert info["rank"] == 8 and "rel_error" not in info
     cfg = json.loads((out / "adapter/adapter_config.json").read_text())
     assert (cfg["r"], cfg["lora_alpha"]) == (8, 16)
@@ -152,6 +153,45 @@ def test_mean_is_the_elementwise_mean_and_heads_are_averaged(setup):
         torch.testing.assert_close(head[k], sum(h[k] for h in heads) / K)
     with pytest.raises(ValueError, match="method mean keeps the folds' rank 8"):
         M.merge_folds(setup["folds"], setup["root"] / "bad", method="mean", rank=4)
+
+
+def test_kept_heads_score_as_the_mean_of_the_fold_logits(setup, tmp_path, monkeypatch):
+    """Folds with one adapter and different heads: with ``heads=keep`` the merged model's logits are the mean of
+    the folds' (one order: swap-TTA averages probabilities), which the element-wise mean of the heads
+    (LayerNorm, GELU) is not."""
+    from lmsys_arena.data import Competition
+    from lmsys_arena.llm.family import predict
+    from lmsys_arena.llm.heads import MeanOf
+
+    monkeypatch.setenv("LMSYS_MODELS_DIR", str(setup["root"] / "models"))
+    folds = []
+    for k, d in enumerate(setup["folds"]):
+        folds.append(shutil.copytree(d, tmp_path / f"fold{k}"))
+        shutil.rmtree(folds[-1] / "adapter")
+        shutil.copytree(setup["folds"][0] / "adapter", folds[-1] / "adapter")
+    df = Competition(Path(__file__).resolve().parents[1] / "input" / "sample").train().head(6)
+    cfg = {**setup["cfg"], "tta": False}
+    fold_logits = np.mean([predict(cfg, df, d) for d in folds], axis=0)
+
+    info = M.merge_folds(folds, tmp_path / "keep", method="concat")
+    assert info["heads"] == "keep"
+    assert json.loads((tmp_path / "keep/llm_meta.json").read_text())["head_members"] == K
+    head = torch.load(tmp_path / "keep/head.pt", weights_only=True)
+    fold0 = torch.load(folds[0] / "head.pt", weights_only=True)
+    assert set(head) == {f"members.{k}.{key}" for k in range(K) for key in fold0}
+    model = load_trained(setup["path"], setup["mcfg"], tmp_path / "keep", CPU)
+    assert isinstance(model.head, MeanOf) and isinstance(model.aux, MeanOf) and len(model.aux.members) == K
+    np.testing.assert_allclose(predict(cfg, df, tmp_path / "keep"), fold_logits, atol=1e-5)
+
+    M.merge_folds(folds, tmp_path / "mean", method="concat", heads="mean")
+    averaged = predict(cfg, df, tmp_path / "mean")
+    assert np.abs(averaged - fold_logits).max() > 1e-3
+
+    torch.save({**head, "1.weight": fold0["1.weight"]}, tmp_path / "keep/head.pt")
+    with pytest.raises(ValueError, match=r"keep/head.pt: keys \['1.weight'\] are outside the 3 head members"):
+        load_trained(setup["path"], setup["mcfg"], tmp_path / "keep", CPU)
+    with pytest.raises(M.MergeError, match="merge heads 'median': one of keep, mean"):
+        M.merge_folds(folds, tmp_path / "bad", heads="median")
 
 
 def test_merged_folder_loads_and_predicts(setup, monkeypatch):

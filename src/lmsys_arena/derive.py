@@ -1,6 +1,6 @@
 """Runs made from a trained run without training: fold models merged into one, a model exported for T4.
 
-    python -m lmsys_arena merge  --run gemma3-270m [--method concat|svd|mean] [--rank 32] [--name NAME]
+    python -m lmsys_arena merge  --run gemma3-270m [--method concat|svd|mean] [--rank 32] [--heads keep|mean]
     python -m lmsys_arena export --run gemma3-270m-merged [--dtype fp16] [--quant 8bit] [--name NAME]
 
 Both write a derived run (:mod:`lmsys_arena.runs`): ``config.json`` with ``derived`` naming the source run, and
@@ -37,7 +37,7 @@ def _derived_run(source: Run, out: Run, cfg: dict, derived: dict, fresh: bool) -
 
 
 def merge_run(source_dir: str | Path, name: str | None = None, method: str = "concat", rank: int | None = None,
-              fresh: bool = False) -> Run:  # fmt: skip
+              fresh: bool = False, heads: str = "keep") -> Run:  # fmt: skip
     """One model from the fold models of ``source_dir`` -> ``runs/<name>/`` (default ``<run>-merged``)."""
     source = Run(source_dir)
     cfg, _spec = source.model_config()
@@ -49,14 +49,14 @@ def merge_run(source_dir: str | Path, name: str | None = None, method: str = "co
         raise ValueError(f"{source.path}: {len(folds)} finished fold(s); merging needs at least two")
     out = source.sibling(name or f"{source.name}-merged")
     derived = {"from": source.name, "how": "merge", "config_hash": source.read_config()["config_hash"],
-               "method": method, "rank": rank, "folds": folds}  # fmt: skip
+               "method": method, "rank": rank, "heads": heads, "folds": folds}  # fmt: skip
     _derived_run(source, out, cfg, derived, fresh)
     with out.lock("merge"), out.logging_to_file():
         if out.model_done_file.exists():
             log.info("%s: already merged (%s)", out.name, out.model_done_file)
             return out
         t0 = time.time()
-        info = merge(cfg, [source.fold_dir(f) for f in folds], out.model_dir, method, rank)
+        info = merge(cfg, [source.fold_dir(f) for f in folds], out.model_dir, method, rank, heads)
         _golden(fam, cfg, out.model_dir, [source.fold_dir(f) for f in folds])
         write_json(out.model_done_file, {**info, "seconds": round(time.time() - t0, 1)})
         log.info("%s: %d folds of %s merged (%s) -> %s", out.name, len(folds), source.name, method, out.model_dir)

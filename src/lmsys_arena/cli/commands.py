@@ -125,7 +125,7 @@ def _merge(args) -> None:
     from lmsys_arena import derive
     from lmsys_arena.runs import RUNS_DIR
 
-    out = derive.merge_run(RUNS_DIR / args.run, args.name, args.method, args.rank, fresh=args.fresh)
+    out = derive.merge_run(RUNS_DIR / args.run, args.name, args.method, args.rank, fresh=args.fresh, heads=args.heads)
     print(out.path)
 
 

@@ -136,6 +136,13 @@ def _derive_commands(command: AddCommand) -> None:
         "mean: the element-wise mean of the LoRA A and B matrices",
     )
     p.add_argument("--rank", type=int, default=None, help="rank of --method svd (default: the folds' r)")
+    p.add_argument(
+        "--heads",
+        choices=["keep", "mean"],
+        default="keep",
+        help="keep: every fold's text and aux head, their logits averaged over the one backbone pass; "
+        "mean: the element-wise mean of the heads' weights",
+    )
     p.add_argument("--fresh", action="store_true", help="replace an existing merged run")
 
     p = command("export", "a single-model LLM run with its adapter merged into the weights: runs/<run>-export/")

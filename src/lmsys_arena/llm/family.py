@@ -315,11 +315,13 @@ def refit_config(cfg: dict, fold_dirs: list[Path]) -> dict:
     return cfg
 
 
-def merge_models(cfg: dict, fold_dirs: list[Path], out_dir: Path, method: str, rank: int | None) -> dict:
-    """The derive hook: one adapter + head from the fold models (llm.merge)."""
+def merge_models(
+    cfg: dict, fold_dirs: list[Path], out_dir: Path, method: str, rank: int | None, heads: str = "keep"
+) -> dict:
+    """The derive hook: one adapter + the heads from the fold models (llm.merge)."""
     from lmsys_arena.llm.merge import merge_folds
 
-    return merge_folds(fold_dirs, out_dir, method=method, rank=rank)
+    return merge_folds(fold_dirs, out_dir, method=method, rank=rank, heads=heads)
 
 
 def export_model(cfg: dict, model_dir: Path, out_dir: Path, dtype: str) -> dict:

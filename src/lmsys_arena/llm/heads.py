@@ -5,7 +5,8 @@
   (:func:`verdict_rows`, :func:`init_verdict`), with the backbone's final logit soft-cap (:class:`SoftCap`), so
   that the untrained model's logits are the LM's next-token logits of A, B and C at the last token;
 * the aux head (:class:`AuxHead`, ``model.aux``): side inputs (battle features, the row's source) whose
-  logits are added to the text head's.
+  logits are added to the text head's;
+* :class:`MeanOf`: several fold heads read as one (a merged run that keeps its folds' heads).
 """
 
 from __future__ import annotations
@@ -201,6 +202,19 @@ class AuxHead(nn.Module):
         if self.source is not None:
             out = out + aux[:, self.n_features : self.n_features + 1] * self.source
         return out
+
+
+class MeanOf(nn.Module):
+    """The mean of its members' outputs. A merged run keeps every fold's text head and aux head
+    (``make merge HEADS=keep``): one backbone pass, each fold's heads read it, their logits are averaged,
+    where an element-wise mean of the heads' weights would average through LayerNorm and GELU."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
 
 
 def make_aux(mcfg: ModelConfig) -> AuxHead | None:

@@ -15,8 +15,15 @@ same layout, so :func:`lmsys_arena.llm.family.predict` scores it like a fold. Lo
 * ``concat``: exact: ``A' = [A_1; ...; A_K]`` (rank r K), ``B' = [B_1 ... B_K] / K``, alpha set so the scale
   is the folds'.
 
-Heads: peft takes one ``modules_to_save`` per adapter, so the heads (text head and ``aux.*``, buffers
-included) are averaged by hand, element-wise. Folds whose adapter configs (r, alpha, target modules, layers,
+Heads (peft takes one ``modules_to_save`` per adapter, so they are handled here), ``heads``:
+
+* ``keep`` (default): every fold's text head and aux head, ``head.pt`` holding fold ``k``'s state under
+  ``members.k.`` and ``llm_meta.json`` ``head_members: K``; the loaded model averages their logits over its
+  one backbone pass (:class:`lmsys_arena.llm.heads.MeanOf`). The heads are a few thousand parameters each;
+  their layer norm and the aux head's GELU make a mean of their weights differ from the mean of their outputs;
+* ``mean``: the element-wise mean of the heads' tensors, buffers included (one head, as a fold has).
+
+Folds whose adapter configs (r, alpha, target modules, layers,
 ...), adapter tensors, head keys / shapes or aux features differ are refused, naming the fold and the key.
 """
 
@@ -37,6 +44,7 @@ from lmsys_arena.llm.trained import ADAPTER_DIR, HEAD_FILE, read_meta, write_met
 log = logging.getLogger(__name__)
 
 METHODS = ("mean", "svd", "concat")
+HEADS = ("keep", "mean")
 DONE = "train_done"  # llm.family.DONE (not imported: family imports this module's callers)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -283,34 +291,46 @@ def _error_summary(errors: dict[str, float]) -> dict:
 # ---------------------------------------------------------------- the merged folder
 
 
-def merge_folds(fold_dirs: list[Path], out_dir: Path, method: str = "mean", rank: int | None = None) -> dict:
-    """One adapter + head (+ aux head) from the fold models -> ``out_dir/{adapter/, head.pt, llm_meta.json,
+def merge_folds(
+    fold_dirs: list[Path], out_dir: Path, method: str = "mean", rank: int | None = None, heads: str = "keep"
+) -> dict:
+    """One adapter + the heads from the fold models -> ``out_dir/{adapter/, head.pt, llm_meta.json,
     train_done}`` (a fold folder's layout: ``llm.family.predict(cfg, df, out_dir)`` scores it). Returns a
-    summary (method, rank, folds, per-module relative error for svd, ...), also stored in llm_meta.json
-    (``merge``)."""
-    _check_merge_args(fold_dirs, method, rank)
+    summary (method, heads, rank, folds, per-module relative error for svd, ...), also stored in
+    llm_meta.json (``merge``)."""
+    _check_merge_args(fold_dirs, method, rank, heads)
     t0 = time.time()
     out_dir = Path(out_dir)
     folds = [_read_fold(d) for d in fold_dirs]
     _check_same(folds)
     config, weights, summary = _merge_adapter(folds, method, rank)
-    head = _mean_state([f.head for f in folds])
-    summary = {**summary, "folds": [str(f.dir) for f in folds], "seconds": round(time.time() - t0, 1)}
+    head = _merge_heads(folds, heads)
+    summary = {**summary, "heads": heads, "folds": [str(f.dir) for f in folds], "seconds": round(time.time() - t0, 1)}
     _write_merged(out_dir, config, weights, head, folds, summary)
     log.info(
-        "merged %d folds (%s, rank %d%s) -> %s",
+        "merged %d folds (%s, rank %d, heads %s%s) -> %s",
         len(folds),
         method,
         summary["rank"],
+        heads,
         f", max relative error {summary['max_rel_error']:.3g}" if "max_rel_error" in summary else "",
         out_dir,
     )
     return summary
 
 
-def _check_merge_args(fold_dirs: list[Path], method: str, rank: int | None) -> None:
+def _merge_heads(folds: list[Fold], heads: str) -> dict[str, torch.Tensor]:
+    """``head.pt``'s state: the folds' heads side by side (keep) or their element-wise mean."""
+    if heads == "mean":
+        return _mean_state([f.head for f in folds])
+    return {f"members.{k}.{key}": v for k, f in enumerate(folds) for key, v in f.head.items()}
+
+
+def _check_merge_args(fold_dirs: list[Path], method: str, rank: int | None, heads: str) -> None:
     if method not in METHODS:
         raise MergeError(f"merge method {method!r}: one of {', '.join(METHODS)}")
+    if heads not in HEADS:
+        raise MergeError(f"merge heads {heads!r}: one of {', '.join(HEADS)}")
     if rank is not None and rank < 1:
         raise MergeError(f"merge rank must be >= 1, got {rank}")
     if len(fold_dirs) < 1:
@@ -338,6 +358,7 @@ def _write_merged(out_dir: Path, config: dict, weights: dict, head: dict, folds:
             "backbone_dir": m0.get("backbone_dir"),
             "rows": [f.meta.get("rows") for f in folds],
             "aux_features": m0.get("aux_features", []),
+            **({"head_members": len(folds)} if summary["heads"] == "keep" else {}),
             "merge": summary,
         },
     )

@@ -14,7 +14,7 @@ from torch import nn
 from lmsys_arena.llm.backbones import atomic_dir, hidden_size_of, load_backbone
 from lmsys_arena.llm.compile import compile_layers, compile_mode
 from lmsys_arena.llm.config import ModelConfig
-from lmsys_arena.llm.heads import AuxHead, head_softcap, make_aux, make_head
+from lmsys_arena.llm.heads import AuxHead, MeanOf, head_softcap, make_aux, make_head
 from lmsys_arena.llm.model import PreferenceModel, lora_input_cast
 
 HEAD_FILE = "head.pt"
@@ -119,13 +119,27 @@ def _load_adapted_backbone(path: Path, fold_dir: Path, mcfg: ModelConfig, device
     return backbone
 
 
-def _load_heads(backbone: nn.Module, mcfg: ModelConfig, fold_dir: Path) -> tuple[nn.Sequential, AuxHead | None]:
+def _load_heads(backbone: nn.Module, mcfg: ModelConfig, fold_dir: Path) -> tuple[nn.Module, nn.Module | None]:
     """The text head and aux head (None without ``model.aux``) of ``head.pt`` (aux weights under ``aux.``),
-    on the CPU."""
+    on the CPU. A merged run that kept its folds' heads (``llm_meta.json`` ``head_members: K``, the
+    state of fold ``k`` under ``members.k.``): each head a :class:`MeanOf` the K folds' heads."""
+    state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
+    k = (read_meta(fold_dir) or {}).get("head_members")
+    if not k:
+        return _heads_from_state(backbone, mcfg, state)
+    prefixes = [f"members.{i}." for i in range(k)]
+    stray = sorted(key for key in state if not key.startswith(tuple(prefixes)))
+    if stray:
+        raise ValueError(f"{fold_dir / HEAD_FILE}: keys {stray[:3]} are outside the {k} head members of llm_meta.json")
+    parts = [{key[len(p) :]: v for key, v in state.items() if key.startswith(p)} for p in prefixes]
+    heads, auxes = zip(*(_heads_from_state(backbone, mcfg, part) for part in parts))
+    return MeanOf(list(heads)), None if auxes[0] is None else MeanOf(list(auxes))
+
+
+def _heads_from_state(backbone: nn.Module, mcfg: ModelConfig, state: dict) -> tuple[nn.Sequential, AuxHead | None]:
     head = make_head(
         hidden_size_of(backbone), **dataclasses.asdict(mcfg.head), softcap=head_softcap(backbone, mcfg.head.init)
     )
-    state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
     head.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux.")})
     aux = make_aux(mcfg)
     if aux is not None:
