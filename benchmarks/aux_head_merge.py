@@ -27,6 +27,7 @@ from lmsys_arena.data import Competition
 from lmsys_arena.holdout import labelled_rows, read_labels
 from lmsys_arena.llm.family import options
 from lmsys_arena.llm.heads import make_aux
+from lmsys_arena.llm.merge import mean_state
 from lmsys_arena.llm.side_inputs import aux_matrix
 from lmsys_arena.metrics import log_loss, softmax
 from lmsys_arena.runs import RunSpec
@@ -39,9 +40,9 @@ def tta_logprobs(head: torch.nn.Module, x_ab: torch.Tensor, x_ba: torch.Tensor) 
 
 
 def weight_mean(lc, heads: list[torch.nn.Module]) -> torch.nn.Module:
-    states = [h.state_dict() for h in heads]
+    """One aux head with the element-wise mean of the heads' tensors, as ``make merge HEADS=mean`` makes it."""
     merged = make_aux(lc.model)
-    merged.load_state_dict({k: sum(s[k].double() for s in states) / len(states) for k in states[0]})
+    merged.load_state_dict(mean_state([h.state_dict() for h in heads]))
     return merged.eval()
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from lmsys_arena.llm.backbones import atomic_dir
-from lmsys_arena.llm.trained import ADAPTER_DIR, HEAD_FILE, read_meta, write_meta
+from lmsys_arena.llm.trained import ADAPTER_DIR, HEAD_FILE, HEAD_MEMBERS, member_prefix, read_meta, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,8 @@ def _mean_tensors(tensors: list[torch.Tensor]) -> torch.Tensor:
     return (sum(t.double() for t in tensors) / len(tensors)).to(t0.dtype)
 
 
-def _mean_state(dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def mean_state(dicts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts with the same keys (float64 sums, each tensor's own dtype)."""
     return {k: _mean_tensors([d[k] for d in dicts]) for k in dicts[0]}
 
 
@@ -245,7 +246,7 @@ def _merge_mean(folds: list[Fold], r: int, alpha, rank: int | None) -> tuple[dic
     """Method mean: (tensors, r, alpha, summary extras); the folds' r and alpha are kept."""
     if rank not in (None, r):
         raise MergeError(f"method mean keeps the folds' rank {r}; rank={rank} needs method svd")
-    return _mean_state([f.weights for f in folds]), r, alpha, {}
+    return mean_state([f.weights for f in folds]), r, alpha, {}
 
 
 def _merge_factors(folds: list[Fold], method: str, rank: int | None) -> tuple[dict, int, int | float, dict]:
@@ -322,8 +323,8 @@ def merge_folds(
 def _merge_heads(folds: list[Fold], heads: str) -> dict[str, torch.Tensor]:
     """``head.pt``'s state: the folds' heads side by side (keep) or their element-wise mean."""
     if heads == "mean":
-        return _mean_state([f.head for f in folds])
-    return {f"members.{k}.{key}": v for k, f in enumerate(folds) for key, v in f.head.items()}
+        return mean_state([f.head for f in folds])
+    return {member_prefix(k) + key: v for k, f in enumerate(folds) for key, v in f.head.items()}
 
 
 def _check_merge_args(fold_dirs: list[Path], method: str, rank: int | None, heads: str) -> None:
@@ -358,7 +359,7 @@ def _write_merged(out_dir: Path, config: dict, weights: dict, head: dict, folds:
             "backbone_dir": m0.get("backbone_dir"),
             "rows": [f.meta.get("rows") for f in folds],
             "aux_features": m0.get("aux_features", []),
-            **({"head_members": len(folds)} if summary["heads"] == "keep" else {}),
+            **({HEAD_MEMBERS: len(folds)} if summary["heads"] == "keep" else {}),
             "merge": summary,
         },
     )

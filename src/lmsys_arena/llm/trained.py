@@ -21,6 +21,12 @@ HEAD_FILE = "head.pt"
 ADAPTER_DIR = "adapter"
 META_FILE = "llm_meta.json"
 MERGED_MARKER = "merged_adapter.json"  # in a backbone folder with an adapter merged in (llm.export.export_merged)
+HEAD_MEMBERS = "head_members"  # llm_meta.json of a merge that kept its K folds' heads (llm.merge, heads=keep)
+
+
+def member_prefix(k: int) -> str:
+    """Where fold ``k``'s head state sits in a kept-heads ``head.pt``."""
+    return f"members.{k}."
 
 
 # ---------------------------------------------------------------- saving
@@ -124,10 +130,10 @@ def _load_heads(backbone: nn.Module, mcfg: ModelConfig, fold_dir: Path) -> tuple
     on the CPU. A merged run that kept its folds' heads (``llm_meta.json`` ``head_members: K``, the
     state of fold ``k`` under ``members.k.``): each head a :class:`MeanOf` the K folds' heads."""
     state = torch.load(fold_dir / HEAD_FILE, map_location="cpu", weights_only=True)
-    k = (read_meta(fold_dir) or {}).get("head_members")
+    k = (read_meta(fold_dir) or {}).get(HEAD_MEMBERS)
     if not k:
         return _heads_from_state(backbone, mcfg, state)
-    prefixes = [f"members.{i}." for i in range(k)]
+    prefixes = [member_prefix(i) for i in range(k)]
     stray = sorted(key for key in state if not key.startswith(tuple(prefixes)))
     if stray:
         raise ValueError(f"{fold_dir / HEAD_FILE}: keys {stray[:3]} are outside the {k} head members of llm_meta.json")
