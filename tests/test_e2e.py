@@ -407,6 +407,56 @@ def test_a_second_command_on_a_busy_run_is_refused(toy, mini, workdir):
         proc.kill()
 
 
+def _hold(path: Path, holder: str) -> subprocess.Popen:
+    """Another process holding the exclusive lock ``path`` (as a train command on another GPU would)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                             "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write(sys.argv[2]); f.flush(); "
+                             "print('locked', flush=True); time.sleep(60)", str(path), holder],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_train_commands_share_a_run_fold_by_fold(toy, mini, workdir):
+    from lmsys_arena.io import Busy
+
+    clean = runner.train_run(TOY, workdir / "runs" / "clean", spec(mini))
+    run = workdir / "runs" / "toy"
+    runner.train_run(TOY, run, spec(mini), only_folds=[0])
+    (run / "fold1").mkdir()
+    (run / "fold1" / ".adapter.x1").mkdir()  # the other command's write in progress
+    (run / "fold0" / ".valid.parquet.x2.tmp").write_text("half")  # left by a killed write
+    other = _hold(runs.Run(run).fold_lock_file(1), "pid 7 on gpu-box (train toy fold 1)")
+    lone = workdir / "runs" / "lone"
+    third = _hold(runs.Run(lone).fold_lock_file(1), "pid 8 on gpu-box (train lone fold 1)")
+    try:
+        FITS.clear()
+        m = runner.train_run(TOY, run, spec(mini))  # folds 0 done, 1 held by the other command: trains 2
+        assert [f["fold"] for f in FITS] == [2] and set(m["folds"]) == {0, 2}
+        assert (run / "fold1" / ".adapter.x1").is_dir() and not (run / "fold0" / ".valid.parquet.x2.tmp").exists()
+        assert set(pd.read_parquet(run / "oof.parquet")["fold"]) == {0, 2}
+        assert runs.Run(run).busy_folds() == {1: "pid 7 on gpu-box (train toy fold 1)"}
+        with pytest.raises(Busy, match=r"infer toy: refused, fold 1 is being trained by pid 7 on gpu-box"):
+            runner.infer_run(run)
+        with pytest.raises(Busy, match="fold 1 is being trained"):
+            runner.train_run(TOY, run, spec(mini), fresh=True)
+        with pytest.raises(Busy, match="no fold is done yet .* nothing is left for this one"):
+            runner.train_run(TOY, lone, spec(mini), only_folds=[1])
+        with pytest.raises(RuntimeError, match="lone is being trained with a different config"):
+            runner.train_run({**TOY, "w": 9}, lone, spec(mini))  # nothing done there yet, but fold 1 is training
+    finally:
+        for proc in (other, third):
+            proc.kill()
+            proc.wait()
+    FITS.clear()
+    m = runner.train_run(TOY, run, spec(mini))  # the lock is free: fold 1 is trained here, OOF covers every fold
+    assert [f["fold"] for f in FITS] == [1]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(run / "oof.parquet"), pd.read_parquet(workdir / "runs" / "clean" / "oof.parquet")
+    )
+    assert m["oof_logloss"] == clean["oof_logloss"] and runs.Run(run).busy_folds() == {}
+
+
 def test_a_failed_start_leaves_nothing_to_guard_and_temp_files_are_cleaned(toy, mini, workdir):
     run = workdir / "runs" / "toy"
     (workdir / "folds" / "mini.csv").rename(workdir / "folds.bak")

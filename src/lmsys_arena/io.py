@@ -78,6 +78,24 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def lock_holder(path: str | Path) -> str | None:
+    """Who holds the :func:`exclusive_lock` on ``path`` now (its line), or None when nobody does. A lock this
+    process holds through another open file counts as held."""
+    import fcntl
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -26,7 +26,7 @@ from lmsys_arena.config import config_hash
 from lmsys_arena.data import CLASS_NAMES, WEIGHT_COL, Competition, load_extra, load_pseudo, prompt_key
 from lmsys_arena.deadline import deadline_passed
 from lmsys_arena.folds import read_folds
-from lmsys_arena.io import read_json, write_csv, write_json
+from lmsys_arena.io import Busy, read_json, write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss, softmax, validate_submission
 from lmsys_arena.predictions import PROB_COLS, frame_from_logits
 from lmsys_arena.runs import Run, RunSpec, config_diff, run_config
@@ -59,10 +59,16 @@ def train_run(
     bad = [f for f in only_folds or [] if f < 0 or f >= n_folds]
     if bad:
         raise ValueError(f"--only-folds {bad}: not in the folds file (folds 0..{n_folds - 1})")
-    with run.lock("train") if dist.is_main_process() else contextlib.nullcontext():
+    if dist.world_size() > 1:  # the ranks must agree on the folds they train: the run is theirs alone
+        with run.lock("train") if dist.is_main_process() else contextlib.nullcontext():
+            run.prepare(run_config(cfg, spec), fresh, spec)
+            with run.logging_to_file():
+                return _train_folds(cfg, fam, run, spec, inputs, only_folds, on_fold_end, fold_locks=False)
+    # other train commands may share the run (one a GPU, say): each fold is trained by the one holding its lock
+    with run.lock("train", while_folds_train=not fresh):
         run.prepare(run_config(cfg, spec), fresh, spec)
-        with run.logging_to_file():
-            return _train_folds(cfg, fam, run, spec, inputs, only_folds, on_fold_end)
+    with run.logging_to_file():
+        return _train_folds(cfg, fam, run, spec, inputs, only_folds, on_fold_end, fold_locks=True)
 
 
 def _preflight(fam, cfg: dict) -> None:
@@ -100,7 +106,7 @@ def _describe_train_only(rows: pd.DataFrame) -> str:
     return ", ".join(f"+{n} {source}" for source, n in dict(counts).items()) or "+0 extra"
 
 
-def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on_fold_end) -> dict:
+def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on_fold_end, fold_locks: bool) -> dict:
     train, fold_of, extra = inputs
     if spec.max_rows and spec.max_rows < len(train):
         keep = np.sort(np.random.default_rng(spec.seed).choice(len(train), spec.max_rows, replace=False))
@@ -117,42 +123,69 @@ def _train_folds(cfg: dict, fam, run: Run, spec: RunSpec, inputs, only_folds, on
         folds,
     )
 
+    busy = []
     for f in folds:
-        if run.fold_done_file(f).exists():
-            fold_loss = _fold_loss(run.read_fold_frame(f))
-            log.info("fold %d: already done (log loss %.5f), skipping", f, fold_loss)
-        else:
-            run.fold_dir(f).mkdir(parents=True, exist_ok=True)
-            tr, va = fold_split(train, fold_of, extra, extra_keys, f)
-            t0 = time.time()
-            logits = fam.fit_fold(cfg, tr, va, run.fold_dir(f), spec.seed + f)
-            frame = frame_from_logits(va["id"], logits, fold=f, label=va["label"].to_numpy())
-            if dist.is_main_process():
-                keep = golden.pick(va)
-                rows = va.iloc[keep]
-                tol = families.of(cfg).golden_tolerance
-                golden.write(run.fold_dir(f), rows, logits[keep], golden.family_features(fam, cfg, rows), tol)
-                run.write_fold_frame(f, frame)
-            dist.barrier()
-            fold_loss = _fold_loss(frame)
-            log.info(
-                "fold %d: log loss %.5f, accuracy %.4f, %d train / %d valid rows, %.1fs",
-                f,
-                fold_loss,
-                accuracy(frame["label"], frame[PROB_COLS].to_numpy()),
-                len(tr),
-                len(va),
-                time.time() - t0,
-            )
+        with contextlib.ExitStack() as held:
+            if fold_locks and not run.fold_done_file(f).exists():
+                try:
+                    held.enter_context(run.fold_lock(f))
+                except Busy:
+                    busy.append(f)
+                    continue
+            if run.fold_done_file(f).exists():  # also when another command finished it while this one waited
+                fold_loss = _fold_loss(run.read_fold_frame(f))
+                log.info("fold %d: already done (log loss %.5f), skipping", f, fold_loss)
+            else:
+                fold_loss = _train_fold(cfg, fam, run, spec, (train, fold_of, extra, extra_keys), f)
         if on_fold_end is not None:
             on_fold_end(f, fold_loss)
+    if busy:
+        log.info("folds %s: being trained by other train commands of this run, left to them", busy)
+    return _write_oof(run, fold_locks)
 
-    oof = pd.concat([run.read_fold_frame(f) for f in folds], ignore_index=True)
-    metrics = score_frame(oof)
+
+def _train_fold(cfg: dict, fam, run: Run, spec: RunSpec, inputs, f: int) -> float:
+    """Train fold ``f``; its valid.parquet (written last) marks it done. Returns its log loss."""
+    train, fold_of, extra, extra_keys = inputs
+    run.fold_dir(f).mkdir(parents=True, exist_ok=True)
+    tr, va = fold_split(train, fold_of, extra, extra_keys, f)
+    t0 = time.time()
+    logits = fam.fit_fold(cfg, tr, va, run.fold_dir(f), spec.seed + f)
+    frame = frame_from_logits(va["id"], logits, fold=f, label=va["label"].to_numpy())
     if dist.is_main_process():
-        run.write_oof(oof)
-        run.merge_metrics(metrics)
-    log.info("run %s: OOF log loss %.5f over %d rows (folds %s)", run.name, metrics["oof_logloss"], len(oof), folds)
+        keep = golden.pick(va)
+        rows = va.iloc[keep]
+        tol = families.of(cfg).golden_tolerance
+        golden.write(run.fold_dir(f), rows, logits[keep], golden.family_features(fam, cfg, rows), tol)
+        run.write_fold_frame(f, frame)
+    dist.barrier()
+    fold_loss = _fold_loss(frame)
+    log.info(
+        "fold %d: log loss %.5f, accuracy %.4f, %d train / %d valid rows, %.1fs",
+        f,
+        fold_loss,
+        accuracy(frame["label"], frame[PROB_COLS].to_numpy()),
+        len(tr),
+        len(va),
+        time.time() - t0,
+    )
+    return fold_loss
+
+
+def _write_oof(run: Run, locked: bool) -> dict:
+    """oof.parquet and metrics.json of every done fold of the run (also those another command trained), written
+    under the run's lock where other train commands may share the run. Returns the metrics."""
+    with run.lock("train", while_folds_train=True) if locked else contextlib.nullcontext():
+        done = run.done_folds()
+        if not done:
+            raise Busy(f"train {run.name}: no fold is done yet and the folds asked for are being trained by other "
+                       "commands; nothing is left for this one")  # fmt: skip
+        oof = pd.concat([run.read_fold_frame(f) for f in done], ignore_index=True)
+        metrics = score_frame(oof)
+        if dist.is_main_process():
+            run.write_oof(oof)
+            run.merge_metrics(metrics)
+    log.info("run %s: OOF log loss %.5f over %d rows (folds %s)", run.name, metrics["oof_logloss"], len(oof), done)
     return metrics
 
 

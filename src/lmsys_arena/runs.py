@@ -25,6 +25,7 @@ probabilities and logits of A wins, B wins, tie).
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -36,7 +37,7 @@ import pandas as pd
 from lmsys_arena import dist
 from lmsys_arena.config import config_hash, flatten
 from lmsys_arena.data import COMPETITION_NAME, Competition
-from lmsys_arena.io import exclusive_lock, read_json, write_json, write_parquet
+from lmsys_arena.io import Busy, exclusive_lock, lock_holder, read_json, write_json, write_parquet
 from lmsys_arena.predictions import checked_frame
 from lmsys_arena.versions import file_sha1, provenance
 
@@ -254,9 +255,10 @@ class Run:
         if self.config_file.exists():
             old = {k: v for k, v in read_json(self.config_file).items() if k not in ("config_hash", "provenance")}
             if config_hash(old) != config_hash(full_cfg):
-                if self.trained_anything():
+                if self.trained_anything() or self.busy_folds():
+                    how = "was trained" if self.trained_anything() else "is being trained"
                     raise RuntimeError(
-                        f"{self.path} was trained with a different config or other input files; use another RUN "
+                        f"{self.path} {how} with a different config or other input files; use another RUN "
                         f"name, or FRESH=1 to retrain from scratch (diff: {config_diff(old, full_cfg)})"
                     )
                 log.info("%s: nothing trained yet; its config.json is replaced (%s)", self.path,
@@ -274,8 +276,12 @@ class Run:
         return any(f.is_file() for d in dirs if d.is_dir() for f in d.rglob("*"))
 
     def remove_temporary_files(self) -> None:
-        """Leftovers of writes a kill interrupted (``.<name>.*.tmp`` files, ``.<dir>.*`` folders)."""
+        """Leftovers of writes a kill interrupted (``.<name>.*.tmp`` files, ``.<dir>.*`` folders); not in the
+        folds another ``train`` command is training now, whose writes are still going on."""
+        training = {self.fold_dir(f) for f in self.busy_folds()}
         for p in sorted(self.path.rglob(".*"), reverse=True):
+            if training.intersection(p.parents):
+                continue
             if p.name.endswith(".tmp") and p.is_file():
                 p.unlink()
             elif p.is_dir() and (p.parent.name.startswith("fold") or p.parent.name == MODEL_DIR):
@@ -284,10 +290,36 @@ class Run:
                 continue
             log.info("removed %s, left by an interrupted write", p)
 
-    def lock(self, what: str):
+    @contextlib.contextmanager
+    def lock(self, what: str, *, while_folds_train: bool = False):
         """Exclusive use of this run by one command (``runs/.<run>.lock``, beside the folder so a fresh run
-        keeps it); a second command is refused naming the holder."""
-        return exclusive_lock(self.path.with_name(f".{self.name}.lock"), f"{what} {self.name}")
+        keeps it); a second command is refused naming the holder, and so is any command while a ``train`` of
+        this run trains a fold, except the short steps of another ``train`` (``while_folds_train``)."""
+        with exclusive_lock(self.path.with_name(f".{self.name}.lock"), f"{what} {self.name}"):
+            busy = {} if while_folds_train else self.busy_folds()
+            if busy:
+                fold, holder = next(iter(busy.items()))
+                raise Busy(f"{what} {self.name}: refused, fold {fold} is being trained by {holder}; wait for it "
+                           "to finish")  # fmt: skip
+            yield
+
+    def fold_lock_file(self, fold: int) -> Path:
+        return self.path.with_name(f".{self.name}.fold{fold}.lock")
+
+    def fold_lock(self, fold: int):
+        """One ``train`` command trains fold ``fold`` at a time: several commands on one run share its folds
+        (e.g. one per GPU), each taking the folds no other one holds."""
+        return exclusive_lock(self.fold_lock_file(fold), f"train {self.name} fold {fold}")
+
+    def busy_folds(self) -> dict[int, str]:
+        """{fold: holder} of the folds another ``train`` command is training now."""
+        busy = {}
+        for p in sorted(self.path.parent.glob(f".{glob.escape(self.name)}.fold*.lock")):
+            fold = p.name[len(self.name) + 6 : -len(".lock")]
+            holder = lock_holder(p) if fold.isdigit() else None
+            if holder:
+                busy[int(fold)] = holder
+        return busy
 
     def write_blend_config(self, cfg: dict) -> None:
         write_json(self.config_file, {**cfg, "provenance": provenance(None)})
