@@ -8,6 +8,7 @@
     python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-only   # fold 0 only (~3 min)
     python benchmarks/merge_holdout.py ... --precisions bf16,fp32,fp16 --precision-run RUN  # RUN's fold 0, no training
     python benchmarks/merge_holdout.py --split input/lmsys-arena-subset-holdout ...   # a split made before
+    python benchmarks/merge_holdout.py ... --train-procs 3   # 3 train commands share the fold run (a small backbone)
 
 Steps, each through the real CLI (``python -m lmsys_arena``), each resumable:
 
@@ -40,15 +41,22 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, log: Path) -> float:
-    """Run ``python -m lmsys_arena`` (output appended to ``log``); returns its wall seconds."""
+def cli(*args: str, log: Path, procs: int = 1) -> float:
+    """Run ``python -m lmsys_arena`` (output appended to ``log``); ``procs`` copies at once (train commands share
+    the run's folds); returns the wall seconds."""
     t0 = time.time()
     with open(log, "a") as fh:
-        fh.write(f"\n$ lmsys_arena {' '.join(args)}\n")
+        fh.write(f"\n$ lmsys_arena {' '.join(args)}" + (f"  (x{procs} at once)" if procs > 1 else "") + "\n")
         fh.flush()
-        r = subprocess.run([sys.executable, "-m", "lmsys_arena", *args], stdout=fh, stderr=subprocess.STDOUT)
-    if r.returncode:
-        sys.exit(f"lmsys_arena {' '.join(args)} failed (exit {r.returncode}); see {log}")
+        running = []
+        for i in range(procs):
+            running.append(subprocess.Popen([sys.executable, "-m", "lmsys_arena", *args], stdout=fh,
+                                            stderr=subprocess.STDOUT))  # fmt: skip
+            if i + 1 < procs:
+                time.sleep(5)  # the first one prepares the run folder
+        codes = [proc.wait() for proc in running]
+    if any(codes):
+        sys.exit(f"lmsys_arena {' '.join(args)} failed (exit {max(codes)}); see {log}")
     return time.time() - t0
 
 
@@ -138,6 +146,9 @@ def main() -> None:
     ap.add_argument("--precisions", default="", help="e.g. bf16,fp16,fp32 (fold 0 of the fold run)")
     ap.add_argument("--skip", default="", help="steps to skip: refit, merge, infer")
     ap.add_argument(
+        "--train-procs", type=int, default=1, help="train commands at once on the fold run (they share its folds)"
+    )
+    ap.add_argument(
         "--precision-only", action="store_true", help="train fold 0 only, then the --precisions check (no merge)"
     )
     ap.add_argument("--precision-run", default=None, help="a fold run on the held-out split: check its fold 0")
@@ -169,7 +180,7 @@ def main() -> None:
     if not Path("folds", f"{name}.csv").exists():
         cli("folds", "--data", str(data), "--folds", str(args.folds), "--seed", str(args.seed), log=log)
     if not args.precision_run:
-        times["train"] = cli("train", *common, log=log)
+        times["train"] = cli("train", *common, log=log, procs=args.train_procs)
     runs = {run: args.folds}
     if "refit" not in skip:
         times["refit"] = cli("train", *common, "--full", log=log)
