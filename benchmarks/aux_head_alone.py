@@ -27,8 +27,8 @@ from lmsys_arena.llm.heads import make_aux
 from lmsys_arena.llm.optim import lr_lambda
 from lmsys_arena.llm.side_inputs import aux_matrix
 from lmsys_arena.metrics import log_loss, order_consistency, softmax
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.runner import fold_split
-from lmsys_arena.runs import RunSpec
 from lmsys_arena.swap import swap_labels, unswap_average
 
 

@@ -30,7 +30,7 @@ from lmsys_arena.llm.heads import make_aux
 from lmsys_arena.llm.merge import mean_state
 from lmsys_arena.llm.side_inputs import aux_matrix
 from lmsys_arena.metrics import log_loss, softmax
-from lmsys_arena.runs import RunSpec
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.swap import unswap_average
 
 

@@ -106,8 +106,9 @@ def train_runs(comp: Path, backbone: Path, max_len: int, train_rows: int, small:
     from lmsys_arena.config import load_config
     from lmsys_arena.data import Competition
     from lmsys_arena.folds import make_folds, write_folds
+    from lmsys_arena.run_inputs import RunSpec
     from lmsys_arena.runner import infer_run, train_run
-    from lmsys_arena.runs import Run, RunSpec
+    from lmsys_arena.runs import Run
 
     write_folds(make_folds(Competition(comp).train(), k=2, seed=42), Path("folds") / f"{comp.name}.csv")
     t0 = time.time()

@@ -63,7 +63,7 @@ def rate(study) -> tuple[float, int]:
 def run(workers: int, trials: int, cfg_path: Path, data: Path, max_rows: int | None) -> tuple[float, int]:
     from lmsys_arena import tune
     from lmsys_arena.config import load_config
-    from lmsys_arena.runs import RunSpec
+    from lmsys_arena.run_inputs import RunSpec
 
     cfg = load_config(str(cfg_path))
     if max_rows:

@@ -63,7 +63,7 @@ def llm_inputs():
 @pytest.fixture
 def llm_env(data, workdir, monkeypatch):
     """A RunSpec on the module's ``data`` fixture (:func:`llm_inputs`), backbones built in its models folder."""
-    from lmsys_arena.runs import RunSpec
+    from lmsys_arena.run_inputs import RunSpec
 
     monkeypatch.setenv("LMSYS_MODELS_DIR", data["models"])
     return RunSpec(data=data["data"], folds_file=data["folds"], seed=42)

@@ -23,8 +23,8 @@ from lmsys_arena.curves import Curves, read_scalars
 from lmsys_arena.data import Competition
 from lmsys_arena.metrics import log_loss
 from lmsys_arena.predictions import PROB_COLS
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.runner import train_run
-from lmsys_arena.runs import RunSpec
 from lmsys_arena.schema import ConfigError
 
 GBDT_FAST = {"num_boost_round": 20, "early_stopping_rounds": 0, "params.learning_rate": 0.2, "threads": 2}

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_arena import families, predictions, runner, runs
+from lmsys_arena import families, predictions, run_inputs, runner, runs
 from lmsys_arena.cli import main
 from lmsys_arena.data import Competition
 from lmsys_arena.metrics import log_loss, softmax, validate_submission
@@ -78,7 +78,7 @@ def mini(workdir, sample_dir):
 
 
 def spec(data, **kw):
-    return runs.RunSpec(data=str(data), **kw)
+    return run_inputs.RunSpec(data=str(data), **kw)
 
 
 def fits_of(fold):

@@ -17,8 +17,9 @@ from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
 from lmsys_arena.folds import make_folds, write_folds
 from lmsys_arena.predictions import PROB_COLS
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.runner import infer_run, train_run
-from lmsys_arena.runs import Run, RunSpec
+from lmsys_arena.runs import Run
 from lmsys_arena.swap import swap_battles as swap_ab
 from lmsys_arena.swap import swap_labels
 

@@ -21,8 +21,8 @@ from lmsys_arena.config import load_config
 from lmsys_arena.data import Competition
 from lmsys_arena.ensemble import ensemble_runs
 from lmsys_arena.folds import make_folds, write_folds
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.runner import infer_run, train_run
-from lmsys_arena.runs import RunSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "input" / "sample"
 ROWS = 240

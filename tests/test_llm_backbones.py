@@ -22,8 +22,8 @@ from lmsys_arena.llm.heads import make_head
 from lmsys_arena.llm.model import PreferenceModel
 from lmsys_arena.metrics import softmax
 from lmsys_arena.predictions import PROB_COLS
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.runner import train_run
-from lmsys_arena.runs import RunSpec
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -17,8 +17,8 @@ from lmsys_arena.data import Competition
 from lmsys_arena.llm.config import aux_feature_names
 from lmsys_arena.metrics import softmax
 from lmsys_arena.predictions import PROB_COLS
+from lmsys_arena.run_inputs import RunSpec
 from lmsys_arena.runner import infer_run, train_run
-from lmsys_arena.runs import RunSpec
 from lmsys_arena.swap import swap_battles
 
 SMALL = {

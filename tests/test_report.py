@@ -76,8 +76,8 @@ def project(tmp_path_factory, llm_inputs):
     from lmsys_arena.config import load_config
     from lmsys_arena.data import Competition
     from lmsys_arena.folds import make_folds, write_folds
+    from lmsys_arena.run_inputs import RunSpec
     from lmsys_arena.runner import train_run
-    from lmsys_arena.runs import RunSpec
 
     root = tmp_path_factory.mktemp("report")
     with pytest.MonkeyPatch.context() as mp:

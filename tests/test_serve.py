@@ -22,7 +22,8 @@ import pytest
 
 from lmsys_arena import runner
 from lmsys_arena.config import load_config
-from lmsys_arena.runs import Run, RunSpec
+from lmsys_arena.run_inputs import RunSpec
+from lmsys_arena.runs import Run
 from lmsys_arena.serve.battle import SEPARATOR, form_texts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from lmsys_arena.data import SOFT_COLS, WEIGHT_COL, DataError, load_battles, loa
 from lmsys_arena.llm.losses import distill_loss, target_loss
 from lmsys_arena.llm.training_targets import Targets, sequence_targets
 from lmsys_arena.predictions import PROB_COLS
-from lmsys_arena.runs import RunSpec
+from lmsys_arena.run_inputs import RunSpec
 
 SAMPLE = Path(__file__).resolve().parents[1] / "input" / "sample"
 XGB_FAST = {"num_boost_round": 20, "early_stopping_rounds": 10, "params.learning_rate": 0.3, "threads": 2}

@@ -228,8 +228,8 @@ def test_resume_refuses_another_objective(project, sample_dir):
 
 
 def test_row_budget_samples_train_rows(project, sample_dir):
+    from lmsys_arena.run_inputs import RunSpec
     from lmsys_arena.runner import train_run
-    from lmsys_arena.runs import RunSpec
 
     cfg = load_config(project("budget"))
     m = train_run(cfg, "runs/budget", RunSpec(data=str(sample_dir), max_rows=300), only_folds=[0, 1, 2])

@@ -49,6 +49,18 @@ class Busy(RuntimeError):
     """Another command holds the lock."""
 
 
+def _take_lock(fh) -> str | None:
+    """flock ``fh`` exclusively without waiting: None once taken, else the holder's line."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        return fh.read().strip() or "another process"
+    return None
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock (an flock on ``path``, released when the process ends, even by kill -9);
@@ -60,12 +72,9 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise Busy(f"{what}: refused, {path} is held by {holder}; wait for it to finish") from None
+        holder = _take_lock(fh)
+        if holder:
+            raise Busy(f"{what}: refused, {path} is held by {holder}; wait for it to finish")
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()} ({what}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
@@ -81,19 +90,10 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
 def lock_holder(path: str | Path) -> str | None:
     """Who holds the :func:`exclusive_lock` on ``path`` now (its line), or None when nobody does. A lock this
     process holds through another open file counts as held."""
-    import fcntl
-
-    path = Path(path)
-    if not path.exists():
+    if not Path(path).exists():
         return None
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            return fh.read().strip() or "another process"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return None
+    with open(path, "a+") as fh:  # closing the file drops a lock taken here
+        return _take_lock(fh)
 
 
 def write_text(path: str | Path, text: str) -> None:

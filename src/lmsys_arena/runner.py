@@ -29,7 +29,8 @@ from lmsys_arena.folds import read_folds
 from lmsys_arena.io import Busy, read_json, write_csv, write_json
 from lmsys_arena.metrics import accuracy, log_loss, softmax, validate_submission
 from lmsys_arena.predictions import PROB_COLS, frame_from_logits
-from lmsys_arena.runs import Run, RunSpec, config_diff, run_config
+from lmsys_arena.run_inputs import RunSpec, run_config
+from lmsys_arena.runs import Run, config_diff
 from lmsys_arena.teacher import resolve_distill_teacher
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The run folder contract: every command that writes or reads ``runs/<run>/`` goes through here.
 
     runs/<run>/
-      config.json     the resolved config + "run" (where the inputs came from) + "provenance"
+      config.json     the resolved config + "run" (where the inputs came from: run_inputs) + "provenance"
                       (package versions, git commit, data file hashes) + "config_hash"
       fold<k>/        the family's model files; valid.parquet is written last and marks the fold done
       model/          the single model of a derived run (a full-data refit, merged folds, an export);
@@ -29,17 +29,17 @@ import glob
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from lmsys_arena import dist
 from lmsys_arena.config import config_hash, flatten
-from lmsys_arena.data import COMPETITION_NAME, Competition
+from lmsys_arena.data import COMPETITION_NAME
 from lmsys_arena.io import Busy, exclusive_lock, lock_holder, read_json, write_json, write_parquet
 from lmsys_arena.predictions import checked_frame
-from lmsys_arena.versions import file_sha1, provenance
+from lmsys_arena.run_inputs import RunSpec
+from lmsys_arena.versions import provenance
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ CONFIG_FILE, OOF_FILE, TEST_FILE, METRICS_FILE, LOG_FILE = (
 FOLD_DONE = "valid.parquet"  # written last in a fold folder: the fold is done
 MODEL_DIR, MODEL_DONE = "model", "done.json"  # a derived run's single model; done.json written last
 BOOKKEEPING = ("config_hash", "run", "provenance", "derived")  # config.json keys that are not the model's config
-NOT_MODEL = ("search_space", "tune", "base")  # config keys read by `make tune` only / by the loader
-# dotted keys that change how a run is watched, not its model: left out of config.json, so a run resumes
-# (and keeps its config_hash) whatever their value (train.report_to: lmsys_arena.curves)
-NOT_MODEL_DOTTED = ("train.report_to",)
 
 
 def default_run_name(model: str, data: str | Path) -> str:
@@ -66,72 +62,6 @@ def default_run_name(model: str, data: str | Path) -> str:
     stem = Path(model).stem if str(model).endswith((".yaml", ".yml")) else Path(str(model)).name
     data_name = Path(os.path.abspath(data)).name
     return stem if data_name == COMPETITION_NAME else f"{stem}-{data_name}"
-
-
-@dataclass
-class RunSpec:
-    """Where a run's inputs come from; stored in ``config.json`` ("run") so infer/score find them."""
-
-    data: str
-    extra: str | None = None
-    folds_file: str | None = None
-    seed: int = 42
-    skip_bad: bool = False
-    max_rows: int | None = None  # row budget (tuning): a seeded sample of train rows, taken before the fold split
-    extra_weight: float = 1.0  # loss weight of the EXTRA rows
-    pseudo: str | None = None  # soft-labelled train-only rows (`make pseudo`'s CSV; data.load_pseudo)
-    pseudo_weight: float = 1.0  # loss weight of the pseudo rows
-    pseudo_min_prob: float = 0.0  # keep the pseudo rows whose largest soft target is at least this
-    # recorded by run_config (the input files' content), not inputs
-    folds_sha1: str | None = None
-    train_sha1: str | None = None
-    extra_sha1: str | None = None
-    pseudo_sha1: str | None = None
-
-    def competition(self) -> Competition:
-        return Competition(Path(self.data))
-
-    def resolved_folds_file(self) -> Path:
-        from lmsys_arena.folds import folds_path
-
-        return Path(self.folds_file) if self.folds_file else folds_path(self.competition().name)
-
-
-def run_config(cfg: dict, spec: RunSpec) -> dict:
-    """The resolved config stored in ``config.json`` (its hash decides whether a run folder can resume)."""
-    run = {
-        "data": spec.data,
-        "extra": spec.extra,
-        "folds_file": str(spec.resolved_folds_file()),
-        "seed": spec.seed,
-        "skip_bad": spec.skip_bad,
-    }
-    if spec.max_rows:
-        run["max_rows"] = spec.max_rows
-    if spec.extra_weight != 1.0:  # recorded only when used: the hashes of runs without them stay as they were
-        run["extra_weight"] = spec.extra_weight
-    if spec.pseudo:
-        run.update(pseudo=spec.pseudo, pseudo_weight=spec.pseudo_weight, pseudo_min_prob=spec.pseudo_min_prob)
-    # the inputs' content: a run refuses to resume on a changed train.csv, EXTRA file or folds file
-    run["folds_sha1"] = file_sha1(spec.resolved_folds_file())
-    run["train_sha1"] = file_sha1(spec.competition().train_csv)
-    if spec.extra:
-        run["extra_sha1"] = file_sha1(spec.extra)
-    if spec.pseudo:
-        run["pseudo_sha1"] = file_sha1(spec.pseudo)
-    return {**_model_keys(cfg), "run": run}
-
-
-def _model_keys(cfg: dict) -> dict:
-    """``cfg`` without :data:`NOT_MODEL` and :data:`NOT_MODEL_DOTTED` (a section they leave empty goes too)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items() if k not in NOT_MODEL}
-    for key in NOT_MODEL_DOTTED:
-        section, _, name = key.partition(".")
-        if isinstance(out.get(section), dict) and name in out[section]:
-            del out[section][name]
-            if not out[section]:
-                del out[section]
-    return out
 
 
 class Run:
@@ -313,13 +243,12 @@ class Run:
 
     def busy_folds(self) -> dict[int, str]:
         """{fold: holder} of the folds another ``train`` command is training now."""
-        busy = {}
-        for p in sorted(self.path.parent.glob(f".{glob.escape(self.name)}.fold*.lock")):
-            fold = p.name[len(self.name) + 6 : -len(".lock")]
-            holder = lock_holder(p) if fold.isdigit() else None
-            if holder:
-                busy[int(fold)] = holder
-        return busy
+        prefix = f".{self.name}.fold"
+        names = (
+            p.name.removeprefix(prefix).removesuffix(".lock") for p in self.path.parent.glob(f"{glob.escape(prefix)}*")
+        )
+        holders = {f: lock_holder(self.fold_lock_file(f)) for f in sorted(int(n) for n in names if n.isdigit())}
+        return {f: holder for f, holder in holders.items() if holder}
 
     def write_blend_config(self, cfg: dict) -> None:
         write_json(self.config_file, {**cfg, "provenance": provenance(None)})
@@ -397,9 +326,4 @@ def config_diff(a: dict, b: dict, most: int = 5) -> str:
     return ", ".join(f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in keys[:most]) or "none"
 
 
-__all__ = [
-    "Run",
-    "RunSpec",
-    "run_config",
-    "default_run_name",
-]
+__all__ = ["Run", "default_run_name"]

@@ -34,8 +34,9 @@ def _folds(args) -> None:
 
 
 def _train(args) -> None:
+    from lmsys_arena.run_inputs import RunSpec
     from lmsys_arena.runner import format_metrics, train_run
-    from lmsys_arena.runs import RUNS_DIR, RunSpec, default_run_name
+    from lmsys_arena.runs import RUNS_DIR, default_run_name
 
     cfg = resolve_config(args)
     data = resolve_data(args)
@@ -72,8 +73,9 @@ def _refit(args, cfg: dict, spec, run: str, only: list[int] | None) -> None:
 
 def _judge(args) -> None:
     from lmsys_arena.llm.judge import OVERRIDES
+    from lmsys_arena.run_inputs import RunSpec
     from lmsys_arena.runner import format_metrics, train_run
-    from lmsys_arena.runs import RUNS_DIR, RunSpec, default_run_name
+    from lmsys_arena.runs import RUNS_DIR, default_run_name
 
     # the judge's settings first, so that the user's --set still wins
     args.set = [f"{k}={'null' if v is None else str(v).lower()}" for k, v in OVERRIDES.items()] + args.set

@@ -65,7 +65,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_only_args(p: argparse.ArgumentParser) -> None:
-    """The train-only rows besides --extra: their weights and the pseudo-label file (runs.RunSpec)."""
+    """The train-only rows besides --extra: their weights and the pseudo-label file (run_inputs.RunSpec)."""
     p.add_argument("--extra-weight", type=float, default=1.0, help="loss weight of the --extra rows")
     p.add_argument("--pseudo", default=None, help="CSV of soft-labelled train-only rows (`make pseudo`)")
     p.add_argument("--pseudo-weight", type=float, default=1.0, help="loss weight of the --pseudo rows")

@@ -164,8 +164,8 @@ def _train_demo_blend(data: Path, rows: int) -> None:
     from lmsys_arena.data import Competition
     from lmsys_arena.ensemble import ensemble_runs
     from lmsys_arena.folds import make_folds, write_folds
+    from lmsys_arena.run_inputs import RunSpec
     from lmsys_arena.runner import infer_run, train_run
-    from lmsys_arena.runs import RunSpec
 
     write_folds(make_folds(Competition(data).train(), k=2, seed=42), Path("folds") / f"{data.name}.csv")
     members = [("xgb", {"num_boost_round": 30, "early_stopping_rounds": 10}), ("tiny", {})]

@@ -43,7 +43,7 @@ def cli(args, *, resolve_config, resolve_data) -> None:
     if args.command == "best":
         print(format_summary(best(args.study, args.storage)))
         return
-    from lmsys_arena.runs import RunSpec
+    from lmsys_arena.run_inputs import RunSpec
 
     cfg = resolve_config(args)
     settings = TuneSettings.from_cfg(cfg)

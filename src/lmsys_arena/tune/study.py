@@ -31,7 +31,7 @@ class StudyJob:
     """Everything a worker process needs (picklable)."""
 
     cfg: dict
-    spec: object  # runs.RunSpec
+    spec: object  # run_inputs.RunSpec
     study: str
     storage: str
     target: int
@@ -50,7 +50,7 @@ class StudyJob:
 
 def objective_identity(job: StudyJob) -> dict:
     """What makes two trials comparable: the config (without the search space), data and tuning budget."""
-    from lmsys_arena.runs import run_config
+    from lmsys_arena.run_inputs import run_config
 
     base = {k: v for k, v in job.cfg.items() if k not in NOT_OBJECTIVE}
     full = run_config(base, job.spec)
@@ -241,7 +241,7 @@ def _with_budget(spec, s: TuneSettings):
 
 def _adopt_failed_run(trial, job: StudyJob, run_dir: Path) -> str | None:
     """A retry of a dead worker's trial takes over its run folder (same params, so done folds resume)."""
-    from lmsys_arena.runs import run_config
+    from lmsys_arena.run_inputs import run_config
 
     frozen = trial.study._storage.get_trial(trial._trial_id)  # optuna 5's Trial has no public system_attrs
     history = frozen.system_attrs.get("retry_history") or []
