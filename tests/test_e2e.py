@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -386,9 +387,10 @@ def test_an_in_place_change_of_train_csv_is_refused(toy, mini, workdir):
         runner.train_run(TOY, run, spec(mini), only_folds=[0])
 
 
-def test_a_second_command_on_a_busy_run_is_refused(toy, mini, workdir):
+def test_a_second_command_on_a_busy_run_is_refused(toy, mini, workdir, monkeypatch):
     from lmsys_arena.io import Busy
 
+    monkeypatch.setattr(runs, "TRAIN_STEP_WAIT_S", 0.3)  # a train's short steps wait this long before refusing
     run = workdir / "runs" / "toy"
     with runs.Run(run).lock("train"):
         with pytest.raises(Busy, match=r"train toy: refused, .*\.toy\.lock is held by pid \d+ on .* \(train toy"):
@@ -455,6 +457,44 @@ def test_train_commands_share_a_run_fold_by_fold(toy, mini, workdir):
         pd.read_parquet(run / "oof.parquet"), pd.read_parquet(workdir / "runs" / "clean" / "oof.parquet")
     )
     assert m["oof_logloss"] == clean["oof_logloss"] and runs.Run(run).busy_folds() == {}
+
+
+def test_train_commands_started_or_finishing_together_wait_for_each_other(toy, mini, workdir):
+    """Preparing the run and writing its OOF take the run's lock for a moment: another train command's short
+    step is waited for, not refused (two commands started together once failed here)."""
+    run = workdir / "runs" / "toy"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                             "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 9 on box (train toy)'); f.flush(); "
+                             "print('locked', flush=True); time.sleep(0.5)", str(workdir / "runs" / ".toy.lock")],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        FITS.clear()
+        t0 = time.time()
+        m = runner.train_run(TOY, run, spec(mini), only_folds=[0])
+        assert [f["fold"] for f in FITS] == [0] and m["folds"] and time.time() - t0 > 0.2
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_lock_probe_does_not_make_a_free_fold_look_busy(workdir):
+    """``lock_holder`` takes a free lock for a moment to see that it is free; a command taking that lock then
+    tries again instead of skipping the fold as another command's."""
+    import fcntl
+    import threading
+
+    from lmsys_arena.io import exclusive_lock, lock_holder
+
+    path = workdir / ".x.fold0.lock"
+    path.touch()
+    probe = open(path, "a+")  # a probe holds it, with no holder line
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    threading.Timer(0.1, probe.close).start()
+    with exclusive_lock(path, "train x fold 0"):
+        assert "train x fold 0" in lock_holder(path)
+    assert lock_holder(path) is None
 
 
 def test_a_failed_start_leaves_nothing_to_guard_and_temp_files_are_cleaned(toy, mini, workdir):

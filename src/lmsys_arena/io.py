@@ -49,22 +49,35 @@ class Busy(RuntimeError):
     """Another command holds the lock."""
 
 
-def _take_lock(fh) -> str | None:
-    """flock ``fh`` exclusively without waiting: None once taken, else the holder's line."""
-    import fcntl
+LOCK_PROBE_S = 0.5  # how long a lock held with no holder line is tried again (see _take_lock)
 
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        return fh.read().strip() or "another process"
-    return None
+
+def _take_lock(fh, wait_s: float = 0.0) -> str | None:
+    """flock ``fh`` exclusively: None once taken, else the holder's line, after trying for ``wait_s`` seconds.
+    A lock held with no line is tried again for up to LOCK_PROBE_S: its holder is a :func:`lock_holder` probe
+    or a command between taking the lock and writing its line (or between erasing it and letting go), all of
+    which let go within microseconds; refusing then would make a free fold look busy."""
+    import fcntl
+    import time
+
+    start = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
+        if time.monotonic() - start >= max(wait_s, 0.0 if holder else LOCK_PROBE_S):
+            return holder or "another process"
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
+def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock (an flock on ``path``, released when the process ends, even by kill -9);
-    if another process holds it, raise :class:`Busy` naming that process and what it is doing."""
+    if another process holds it (still, after ``wait_s`` seconds), raise :class:`Busy` naming that process and
+    what it is doing."""
     import fcntl
     import socket
     import time
@@ -73,6 +86,9 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         holder = _take_lock(fh)
+        if holder and wait_s > 0:
+            log.info("%s: waiting up to %.0f s for %s, held by %s", what, wait_s, path, holder)
+            holder = _take_lock(fh, wait_s)
         if holder:
             raise Busy(f"{what}: refused, {path} is held by {holder}; wait for it to finish")
         fh.seek(0)

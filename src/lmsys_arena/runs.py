@@ -53,6 +53,8 @@ CONFIG_FILE, OOF_FILE, TEST_FILE, METRICS_FILE, LOG_FILE = (
 )
 FOLD_DONE = "valid.parquet"  # written last in a fold folder: the fold is done
 MODEL_DIR, MODEL_DONE = "model", "done.json"  # a derived run's single model; done.json written last
+# how long the short steps of a train command wait for another train command's (seconds of work at most)
+TRAIN_STEP_WAIT_S = 60.0
 BOOKKEEPING = ("config_hash", "run", "provenance", "derived")  # config.json keys that are not the model's config
 
 
@@ -224,8 +226,11 @@ class Run:
     def lock(self, what: str, *, while_folds_train: bool = False):
         """Exclusive use of this run by one command (``runs/.<run>.lock``, beside the folder so a fresh run
         keeps it); a second command is refused naming the holder, and so is any command while a ``train`` of
-        this run trains a fold, except the short steps of another ``train`` (``while_folds_train``)."""
-        with exclusive_lock(self.path.with_name(f".{self.name}.lock"), f"{what} {self.name}"):
+        this run trains a fold, except the short steps of another ``train`` (``while_folds_train``: preparing
+        the run, writing its OOF), which wait up to TRAIN_STEP_WAIT_S for each other, as train commands started
+        together or finishing together would otherwise refuse each other."""
+        wait_s = TRAIN_STEP_WAIT_S if while_folds_train else 0.0
+        with exclusive_lock(self.path.with_name(f".{self.name}.lock"), f"{what} {self.name}", wait_s):
             busy = {} if while_folds_train else self.busy_folds()
             if busy:
                 fold, holder = next(iter(busy.items()))
