@@ -53,7 +53,7 @@ def cli(*args: str, log: Path, procs: int = 1) -> float:
             running.append(subprocess.Popen([sys.executable, "-m", "lmsys_arena", *args], stdout=fh,
                                             stderr=subprocess.STDOUT))  # fmt: skip
             if i + 1 < procs:
-                time.sleep(5)  # the first one prepares the run folder
+                time.sleep(5)  # spreads their start-up (backbone load, compilation) a little
         codes = [proc.wait() for proc in running]
     if any(codes):
         sys.exit(f"lmsys_arena {' '.join(args)} failed (exit {max(codes)}); see {log}")
