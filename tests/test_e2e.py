@@ -387,6 +387,18 @@ def test_an_in_place_change_of_train_csv_is_refused(toy, mini, workdir):
         runner.train_run(TOY, run, spec(mini), only_folds=[0])
 
 
+def _hold(path: Path, holder: str, seconds: float = 60) -> subprocess.Popen:
+    """Another process holding the exclusive lock ``path`` for ``seconds`` (as a train command on another GPU
+    would)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                             "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write(sys.argv[2]); f.flush(); "
+                             "print('locked', flush=True); time.sleep(float(sys.argv[3]))", str(path), holder,
+                             str(seconds)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
 def test_a_second_command_on_a_busy_run_is_refused(toy, mini, workdir, monkeypatch):
     from lmsys_arena.io import Busy
 
@@ -397,26 +409,12 @@ def test_a_second_command_on_a_busy_run_is_refused(toy, mini, workdir, monkeypat
             runner.train_run(TOY, run, spec(mini), only_folds=[2])
     assert not (run / "fold2").exists()
     runner.train_run(TOY, run, spec(mini), only_folds=[2])  # released: the same command now runs
-    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-                             "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 1 on elsewhere (train toy)'); f.flush(); "
-                             "print('locked', flush=True); time.sleep(30)", str(workdir / "runs" / ".toy.lock")],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _hold(workdir / "runs" / ".toy.lock", "pid 1 on elsewhere (train toy)", 30)
     try:
-        assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(Busy, match="held by pid 1 on elsewhere"):
             runner.infer_run(run)
     finally:
         proc.kill()
-
-
-def _hold(path: Path, holder: str) -> subprocess.Popen:
-    """Another process holding the exclusive lock ``path`` (as a train command on another GPU would)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-                             "fcntl.flock(f, fcntl.LOCK_EX); f.seek(0); f.truncate(); f.write(sys.argv[2]); f.flush(); "
-                             "print('locked', flush=True); time.sleep(60)", str(path), holder],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def test_train_commands_share_a_run_fold_by_fold(toy, mini, workdir):
@@ -463,13 +461,8 @@ def test_train_commands_started_or_finishing_together_wait_for_each_other(toy, m
     """Preparing the run and writing its OOF take the run's lock for a moment: another train command's short
     step is waited for, not refused (two commands started together once failed here)."""
     run = workdir / "runs" / "toy"
-    run.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
-                             "fcntl.flock(f, fcntl.LOCK_EX); f.write('pid 9 on box (train toy)'); f.flush(); "
-                             "print('locked', flush=True); time.sleep(0.5)", str(workdir / "runs" / ".toy.lock")],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _hold(workdir / "runs" / ".toy.lock", "pid 9 on box (train toy)", 0.5)
     try:
-        assert proc.stdout.readline().strip() == "locked"
         FITS.clear()
         t0 = time.time()
         m = runner.train_run(TOY, run, spec(mini), only_folds=[0])
