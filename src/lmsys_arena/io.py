@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -114,6 +114,17 @@ def build_lock(out: str | Path, what: str) -> Iterator[None]:
     out = Path(out)
     with exclusive_lock(out.with_name(f".{out.name}.lock"), what, wait_s=BUILD_WAIT_S):
         yield
+
+
+def build_once(out: str | Path, what: str, built: Callable[[], bool], build: Callable[[], object]) -> None:
+    """``build()`` the shared cache entry ``out`` unless ``built()``: under :func:`build_lock`, asking ``built()``
+    again there (a command that waited finds it built). Asked before the lock too, so a built entry in a
+    read-only folder needs no lock file."""
+    if built():
+        return
+    with build_lock(out, what):
+        if not built():
+            build()
 
 
 def lock_holder(path: str | Path) -> str | None:

